@@ -13,6 +13,7 @@ __all__ = [
     "BASE_COLUMNS",
     "INSTANCE_FEATURES",
     "KB_FEATURES",
+    "KB_SPLIT",
     "SPLITS",
     "task_columns",
     "task_features",
@@ -54,6 +55,9 @@ KB_FEATURES = Features(
     }
 )
 """One row per unique entity of a topic: the knowledge base for whole-KB ranking."""
+
+KB_SPLIT = "kb"
+"""The single split of the knowledge-base configs."""
 
 SPLITS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
 """Split ratios; membership is a hash of the instance content, so it never depends on a seed."""

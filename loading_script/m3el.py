@@ -1,0 +1,125 @@
+"""The M³EL `datasets` builder: raw release in, topic / task / knowledge-base configs out.
+
+`datasets` >= 4 no longer runs loading scripts from the Hub, so this builder is what
+``m3el-hf prepare`` executes to write the Hub layout (Parquet shards plus a README whose YAML
+declares the same configs). It is importable as ``m3el_hf.loading_script.m3el`` and can also be
+used directly:
+
+>>> builder = M3EL(config_name="movies-I-T", data_dir="path/to/raw")  # doctest: +SKIP
+>>> builder.download_and_prepare(); ds = builder.as_dataset()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from m3el_hf.dataset_card import CITATION
+from m3el_hf.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
+from m3el_hf.instances import ImageReader, RowBuilder
+from m3el_hf.raw import OnError, SkipReport, find_record_files, iter_records
+from m3el_hf.tasks import TASK_NAMES, TOPICS
+
+__all__ = ["M3EL", "M3ELConfig", "config_names"]
+
+
+@dataclass
+class M3ELConfig(datasets.BuilderConfig):
+    """A view of M³EL: some topics, optionally one task's columns, or the topics' knowledge base.
+
+    Args:
+        topics (`tuple[str, ...]`): topics to read, among movies, common, person, books and sports.
+        task (`str`, *optional*): keep only this task's columns (e.g. ``"I-T"``); instances are the same.
+        kb (`bool`, defaults to `False`): yield the unique entities of the topics instead of mentions.
+        on_error (`"raise"` or `"skip"`): on a bad record or image, fail naming it, or skip and count it.
+        max_image_side (`int`, *optional*): downscale images whose longer side exceeds this.
+    """
+
+    topics: tuple[str, ...] = TOPICS
+    task: str | None = None
+    kb: bool = False
+    on_error: OnError = "raise"
+    max_image_side: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = [t for t in self.topics if t not in TOPICS]
+        if unknown:
+            raise ValueError(f"Unknown topics {unknown}; expected some of {', '.join(TOPICS)}.")
+        if self.task is not None and self.task not in TASK_NAMES:
+            raise ValueError(f"Unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}.")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+
+
+def _configs() -> list[M3ELConfig]:
+    groups = [(topic, (topic,)) for topic in TOPICS] + [("all", TOPICS)]
+    configs = [M3ELConfig(name=name, topics=topics, description=f"M³EL, {name}") for name, topics in groups]
+    configs += [
+        M3ELConfig(name=f"{name}-{task}", topics=topics, task=task, description=f"M³EL, {name}, task {task}")
+        for name, topics in groups
+        for task in TASK_NAMES
+    ]
+    configs += [
+        M3ELConfig(name=f"{name}-kb", topics=topics, kb=True, description=f"M³EL knowledge base, {name}")
+        for name, topics in groups
+    ]
+    return configs
+
+
+def config_names() -> list[str]:
+    """All config names: topics, ``all``, ``{topic}-{task}`` and ``{topic}-kb``."""
+    return [config.name for config in M3EL.BUILDER_CONFIGS]
+
+
+class M3EL(datasets.GeneratorBasedBuilder):
+    """Builds M³EL from a raw release directory passed as ``data_dir``."""
+
+    BUILDER_CONFIG_CLASS = M3ELConfig
+    BUILDER_CONFIGS = _configs()
+    DEFAULT_CONFIG_NAME = "all"
+
+    def _info(self) -> datasets.DatasetInfo:
+        if self.config.kb:
+            features = KB_FEATURES
+        elif self.config.task:
+            features = datasets.Features({name: INSTANCE_FEATURES[name] for name in task_columns(self.config.task)})
+        else:
+            features = INSTANCE_FEATURES
+        return datasets.DatasetInfo(
+            description="M³EL: multi-task, multi-topic multi-modal entity linking (arXiv 2410.18096).",
+            features=features,
+            homepage="https://arxiv.org/abs/2410.18096",
+            citation=CITATION,
+        )
+
+    def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
+        if not self.config.data_dir:
+            raise ValueError("M3EL needs the raw release: pass data_dir='path/to/release' (the folder of movies.json).")
+        root = Path(self.config.data_dir)
+        find_record_files(root, self.config.topics)  # fail early, naming the missing file
+        self.row_builder = RowBuilder(
+            images=ImageReader(root, self.config.max_image_side),
+            columns=tuple(self.info.features),
+            on_error=self.config.on_error,
+        )
+        splits = [KB_SPLIT] if self.config.kb else list(SPLITS)
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
+
+    def _generate_examples(self, split: str):
+        builder = self.row_builder
+        # Every split re-reads the record files, but bad records are counted in the first pass only.
+        first = split in (KB_SPLIT, next(iter(SPLITS)))
+        report = builder.report if first else SkipReport()
+        records = iter_records(self.config.data_dir, self.config.topics, self.config.on_error, report)
+        if self.config.kb:
+            yield from builder.kb_rows(records)
+        else:
+            yield from builder.rows(records, split)
+
+    @property
+    def skip_report(self) -> SkipReport:
+        """What was skipped while generating (``on_error="skip"``)."""
+        return self.row_builder.report

@@ -1,0 +1,79 @@
+"""The ``m3el-hf`` command line: one subcommand per job, options generated from configuration dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .arguments import add_dataclass_arguments, dataclass_from_namespace
+
+__all__ = ["COMMANDS", "Command", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the module holding it, its configuration dataclass and the function it runs."""
+
+    module: str
+    config: str
+    run: str
+    help: str
+
+    def load(self) -> tuple[type, Callable]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.config), getattr(module, self.run)
+
+
+COMMANDS: dict[str, Command] = {
+    "synth": Command(
+        "m3el_hf.synth",
+        "SynthConfig",
+        "synthesize",
+        "Write a synthetic raw release in the exact M³EL format (for tests, demos and benchmarks).",
+    ),
+    "prepare": Command(
+        "m3el_hf.prepare",
+        "PrepareConfig",
+        "run_prepare",
+        "Turn a raw M³EL release into the Hub layout (Parquet + dataset card) that load_dataset reads.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="m3el-hf",
+        description="M³EL multi-modal entity linking and CLIP_ND on the Hugging Face stack.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        config_cls, _ = command.load()
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        add_dataclass_arguments(sub, config_cls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``m3el-hf`` with `argv` (default: the process arguments); return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    config_cls, run = COMMANDS[args.command].load()
+    try:
+        config = dataclass_from_namespace(config_cls, args)
+        run(config)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # User errors (bad input, bad options) get one clear line, not a traceback.
+        print(f"m3el-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""From validated raw records to rows of the public schema: splits, ids, images and task coverage."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+
+from .audit import DatasetAudit
+from .features import INSTANCE_FEATURES, SPLITS
+from .raw import M3ELFormatError, OnError, RawImage, RawRecord, SkipReport, resolve_image_path
+from .tasks import TASKS
+
+__all__ = ["ImageReader", "RowBuilder", "split_of", "usable_tasks"]
+
+
+def split_of(content_key: str) -> str:
+    """The split of an instance, from the digest of its content (`RawRecord.content_key`).
+
+    Seed-free and stable under reordering or adding records; exact duplicates share a split, so
+    a duplicated instance never sits in train and test at once.
+    """
+    bucket = int(hashlib.blake2b(content_key.encode(), digest_size=8).hexdigest(), 16) % 10_000 / 10_000
+    cumulative = 0.0
+    for split, ratio in SPLITS.items():
+        cumulative += ratio
+        if bucket < cumulative:
+            return split
+    return split
+
+
+def usable_tasks(has_mention_image: bool, has_gold_image: bool) -> list[str]:
+    """The task names an instance can serve, given which images it has."""
+    return [
+        task.name
+        for task in TASKS
+        if (has_mention_image or not task.mention_needs_image) and (has_gold_image or not task.entity_needs_image)
+    ]
+
+
+@dataclass
+class ImageReader:
+    """Reads release images as bytes, checks that they decode, and optionally shrinks them.
+
+    Args:
+        root (`Path`): the release root; image paths are resolved under it and never outside.
+        max_image_side (`int`, *optional*): longer side above which an image is downscaled and re-encoded.
+    """
+
+    root: Path
+    max_image_side: int | None = None
+
+    def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
+        """Return ``{"bytes", "path"}`` for the Image feature; raise `M3ELFormatError` when unusable."""
+        try:
+            path = resolve_image_path(image.local, self.root)
+        except FileNotFoundError as error:
+            raise M3ELFormatError(f"missing image: {error}", source, index) from None
+        except ValueError as error:
+            raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
+        data = path.read_bytes()
+        try:
+            with PIL.Image.open(io.BytesIO(data)) as im:
+                if self.max_image_side and max(im.size) > self.max_image_side:
+                    data = _shrink(im, self.max_image_side)
+                else:
+                    im.verify()
+        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+            raise M3ELFormatError(f"undecodable image: {image.local!r} ({error})", source, index) from None
+        return {"bytes": data, "path": path.relative_to(self.root.resolve()).as_posix()}
+
+
+def _shrink(im: PIL.Image.Image, max_side: int) -> bytes:
+    fmt = "JPEG" if im.format in ("JPEG", "MPO") else "PNG"
+    im = im.convert("RGB") if fmt == "JPEG" else im
+    im.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    im.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _source(image: RawImage | None) -> dict[str, str] | None:
+    return {"file": image.file, "url": image.url} if image else None
+
+
+@dataclass
+class RowBuilder:
+    """Turns `RawRecord`s of one split into rows of `INSTANCE_FEATURES` (or a subset of its columns).
+
+    Image files are read only when an image column is kept. Under ``on_error="skip"`` an
+    unusable image becomes null and is counted in `report`; otherwise it raises. Counts for the
+    dataset card go to `audit` when all columns are kept.
+    """
+
+    images: ImageReader
+    columns: tuple[str, ...] = tuple(INSTANCE_FEATURES)
+    on_error: OnError = "raise"
+    report: SkipReport = field(default_factory=SkipReport)
+    audit: DatasetAudit = field(default_factory=DatasetAudit)
+    _seen: Counter = field(default_factory=Counter, repr=False)
+
+    def rows(self, records: Iterable[RawRecord], split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(id, row)`` for the records that fall in `split`."""
+        for record in records:
+            key = record.content_key
+            if split_of(key) != split:
+                continue
+            self._seen[key] += 1
+            n = self._seen[key]
+            row_id = f"{record.topic}-{key}" + (f"-{n}" if n > 1 else "")
+            yield row_id, self._row(record, row_id, split, duplicate=n > 1)
+
+    def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> dict[str, Any] | None:
+        if image is None:
+            return None
+        if image.local not in cache:
+            try:
+                cache[image.local] = self.images.read(image, record.source, record.index)
+            except M3ELFormatError as error:
+                if self.on_error == "raise":
+                    raise
+                self.report.add("image", error)
+                cache[image.local] = None
+        return cache[image.local]
+
+    def _row(self, record: RawRecord, row_id: str, split: str, duplicate: bool) -> dict[str, Any]:
+        wanted = set(self.columns)
+        cache: dict[str, Any] = {}
+        mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
+        candidate_images = (
+            [self._image(c.image, record, cache) for c in record.candidates] if "candidate_images" in wanted else None
+        )
+        label = record.label
+        if candidate_images is not None:
+            has_gold = candidate_images[label] is not None
+        else:
+            has_gold = record.candidates[label].image is not None
+        has_mention = mention_image is not None if "mention_image" in wanted else record.image is not None
+        row = {
+            "id": row_id,
+            "topic": record.topic,
+            "mention": record.name,
+            "sentence": record.sentence,
+            "mention_image": mention_image,
+            "mention_image_source": _source(record.image) if mention_image else None,
+            "candidates": [{"qid": c.qid, "name": c.name, "description": c.description} for c in record.candidates],
+            "candidate_images": candidate_images,
+            "candidate_image_sources": None
+            if candidate_images is None
+            else [
+                _source(c.image) if img else None for c, img in zip(record.candidates, candidate_images, strict=True)
+            ],
+            "label": label,
+            "gold_qid": record.qid,
+            "tasks": usable_tasks(has_mention, has_gold),
+            "extra": json.dumps(record.extra, sort_keys=True, default=str) if record.extra else None,
+        }
+        if len(wanted) == len(INSTANCE_FEATURES):
+            self._observe(record, row, split, duplicate)
+        return {name: row[name] for name in self.columns}
+
+    def _observe(self, record: RawRecord, row: dict[str, Any], split: str, duplicate: bool) -> None:
+        gold = row["candidate_images"][row["label"]]
+        mention = row["mention_image"]
+        self.audit.topic(record.topic).observe(
+            split,
+            num_candidates=len(record.candidates),
+            label=row["label"],
+            tasks=row["tasks"],
+            mention_image_missing=mention is None,
+            candidate_images_missing=sum(img is None for img in row["candidate_images"]),
+            mention_image_is_gold_image=mention is not None and gold is not None and mention["bytes"] == gold["bytes"],
+            duplicate=duplicate,
+        )
+
+    def kb_rows(self, records: Iterable[RawRecord]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(key, row)`` of `KB_FEATURES` for each entity, at its first occurrence."""
+        seen: set[tuple[str, str]] = set()
+        for record in records:
+            cache: dict[str, Any] = {}
+            for cand in record.candidates:
+                if (record.topic, cand.qid) in seen:
+                    continue
+                seen.add((record.topic, cand.qid))
+                image = self._image(cand.image, record, cache)
+                self.audit.topic(record.topic).kb_entities += 1
+                yield (
+                    f"{record.topic}-{cand.qid}",
+                    {
+                        "topic": record.topic,
+                        "qid": cand.qid,
+                        "name": cand.name,
+                        "description": cand.description,
+                        "image": image,
+                        "image_source": _source(cand.image) if image else None,
+                    },
+                )

@@ -1,0 +1,170 @@
+"""``m3el-hf prepare``: run the M³EL builder and write the Hub layout (Parquet shards + dataset card).
+
+The folder it writes loads with stock ``datasets.load_dataset(folder, config)``, also streaming,
+and is what ``push-dataset`` uploads::
+
+    m3el/
+      README.md                                  dataset card; its YAML declares every config
+      prepare_report.json                        counts, data audit and what was skipped
+      data/{topic}/{split}-00000-of-0000N.parquet
+      kb/{topic}/kb-00000-of-0000N.parquet
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .audit import DatasetAudit
+from .dataset_card import build_dataset_card, instance_path, kb_path
+from .features import KB_SPLIT
+from .raw import SkipReport, find_record_files
+from .tasks import TOPICS
+
+__all__ = ["REPORT_NAME", "PrepareConfig", "PrepareResult", "prepare", "replace_dir", "run_prepare"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "prepare_report.json"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Options of ``m3el-hf prepare``.
+
+    >>> PrepareConfig(raw=Path("raw"), out=Path("m3el"), topics=("movies",)).on_error
+    'raise'
+    """
+
+    raw: Path = field(metadata={"help": "Raw M³EL release: the folder holding movies.json … and *_candidates_images/."})
+    out: Path = field(metadata={"help": "Output folder; name it m3el to load it as load_dataset('m3el', ...)."})
+    topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to prepare."})
+    max_image_side: int | None = field(
+        default=None, metadata={"help": "Downscale images whose longer side exceeds this (default: embed as-is)."}
+    )
+    on_error: Literal["raise", "skip"] = field(
+        default="raise",
+        metadata={"help": "On a bad record or image: stop with an error naming it, or skip it and count it."},
+    )
+    max_shard_size: str = field(default="500MB", metadata={"help": "Largest Parquet shard, e.g. 500MB."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output folder."})
+
+    def __post_init__(self):
+        unknown = [t for t in self.topics if t not in TOPICS]
+        if unknown or not self.topics:
+            raise ValueError(f"topics must be some of {', '.join(TOPICS)}; got {list(self.topics)}.")
+        if self.max_image_side is not None and self.max_image_side < 8:
+            raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare`` wrote: the folder, its counts and what was skipped."""
+
+    out: Path
+    audit: DatasetAudit
+    report: SkipReport
+
+
+def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
+    """Move a finished `staging` folder to `out` in one rename, so `out` is never half-written."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(config: PrepareConfig, config_name: str, work: Path):
+    from m3el_hf.loading_script.m3el import M3EL
+
+    builder = M3EL(
+        config_name=config_name,
+        data_dir=str(config.raw),
+        cache_dir=str(work / "cache"),
+        on_error=config.on_error,
+        max_image_side=config.max_image_side,
+    )
+    built = work / "build" / config_name
+    builder.download_and_prepare(output_dir=str(built), file_format="parquet", max_shard_size=config.max_shard_size)
+    return builder, built
+
+
+def _move_shards(built: Path, split: str, pattern: str, staging: Path) -> None:
+    """Rename ``m3el-{split}[-i-of-n].parquet`` to the Hub names ``{split}-{i:05d}-of-{n:05d}.parquet``."""
+    shards = sorted(built.glob(f"*-{split}.parquet")) or sorted(built.glob(f"*-{split}-*-of-*.parquet"))
+    if not shards:
+        raise RuntimeError(f"The builder wrote no {split!r} shard in {built}.")
+    target = staging / Path(pattern).parent
+    target.mkdir(parents=True, exist_ok=True)
+    for i, shard in enumerate(shards):
+        shard.rename(target / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
+    find_record_files(config.raw, config.topics)
+    out = config.out.resolve()
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    audit, report = DatasetAudit(), SkipReport()
+    # The staging folder is a hidden sibling: an interrupted run leaves nothing that loads as `out`.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        work = staging / ".work"
+        for topic in config.topics:
+            logger.info("Preparing topic %s", topic)
+            builder, built = _build(config, topic, work)
+            for split in builder.info.splits:
+                _move_shards(built, split, instance_path(topic, split), staging)
+            audit.merge(builder.row_builder.audit)
+            report.merge(builder.skip_report)
+            builder, built = _build(config, f"{topic}-kb", work)
+            _move_shards(built, KB_SPLIT, kb_path(topic), staging)
+            audit.merge(builder.row_builder.audit)
+            # The knowledge-base pass reads the same records again: count only its own images.
+            report.merge(builder.skip_report, records=False, image_prefix="knowledge base, ")
+        shutil.rmtree(work)
+        build_dataset_card(audit, report, config.topics).save(staging / "README.md")
+        _write_report(staging / REPORT_NAME, config, audit, report)
+        replace_dir(staging, out, config.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if report.total:
+        records, images = sum(report.records_skipped.values()), sum(report.images_skipped.values())
+        logger.warning("Skipped %d records and %d images; see %s", records, images, out / REPORT_NAME)
+    return PrepareResult(out=out, audit=audit, report=report)
+
+
+def _write_report(path: Path, config: PrepareConfig, audit: DatasetAudit, report: SkipReport) -> None:
+    options = asdict(config)
+    options["raw"] = config.raw.name  # no local absolute paths in a file meant for the Hub
+    options["out"] = config.out.name
+    payload = {"options": options, "audit": audit.to_dict(), "skipped": report.to_dict()}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_prepare(config: PrepareConfig) -> PrepareResult:
+    """``m3el-hf prepare``: prepare, then print where the folder is and its size per topic."""
+    result = prepare(config)
+    for topic, stats in result.audit.topics.items():
+        splits = ", ".join(f"{split} {n}" for split, n in stats.splits.items())
+        print(f"{topic:8s} {stats.instances:7d} instances ({splits}); {stats.kb_entities} KB entities")
+    skipped = f"; skipped: {result.report.to_dict()}" if result.report.total else ""
+    print(f"Wrote {result.out}{skipped}")
+    print(f"Load it with: datasets.load_dataset({str(result.out)!r}, 'all')")
+    return result

@@ -1,0 +1,397 @@
+"""Reading and validating the raw M³EL release: record files per topic and image folders.
+
+The release is one records file per topic (a JSON array, JSON lines, or one Python-literal
+dict per line) next to ``{topic}_candidates_images/`` folders. Records look like::
+
+    {'Qid': 'Q42', 'name': 'Douglas Adams', 'description': 'English author and humourist',
+     'sentence': '...', 'image': [commons_file, url, '/M3EL/person_candidates_images/...'],
+     'candidates': [{'Qid': ..., 'name': ..., 'description': ..., 'image': [...]}, ...]}
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from .tasks import TOPICS
+
+__all__ = [
+    "RECORD_SUFFIXES",
+    "M3ELFormatError",
+    "OnError",
+    "RawCandidate",
+    "RawImage",
+    "RawRecord",
+    "SkipReport",
+    "find_record_files",
+    "iter_raw_dicts",
+    "iter_records",
+    "parse_record",
+    "resolve_image_path",
+]
+
+logger = logging.getLogger(__name__)
+
+OnError = Literal["raise", "skip"]
+RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg")
+_CHUNK = 1 << 20
+_MAX_RECORD_CHARS = 16 << 20
+
+
+class M3ELFormatError(ValueError):
+    """A record or image of the raw release is malformed; names the file and the record."""
+
+    def __init__(self, message: str, file: str | os.PathLike, record: int | None = None, line: int | None = None):
+        self.file, self.record, self.line, self.reason = str(file), record, line, message
+        where = str(file)
+        if record is not None:
+            where += f", record {record}"
+        if line is not None:
+            where += f" (line {line})"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """An image reference: Commons file name, source URL and the local path inside the release."""
+
+    file: str
+    url: str
+    local: str
+
+
+@dataclass(frozen=True)
+class RawCandidate:
+    qid: str
+    name: str
+    description: str
+    image: RawImage | None
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One validated mention-level record. `description` is the gold entity's (never mention-side)."""
+
+    topic: str
+    source: str
+    index: int
+    qid: str
+    name: str
+    description: str
+    sentence: str
+    image: RawImage | None
+    candidates: tuple[RawCandidate, ...]
+    extra: dict[str, Any]
+
+    @property
+    def label(self) -> int:
+        return next(i for i, c in enumerate(self.candidates) if c.qid == self.qid)
+
+    @property
+    def content_key(self) -> str:
+        """A digest of what identifies the instance: topic, gold Qid, mention and sentence."""
+        text = "\x1f".join((self.topic, self.qid, self.name, self.sentence))
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass
+class SkipReport:
+    """What was skipped under ``on_error="skip"``: counts per reason and the first messages."""
+
+    records_skipped: Counter = field(default_factory=Counter)
+    images_skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = 50
+
+    def add(self, kind: Literal["record", "image"], error: M3ELFormatError) -> None:
+        counter = self.records_skipped if kind == "record" else self.images_skipped
+        counter[error.reason.split(":")[0]] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(str(error))
+
+    def merge(self, other: SkipReport, *, records: bool = True, image_prefix: str = "") -> None:
+        """Add `other`'s counts; `records=False` leaves out records already counted elsewhere."""
+        if records:
+            self.records_skipped.update(other.records_skipped)
+        self.images_skipped.update({image_prefix + k: v for k, v in other.images_skipped.items()})
+        self.examples.extend(other.examples[: max(0, self.max_examples - len(self.examples))])
+
+    @property
+    def total(self) -> int:
+        return sum(self.records_skipped.values()) + sum(self.images_skipped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_skipped": dict(sorted(self.records_skipped.items())),
+            "images_skipped": dict(sorted(self.images_skipped.items())),
+            "examples": list(self.examples),
+        }
+
+
+def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dict[str, list[Path]]:
+    """Map each topic to its record files: files at the release root whose name starts with the topic.
+
+    Raises `FileNotFoundError` naming the root and the topic when a topic has no file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Raw M³EL release not found: {root} is not a directory.")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in RECORD_SUFFIXES)
+    found: dict[str, list[Path]] = {}
+    for topic in topics:
+        if topic not in TOPICS:
+            raise ValueError(f"Unknown topic {topic!r}; expected some of {', '.join(TOPICS)}.")
+        found[topic] = [p for p in files if p.name.lower().startswith(topic)]
+        if not found[topic]:
+            raise FileNotFoundError(
+                f"No records file for topic {topic!r} in {root}: expected e.g. {topic}.json or {topic}.jsonl "
+                f"(found: {', '.join(p.name for p in files) or 'no record files'})."
+            )
+    return found
+
+
+def iter_raw_dicts(path: str | Path) -> Iterator[tuple[int, int | None, Any]]:
+    """Yield ``(record index, line number or None, parsed value)`` from a records file.
+
+    Reads a JSON array incrementally (memory does not grow with the file), or one JSON or
+    Python-literal object per line (a literal may span several lines). A malformed line is
+    yielded as an `M3ELFormatError` value, so a caller may skip it and go on; a malformed
+    JSON array cannot be re-synchronised and raises.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8") as f:
+        head = f.read(_CHUNK)
+        first = head.lstrip()[:1]
+        if first == "[":
+            yield from _iter_json_array(path, f, head)
+        elif first in ("{", ""):
+            yield from _iter_lines(path, head + f.read())
+        else:
+            raise M3ELFormatError(f"expected a JSON array or one object per line, found {first!r}", path)
+
+
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+def _iter_json_array(path: Path, f, buffer: str) -> Iterator[tuple[int, int | None, Any]]:
+    decoder = json.JSONDecoder()
+    pos, index = buffer.index("[") + 1, 0
+    while True:
+        pos = _SEPARATORS.match(buffer, pos).end()
+        if pos < len(buffer) and buffer[pos] == "]":
+            return
+        try:
+            value, end = decoder.raw_decode(buffer, pos)
+        except json.JSONDecodeError as error:
+            more = f.read(_CHUNK)
+            if more and len(buffer) - pos <= _MAX_RECORD_CHARS:
+                buffer, pos = buffer[pos:] + more, 0
+                continue
+            if index == 0 and pos < len(buffer):
+                yield from _literal_array(path)
+                return
+            reason = f"malformed JSON ({error.msg})" if pos < len(buffer) else "JSON array is not closed"
+            raise M3ELFormatError(f"{reason}; the rest of the file cannot be read", path, index) from None
+        yield index, None, value
+        index, pos = index + 1, end
+
+
+def _literal_array(path: Path) -> Iterator[tuple[int, int | None, Any]]:
+    """A whole-file Python-literal list (single quotes), as in the published README."""
+    try:
+        values = ast.literal_eval(path.read_text(encoding="utf-8").strip())
+    except (ValueError, SyntaxError) as error:
+        raise M3ELFormatError(f"neither a JSON array nor a Python literal list ({error})", path, 0) from None
+    if not isinstance(values, list):
+        raise M3ELFormatError(f"expected a list of records, got {type(values).__name__}", path)
+    yield from ((i, None, v) for i, v in enumerate(values))
+
+
+def _iter_lines(path: Path, text: str) -> Iterator[tuple[int, int | None, Any]]:
+    index, pending, start = 0, "", 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not pending and not line.strip():
+            continue
+        if not pending:
+            start = number
+        pending += line + "\n"
+        value, complete = _parse_object(pending)
+        if complete:
+            yield index, start, value
+        elif _balanced(pending) or len(pending) > _MAX_RECORD_CHARS:
+            error = M3ELFormatError("malformed record: neither JSON nor a Python literal", path, index, start)
+            yield index, start, error
+        else:
+            continue
+        index, pending = index + 1, ""
+    if pending:
+        yield index, start, M3ELFormatError("truncated record at end of file", path, index, start)
+
+
+def _parse_object(text: str) -> tuple[Any, bool]:
+    try:
+        return json.loads(text), True
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text.strip()), True
+    except (ValueError, SyntaxError):
+        return None, False
+
+
+def _balanced(text: str) -> bool:
+    """Whether the brackets of a one-line record close (then more lines cannot fix it)."""
+    return text.count("{") == text.count("}") and text.count("[") == text.count("]")
+
+
+def _field(raw: dict, key: str, where: tuple, *, required: bool = True, default: str = "") -> str:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise M3ELFormatError(f"missing required field {key!r}", *where)
+        return default
+    if not isinstance(value, str):
+        raise M3ELFormatError(f"field {key!r} must be a string, got {type(value).__name__}", *where)
+    if required and not value.strip():
+        raise M3ELFormatError(f"field {key!r} is empty", *where)
+    return value
+
+
+def _image(value: Any, where: tuple, owner: str) -> RawImage | None:
+    if value is None or value == [] or value == "":
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 3 or not all(isinstance(v, str | None) for v in value):
+        raise M3ELFormatError(f"{owner} image must be [file name, URL, local path], got {value!r}", *where)
+    file, url, local = (v or "" for v in value)
+    return RawImage(file, url, local) if local else None
+
+
+def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | None = None) -> RawRecord:
+    """Validate one raw record and return it as a `RawRecord`. Pure: touches no file.
+
+    Raises `M3ELFormatError` (naming `source` and `index`) for a record that is not an object,
+    misses a required field, has an empty candidate list, duplicate candidate Qids, or a gold
+    Qid that is not among its candidates. Unknown fields are kept in `extra`.
+    """
+    where = (source, index, line)
+    if not isinstance(raw, dict):
+        raise M3ELFormatError(f"record must be an object, got {type(raw).__name__}", *where)
+    qid = _field(raw, "Qid", where)
+    candidates_raw = raw.get("candidates")
+    if not isinstance(candidates_raw, list):
+        raise M3ELFormatError("missing required field 'candidates' (a list)", *where)
+    if not candidates_raw:
+        raise M3ELFormatError("candidate list is empty", *where)
+    candidates = []
+    for position, cand in enumerate(candidates_raw):
+        if not isinstance(cand, dict):
+            raise M3ELFormatError(f"candidate {position} must be an object", *where)
+        cand_qid = _field(cand, "Qid", where)
+        candidates.append(
+            RawCandidate(
+                qid=cand_qid,
+                name=_field(cand, "name", where, required=False),
+                description=_field(cand, "description", where, required=False),
+                image=_image(cand.get("image"), where, f"candidate {cand_qid}"),
+            )
+        )
+    seen = Counter(c.qid for c in candidates)
+    duplicates = sorted(q for q, n in seen.items() if n > 1)
+    if duplicates:
+        raise M3ELFormatError(f"duplicate candidate Qids: {', '.join(duplicates)}", *where)
+    if qid not in seen:
+        raise M3ELFormatError(f"gold Qid {qid} is not among the candidates", *where)
+    known = {"Qid", "name", "description", "sentence", "image", "candidates"}
+    return RawRecord(
+        topic=topic,
+        source=source,
+        index=index,
+        qid=qid,
+        name=_field(raw, "name", where),
+        description=_field(raw, "description", where, required=False),
+        sentence=_field(raw, "sentence", where, required=False),
+        image=_image(raw.get("image"), where, "mention"),
+        candidates=tuple(candidates),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def resolve_image_path(local: str, root: str | Path) -> Path:
+    """Resolve a release-local image path (``/M3EL/{topic}_candidates_images/...``) under `root`.
+
+    The leading root component of an absolute path names the release, not a real folder, so it
+    is replaced by `root`. Raises `ValueError` for a path that escapes `root` (``..`` or a
+    symlink pointing outside) and `FileNotFoundError` when no file exists. An extension of
+    another case (``.JPG`` for ``.jpg``) is matched when the exact name is absent.
+    """
+    pure = PurePosixPath(local.replace("\\", "/"))
+    if ".." in pure.parts:
+        raise ValueError(f"image path {local!r} escapes the release root (contains '..')")
+    parts = pure.parts[2:] if pure.is_absolute() else pure.parts
+    if not parts:
+        raise FileNotFoundError(f"image path {local!r} names no file")
+    root = Path(root).resolve()
+    candidate = root.joinpath(*parts)
+    if not candidate.exists():
+        candidate = _other_case(candidate) or candidate
+    # Resolve symlinks before the containment check: a link inside the release may point anywhere.
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"image path {local!r} escapes the release root (resolves to {resolved})")
+    if not resolved.is_file():
+        raise FileNotFoundError(f"image file not found: {local!r} (looked for {candidate})")
+    return resolved
+
+
+def _other_case(path: Path) -> Path | None:
+    if not path.parent.is_dir():
+        return None
+    stem, suffix = path.stem, path.suffix.lower()
+    for sibling in path.parent.iterdir():
+        if sibling.stem == stem and sibling.suffix.lower() == suffix:
+            return sibling
+    return None
+
+
+def iter_records(
+    root: str | Path,
+    topics: tuple[str, ...] = TOPICS,
+    on_error: OnError = "raise",
+    report: SkipReport | None = None,
+) -> Iterator[RawRecord]:
+    """Yield the validated records of `topics`, in file order.
+
+    With ``on_error="raise"`` the first bad record raises `M3ELFormatError`; with ``"skip"`` it
+    is counted in `report` (required then) and left out.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if on_error == "skip" and report is None:
+        raise ValueError("on_error='skip' needs a SkipReport to count what is skipped")
+    for topic, files in find_record_files(root, topics).items():
+        for path in files:
+            try:
+                for index, line, raw in iter_raw_dicts(path):
+                    try:
+                        if isinstance(raw, M3ELFormatError):
+                            raise raw
+                        yield parse_record(raw, topic=topic, source=path.name, index=index, line=line)
+                    except M3ELFormatError as error:
+                        if on_error == "raise":
+                            raise
+                        report.add("record", error)
+            except M3ELFormatError as error:
+                if on_error == "raise" or error.file != str(path):
+                    raise
+                report.add("record", error)
+                logger.warning("Skipped the rest of %s: %s", path, error)
