@@ -160,30 +160,32 @@ def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dic
     return found
 
 
-def iter_raw_dicts(path: str | Path) -> Iterator[tuple[int, int | None, Any]]:
+def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tuple[int, int | None, Any]]:
     """Yield ``(record index, line number or None, parsed value)`` from a records file.
 
     Reads a JSON array incrementally (memory does not grow with the file), or one JSON or
     Python-literal object per line (a literal may span several lines). A malformed line is
     yielded as an `M3ELFormatError` value, so a caller may skip it and go on; a malformed
-    JSON array cannot be re-synchronised and raises.
+    JSON array cannot be re-synchronised and raises. Errors name the file as `source`
+    (default: `path`).
     """
     path = Path(path)
+    source = source or str(path)
     with path.open("r", encoding="utf-8") as f:
         head = f.read(_CHUNK)
         first = head.lstrip()[:1]
         if first == "[":
-            yield from _iter_json_array(path, f, head)
+            yield from _iter_json_array(path, source, f, head)
         elif first in ("{", ""):
-            yield from _iter_lines(path, head + f.read())
+            yield from _iter_lines(source, head + f.read())
         else:
-            raise M3ELFormatError(f"expected a JSON array or one object per line, found {first!r}", path)
+            raise M3ELFormatError(f"expected a JSON array or one object per line, found {first!r}", source)
 
 
 _SEPARATORS = re.compile(r"[\s,]*")
 
 
-def _iter_json_array(path: Path, f, buffer: str) -> Iterator[tuple[int, int | None, Any]]:
+def _iter_json_array(path: Path, source: str, f, buffer: str) -> Iterator[tuple[int, int | None, Any]]:
     decoder = json.JSONDecoder()
     pos, index = buffer.index("[") + 1, 0
     while True:
@@ -198,44 +200,51 @@ def _iter_json_array(path: Path, f, buffer: str) -> Iterator[tuple[int, int | No
                 buffer, pos = buffer[pos:] + more, 0
                 continue
             if index == 0 and pos < len(buffer):
-                yield from _literal_array(path)
+                yield from _literal_array(path, source)
                 return
             reason = f"malformed JSON ({error.msg})" if pos < len(buffer) else "JSON array is not closed"
-            raise M3ELFormatError(f"{reason}; the rest of the file cannot be read", path, index) from None
+            raise M3ELFormatError(f"{reason}; the rest of the file cannot be read", source, index) from None
         yield index, None, value
         index, pos = index + 1, end
 
 
-def _literal_array(path: Path) -> Iterator[tuple[int, int | None, Any]]:
+def _literal_array(path: Path, source: str) -> Iterator[tuple[int, int | None, Any]]:
     """A whole-file Python-literal list (single quotes), as in the published README."""
     try:
         values = ast.literal_eval(path.read_text(encoding="utf-8").strip())
     except (ValueError, SyntaxError) as error:
-        raise M3ELFormatError(f"neither a JSON array nor a Python literal list ({error})", path, 0) from None
+        raise M3ELFormatError(f"neither a JSON array nor a Python literal list ({error})", source, 0) from None
     if not isinstance(values, list):
-        raise M3ELFormatError(f"expected a list of records, got {type(values).__name__}", path)
+        raise M3ELFormatError(f"expected a list of records, got {type(values).__name__}", source)
     yield from ((i, None, v) for i, v in enumerate(values))
 
 
-def _iter_lines(path: Path, text: str) -> Iterator[tuple[int, int | None, Any]]:
+def _iter_lines(source: str, text: str) -> Iterator[tuple[int, int | None, Any]]:
+    """One record per line; a Python literal may continue on following lines, but a line that
+    starts with ``{`` in column 0 always starts a new record (so one bad line loses nothing else)."""
     index, pending, start = 0, "", 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not pending and not line.strip():
             continue
+        if pending and line.startswith("{"):
+            yield (
+                index,
+                start,
+                M3ELFormatError("malformed record: neither JSON nor a Python literal", source, index, start),
+            )
+            index, pending = index + 1, ""
         if not pending:
             start = number
         pending += line + "\n"
         value, complete = _parse_object(pending)
         if complete:
             yield index, start, value
-        elif _balanced(pending) or len(pending) > _MAX_RECORD_CHARS:
-            error = M3ELFormatError("malformed record: neither JSON nor a Python literal", path, index, start)
-            yield index, start, error
-        else:
-            continue
-        index, pending = index + 1, ""
+            index, pending = index + 1, ""
+        elif len(pending) > _MAX_RECORD_CHARS:
+            yield index, start, M3ELFormatError("record too long or malformed", source, index, start)
+            index, pending = index + 1, ""
     if pending:
-        yield index, start, M3ELFormatError("truncated record at end of file", path, index, start)
+        yield index, start, M3ELFormatError("malformed or truncated record at end of file", source, index, start)
 
 
 def _parse_object(text: str) -> tuple[Any, bool]:
@@ -247,11 +256,6 @@ def _parse_object(text: str) -> tuple[Any, bool]:
         return ast.literal_eval(text.strip()), True
     except (ValueError, SyntaxError):
         return None, False
-
-
-def _balanced(text: str) -> bool:
-    """Whether the brackets of a one-line record close (then more lines cannot fix it)."""
-    return text.count("{") == text.count("}") and text.count("[") == text.count("]")
 
 
 def _field(raw: dict, key: str, where: tuple, *, required: bool = True, default: str = "") -> str:
@@ -381,7 +385,7 @@ def iter_records(
     for topic, files in find_record_files(root, topics).items():
         for path in files:
             try:
-                for index, line, raw in iter_raw_dicts(path):
+                for index, line, raw in iter_raw_dicts(path, path.name):
                     try:
                         if isinstance(raw, M3ELFormatError):
                             raise raw
@@ -391,7 +395,7 @@ def iter_records(
                             raise
                         report.add("record", error)
             except M3ELFormatError as error:
-                if on_error == "raise" or error.file != str(path):
+                if on_error == "raise" or error.file != path.name:
                     raise
                 report.add("record", error)
                 logger.warning("Skipped the rest of %s: %s", path, error)

@@ -1,0 +1,41 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv and
+# install everything they need into it; torch is pinned first so that nothing pulls a CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+DEMO_OUT ?= demo-out
+DEMO_INSTANCES ?= 600
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_OUT)
+	$(BIN)/m3el-hf synth --out $(DEMO_OUT)/raw --instances $(DEMO_INSTANCES) --seed 0
+	$(BIN)/m3el-hf prepare --raw $(DEMO_OUT)/raw --out $(DEMO_OUT)/m3el
+	$(BIN)/m3el-hf show $(DEMO_OUT)/m3el --config movies-I-T
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,0 +1,194 @@
+"""The raw reader: formats, validation of every bad-input case, image path safety."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import PIL.Image
+import pytest
+
+from m3el_hf.instances import ImageReader, split_of, usable_tasks
+from m3el_hf.raw import (
+    M3ELFormatError,
+    RawImage,
+    SkipReport,
+    find_record_files,
+    iter_raw_dicts,
+    iter_records,
+    parse_record,
+    resolve_image_path,
+)
+from m3el_hf.tasks import TASK_NAMES
+
+
+def record(qid="Q1", others=("Q2",), **overrides):
+    def cand(q):
+        return {"Qid": q, "name": "Ann", "description": f"desc {q}", "image": ["a.jpg", "u", f"/M3EL/x/{q}.jpg"]}
+
+    raw = {
+        "Qid": qid,
+        "name": "Ann",
+        "description": f"desc {qid}",
+        "sentence": "Ann wrote a book.\n",
+        "image": ["a.jpg", "https://commons.wikimedia.org/wiki/Special:FilePath/a.jpg", f"/M3EL/x/{qid}.jpg"],
+        "candidates": [cand(q) for q in (*others, qid)],
+    }
+    raw.update(overrides)
+    return raw
+
+
+def parse(raw):
+    return parse_record(raw, topic="books", source="books.json", index=7)
+
+
+def test_parse_record_fields_label_and_extra():
+    rec = parse(record(difficulty=2, custom={"a": 1}))
+    assert (rec.qid, rec.name, rec.label) == ("Q1", "Ann", 1)
+    assert [c.qid for c in rec.candidates] == ["Q2", "Q1"]
+    assert rec.image == RawImage("a.jpg", "https://commons.wikimedia.org/wiki/Special:FilePath/a.jpg", "/M3EL/x/Q1.jpg")
+    assert rec.extra == {"difficulty": 2, "custom": {"a": 1}}
+    assert parse(record(image=[])).image is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (["not", "a", "dict"], "record must be an object, got list"),
+        ({k: v for k, v in record().items() if k != "Qid"}, "missing required field 'Qid'"),
+        ({k: v for k, v in record().items() if k != "name"}, "missing required field 'name'"),
+        (record(candidates=None), "missing required field 'candidates'"),
+        (record(candidates=[]), "candidate list is empty"),
+        (record(qid="Q9", others=("Q2",), Qid="Q5"), "gold Qid Q5 is not among the candidates"),
+        (record(others=("Q2", "Q2")), "duplicate candidate Qids: Q2"),
+        (record(name=3), "field 'name' must be a string, got int"),
+        (record(image=["only-two", "items"]), r"mention image must be \[file name, URL, local path\]"),
+    ],
+)
+def test_parse_record_rejects_bad_records_naming_file_and_record(raw, message):
+    with pytest.raises(M3ELFormatError, match=r"^books\.json, record 7: " + message):
+        parse(raw)
+
+
+def write_lines(path, records, literal=False):
+    path.write_text("".join((repr(r) if literal else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+
+
+@pytest.mark.parametrize("form", ["json", "jsonl", "python", "python-multiline", "python-array"])
+def test_every_file_format_reads_the_same_records(tmp_path, form):
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(5)]
+    path = tmp_path / "movies.json"
+    if form == "json":
+        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    elif form == "jsonl":
+        write_lines(path, records)
+    elif form == "python":
+        write_lines(path, records, literal=True)
+    elif form == "python-multiline":
+        path.write_text("\n".join(repr(r).replace(", '", ",\n '") for r in records), encoding="utf-8")
+    else:
+        path.write_text(repr(records), encoding="utf-8")
+    assert [value for _, _, value in iter_raw_dicts(path)] == records
+
+
+def test_json_array_larger_than_the_read_chunk_streams(tmp_path, monkeypatch):
+    monkeypatch.setattr("m3el_hf.raw._CHUNK", 64)
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(20)]
+    path = tmp_path / "movies.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    assert [value for _, _, value in iter_raw_dicts(path)] == records
+
+
+def test_malformed_line_is_named_and_skippable(tmp_path):
+    path = tmp_path / "movies.jsonl"
+    write_lines(path, [record(qid="Q1"), record(qid="Q3")])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], '{"Qid": "Q2", broken', lines[1]]) + "\n")
+    with pytest.raises(M3ELFormatError, match=r"movies\.jsonl, record 1 \(line 2\): malformed record"):
+        list(iter_records(tmp_path, ("movies",)))
+    report = SkipReport()
+    assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == ["Q1", "Q3"]
+    assert report.records_skipped == {"malformed record": 1}
+
+
+def test_truncated_json_array_raises_with_file_name(tmp_path):
+    path = tmp_path / "movies.json"
+    path.write_text(json.dumps([record(qid="Q1"), record(qid="Q3")])[:-40])
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 1: .*cannot be read"):
+        list(iter_records(tmp_path, ("movies",)))
+    report = SkipReport()
+    assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == ["Q1"]
+    assert sum(report.records_skipped.values()) == 1
+
+
+def test_skip_counts_each_invalid_record_and_keeps_the_rest(tmp_path):
+    write_lines(tmp_path / "sports.jsonl", [record(), record(candidates=[]), record(qid="Q7", others=("Q7",))])
+    report = SkipReport()
+    assert [r.qid for r in iter_records(tmp_path, ("sports",), "skip", report)] == ["Q1"]
+    assert report.records_skipped == {"candidate list is empty": 1, "duplicate candidate Qids": 1}
+    assert len(report.examples) == 2 and report.examples[0].startswith("sports.jsonl, record 1 (line 2)")
+
+
+def test_find_record_files_names_missing_topic(tmp_path):
+    (tmp_path / "movies.json").write_text("[]")
+    assert find_record_files(tmp_path, ("movies",)) == {"movies": [tmp_path / "movies.json"]}
+    with pytest.raises(FileNotFoundError, match=r"No records file for topic 'books' in .*found: movies\.json"):
+        find_record_files(tmp_path, ("books",))
+    with pytest.raises(ValueError, match="Unknown topic 'film'"):
+        find_record_files(tmp_path, ("film",))
+
+
+def make_image(path, size=(12, 10), fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.new("RGB", size, (200, 10, 10)).save(path, format=fmt)
+
+
+def test_resolve_image_path_strips_release_root_and_matches_extension_case(tmp_path):
+    make_image(tmp_path / "person_candidates_images" / "Ann-Q1" / "Q1.JPG", fmt="JPEG")
+    local = "/M3EL/person_candidates_images/Ann-Q1/Q1.jpg"
+    assert resolve_image_path(local, tmp_path) == (tmp_path / "person_candidates_images/Ann-Q1/Q1.JPG").resolve()
+    assert resolve_image_path("/OtherRelease/person_candidates_images/Ann-Q1/Q1.JPG", tmp_path).name == "Q1.JPG"
+
+
+def test_resolve_image_path_refuses_to_leave_the_root(tmp_path):
+    root = tmp_path / "release"
+    make_image(tmp_path / "secret.png")
+    (root / "imgs").mkdir(parents=True)
+    os.symlink(tmp_path / "secret.png", root / "imgs" / "link.png")
+    with pytest.raises(ValueError, match=r"escapes the release root \(contains '\.\.'\)"):
+        resolve_image_path("/M3EL/imgs/../../secret.png", root)
+    with pytest.raises(ValueError, match=r"escapes the release root \(resolves to"):
+        resolve_image_path("/M3EL/imgs/link.png", root)
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        resolve_image_path("/M3EL/imgs/none.png", root)
+
+
+def test_image_reader_checks_decoding_and_shrinks(tmp_path):
+    make_image(tmp_path / "imgs" / "big.jpg", size=(64, 32))
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not an image")
+    reader = ImageReader(tmp_path)
+    out = reader.read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "movies.json", 3)
+    assert out["path"] == "imgs/big.jpg" and out["bytes"] == (tmp_path / "imgs" / "big.jpg").read_bytes()
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 3: undecodable image: '/M3EL/imgs/bad\.jpg'"):
+        reader.read(RawImage("f", "u", "/M3EL/imgs/bad.jpg"), "movies.json", 3)
+    with pytest.raises(M3ELFormatError, match=r"record 3: missing image"):
+        reader.read(RawImage("f", "u", "/M3EL/imgs/gone.jpg"), "movies.json", 3)
+    small = ImageReader(tmp_path, max_image_side=16).read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "m", 0)
+
+    assert PIL.Image.open(io.BytesIO(small["bytes"])).size == (16, 8)
+
+
+def test_split_of_is_deterministic_and_close_to_the_ratios():
+    keys = [f"{i:016x}" for i in range(4000)]
+    splits = [split_of(k) for k in keys]
+    assert splits == [split_of(k) for k in keys]
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "validation", "test")}
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["test"] - 0.1) < 0.02
+
+
+def test_usable_tasks_follow_the_images_present():
+    assert usable_tasks(True, True) == list(TASK_NAMES)
+    assert usable_tasks(False, True) == ["T-T", "T-I", "T-TI"]
+    assert usable_tasks(True, False) == ["T-T", "I-T", "TI-T"]
+    assert usable_tasks(False, False) == ["T-T"]
