@@ -41,6 +41,12 @@ COMMANDS: dict[str, Command] = {
         "run_prepare",
         "Turn a raw M³EL release into the Hub layout (Parquet + dataset card) that load_dataset reads.",
     ),
+    "show": Command(
+        "m3el_hf.show",
+        "ShowConfig",
+        "show",
+        "Load a prepared M³EL folder with stock datasets and print its splits, a row and the card's audit.",
+    ),
 }
 
 

@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from datasets.exceptions import DatasetGenerationError
+
 from .audit import DatasetAudit
 from .dataset_card import build_dataset_card, instance_path, kb_path
 from .features import KB_SPLIT
-from .raw import SkipReport, find_record_files
+from .raw import M3ELFormatError, SkipReport, find_record_files
 from .tasks import TOPICS
 
 __all__ = ["REPORT_NAME", "PrepareConfig", "PrepareResult", "prepare", "replace_dir", "run_prepare"]
@@ -98,7 +100,13 @@ def _build(config: PrepareConfig, config_name: str, work: Path):
         max_image_side=config.max_image_side,
     )
     built = work / "build" / config_name
-    builder.download_and_prepare(output_dir=str(built), file_format="parquet", max_shard_size=config.max_shard_size)
+    try:
+        builder.download_and_prepare(output_dir=str(built), file_format="parquet", max_shard_size=config.max_shard_size)
+    except DatasetGenerationError as error:
+        # datasets wraps every generator error; the user needs ours, which names the file and record.
+        if isinstance(error.__cause__, M3ELFormatError):
+            raise error.__cause__ from None
+        raise
     return builder, built
 
 

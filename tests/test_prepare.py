@@ -1,0 +1,274 @@
+"""prepare: the Hub layout loads with stock datasets, equals the builder, is atomic and reports what it skips."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from huggingface_hub import DatasetCard
+
+from m3el_hf.cli import main
+from m3el_hf.features import INSTANCE_FEATURES, task_columns
+from m3el_hf.loading_script.m3el import M3EL, config_names
+from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare
+from m3el_hf.raw import M3ELFormatError, iter_raw_dicts
+from m3el_hf.synth import SynthConfig, synthesize
+from m3el_hf.tasks import TASK_NAMES
+
+TOPICS = ("movies", "books")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def raw_release(tmp_path_factory) -> Path:
+    return synthesize(SynthConfig(out=tmp_path_factory.mktemp("raw") / "release", instances=80, seed=3, topics=TOPICS))
+
+
+@pytest.fixture(scope="session")
+def prepared(raw_release, tmp_path_factory):
+    return prepare(PrepareConfig(raw=raw_release, out=tmp_path_factory.mktemp("hub") / "m3el", topics=TOPICS))
+
+
+def raw_records(release: Path, topic: str) -> list[dict]:
+    (path,) = release.glob(f"{topic}.*")
+    return [value for _, _, value in iter_raw_dicts(path)]
+
+
+def stock_load(folder: Path, script: str) -> dict:
+    """Run `script` in a fresh interpreter in the folder's parent, where only stock datasets is imported."""
+    code = (
+        "import json, sys, datasets\n"
+        f"{script}\n"
+        "assert not any(m.startswith('m3el_hf') for m in sys.modules), 'm3el_hf was imported'\n"
+        "print(json.dumps(result))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=folder.parent, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_layout_and_report(prepared):
+    out = prepared.out
+    assert (out / "README.md").is_file()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == sorted(
+        [f"data/{t}/{s}-00000-of-00001.parquet" for t in TOPICS for s in ("train", "validation", "test")]
+        + [f"kb/{t}/kb-00000-of-00001.parquet" for t in TOPICS]
+    )
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["skipped"]["records_skipped"] == {} and report["options"]["raw"] == "release"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".m3el")]
+
+
+def test_stock_load_dataset_reads_every_kind_of_config(prepared, raw_release):
+    result = stock_load(
+        prepared.out,
+        "result = {}\n"
+        "for name in ['movies', 'movies-I-T', 'books-TI-TI', 'all', 'movies-kb']:\n"
+        "    ds = datasets.load_dataset('m3el', name)\n"
+        "    result[name] = {s: [d.num_rows, d.column_names] for s, d in ds.items()}\n"
+        "row = datasets.load_dataset('m3el', 'movies', split='test')[0]\n"
+        "result['image'] = type(row['mention_image']).__module__ if row['mention_image'] else None\n",
+    )
+    movies = len(raw_records(raw_release, "movies"))
+    assert sum(n for n, _ in result["movies"].values()) == movies
+    assert {s: n for s, (n, _) in result["movies"].items()} == dict(prepared.audit.topic("movies").splits)
+    assert result["movies"]["train"][1] == list(INSTANCE_FEATURES)
+    assert result["movies-I-T"]["train"][1] == task_columns("I-T")
+    assert "mention" not in result["movies-I-T"]["train"][1] and "candidate_images" not in task_columns("I-T")
+    assert result["books-TI-TI"]["test"][1] == task_columns("TI-TI")
+    assert sum(n for n, _ in result["all"].values()) == movies + len(raw_records(raw_release, "books"))
+    assert result["movies-kb"]["kb"][0] == prepared.audit.topic("movies").kb_entities
+    assert result["image"].startswith("PIL.")
+
+
+def test_stock_streaming_yields_the_same_first_rows(prepared):
+    result = stock_load(
+        prepared.out,
+        "result = {}\n"
+        "for name in ['movies', 'movies-T-T']:\n"
+        "    stream = datasets.load_dataset('m3el', name, split='validation', streaming=True)\n"
+        "    full = datasets.load_dataset('m3el', name, split='validation')\n"
+        "    result[name] = [[r['id'] for r in stream], list(full['id']), sorted(next(iter(stream)))]\n",
+    )
+    for name, (streamed, loaded, keys) in result.items():
+        assert streamed == loaded and len(loaded) > 0
+        assert keys == sorted(task_columns("T-T") if name.endswith("T-T") else INSTANCE_FEATURES)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_builder_matches_prepared_files_and_the_raw_records(prepared, raw_release, tmp_path, streaming):
+    builder = M3EL(config_name="movies", data_dir=str(raw_release), cache_dir=str(tmp_path))
+    if streaming:
+        built = builder.as_streaming_dataset(split="test")
+    else:
+        builder.download_and_prepare()
+        built = builder.as_dataset(split="test")
+    files = sorted(str(p) for p in (prepared.out / "data/movies").glob("test-*.parquet"))
+    loaded = datasets.load_dataset("parquet", data_files={"test": files}, split="test")
+    loaded = loaded.cast_column("mention_image", datasets.Image(decode=False))
+    rows = list(built)
+    assert [r["id"] for r in rows] == list(loaded["id"])
+    raw = {(r["Qid"], r["sentence"]): r for r in raw_records(raw_release, "movies")}
+    for row, stored in zip(rows, loaded, strict=True):
+        assert row["candidates"] == stored["candidates"]
+        record = raw[(row["gold_qid"], row["sentence"])]
+        assert [c["Qid"] for c in record["candidates"]] == [c["qid"] for c in row["candidates"]]
+        assert record["candidates"][row["label"]]["Qid"] == row["gold_qid"]
+        assert row["mention"] == record["name"]
+        image = record["image"]
+        assert (row["mention_image"] is None) == (not image)
+        if image:
+            path = raw_release / Path(image[2]).relative_to("/M3EL")
+            assert stored["mention_image"]["bytes"] == path.read_bytes()
+
+
+def test_audit_counts_match_a_direct_count_of_the_raw_release(prepared, raw_release):
+    for topic in TOPICS:
+        records = raw_records(raw_release, topic)
+        identical = missing = 0
+        for r in records:
+            gold = next(c for c in r["candidates"] if c["Qid"] == r["Qid"])
+            missing += not r["image"]
+            if r["image"] and gold["image"]:
+                read = [
+                    (raw_release / Path(x[2]).relative_to("/M3EL")).read_bytes() for x in (r["image"], gold["image"])
+                ]
+                identical += read[0] == read[1]
+        stats = prepared.audit.topic(topic)
+        assert stats.instances == len(records)
+        assert stats.mention_image_is_gold_image == identical > 0
+        assert stats.mention_images_missing == missing
+        assert stats.task_coverage["T-T"] == len(records)
+        assert stats.task_coverage["I-T"] == len(records) - missing
+        positions = {str(k): v for k, v in sorted(stats.gold_positions.items())}
+        assert sum(positions.values()) == len(records)
+
+
+def test_card_parses_back_with_configs_and_audit(prepared):
+    card = DatasetCard.load(prepared.out / "README.md")
+    names = {c["config_name"] for c in card.data.configs}
+    expected = (
+        {"all", *TOPICS}
+        | {f"{g}-{t}" for g in ("all", *TOPICS) for t in TASK_NAMES}
+        | {f"{g}-kb" for g in ("all", *TOPICS)}
+    )
+    assert names == expected
+    assert set(config_names()) >= expected
+    assert next(c for c in card.data.configs if c["config_name"] == "movies-I-T")["columns"] == task_columns("I-T")
+    total = prepared.audit.total()
+    assert f"| **all** | {total.instances} |" in card.text
+    assert "Mention image identical to the gold entity's image" in card.text
+    assert "2410.18096" in card.text
+
+
+def test_prepare_is_deterministic(prepared, raw_release, tmp_path):
+    again = prepare(PrepareConfig(raw=raw_release, out=tmp_path / "m3el", topics=TOPICS))
+    for path in prepared.out.rglob("*"):
+        if path.is_file():
+            assert (again.out / path.relative_to(prepared.out)).read_bytes() == path.read_bytes(), path
+
+
+def broken_release(raw_release: Path, tmp_path: Path) -> Path:
+    """A copy of the release with one bad record, one missing image file and one corrupt image."""
+    release = tmp_path / "broken"
+    shutil.copytree(raw_release, release)
+    path = release / "movies.json"
+    records = json.loads(path.read_text())
+    records[1]["candidates"] = []
+    with_images = [r for r in records[2:] if r["image"]]
+    (release / Path(with_images[0]["image"][2]).relative_to("/M3EL")).unlink()
+    (release / Path(with_images[1]["image"][2]).relative_to("/M3EL")).write_bytes(b"garbage")
+    path.write_text(json.dumps(records))
+    return release
+
+
+def test_bad_input_raises_naming_file_and_record(raw_release, tmp_path):
+    release = broken_release(raw_release, tmp_path)
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 1: candidate list is empty"):
+        prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=("movies",)))
+    assert not (tmp_path / "m3el").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m3el")]
+
+
+def test_skip_mode_counts_everything_it_skips(raw_release, tmp_path):
+    release = broken_release(raw_release, tmp_path)
+    result = prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=("movies",), on_error="skip"))
+    report = json.loads((result.out / REPORT_NAME).read_text())["skipped"]
+    assert report["records_skipped"] == {"candidate list is empty": 1}
+    assert report["images_skipped"].get("missing image", 0) >= 1
+    assert report["images_skipped"].get("undecodable image", 0) >= 1
+    assert result.audit.topic("movies").instances == len(raw_records(raw_release, "movies")) - 1
+    assert "Skipped while preparing" in (result.out / "README.md").read_text()
+
+
+def test_interrupted_prepare_leaves_old_output_untouched(prepared, raw_release, tmp_path, monkeypatch):
+    out = tmp_path / "m3el"
+    shutil.copytree(prepared.out, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("m3el_hf.prepare.build_dataset_card", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(PrepareConfig(raw=raw_release, out=out, topics=TOPICS, overwrite=True))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m3el"]
+    with pytest.raises(FileExistsError, match="already exists and is not empty; pass --overwrite"):
+        prepare(PrepareConfig(raw=raw_release, out=out, topics=TOPICS))
+
+
+def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
+    out = tmp_path / "m3el"
+    assert (
+        main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "books", "--max-image-side", "16"])
+        == 0
+    )
+    assert "books" in capsys.readouterr().out and (out / "data/books").is_dir()
+    assert main(["prepare", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "films"]) == 2
+    assert "topics must be some of movies, common" in capsys.readouterr().err
+    assert main(["show", str(out), "--config", "books-T-T"]) == 0
+    assert "Data audit" in capsys.readouterr().out
+
+
+def test_non_editable_install_runs_synth_and_prepare(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, check=True)
+
+    assert run("-c", "import m3el_hf; print(m3el_hf.__file__)").stdout.startswith(str(target))
+    run("-m", "m3el_hf", "synth", "--out", "raw", "--instances", "20", "--topics", "sports")
+    run("-m", "m3el_hf", "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports")
+    assert (work / "m3el" / "README.md").read_text().count("sports-kb") >= 1
+    assert run("-c", "import m3el_hf.loading_script.m3el as m; print(m.__file__)").stdout.startswith(str(target))
