@@ -1,0 +1,89 @@
+"""Benchmark ``prepare`` at full M³EL scale against the I/O floor measured in the same run.
+
+    python benchmarks/bench_prepare.py --instances 79625 --work .bench/prepare
+
+Prints: synthetic release size, the I/O floor (reading every JSON and image byte once),
+prepare wall time and peak RSS (in a child process), their ratio, and the time until
+``load_dataset(..., streaming=True)`` yields its first example. Both timings read a warm page
+cache (the release was just written or read), so the ratio compares CPU work, not disk speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from m3el_hf.synth import SynthConfig, synthesize
+
+
+def io_floor(root: Path) -> tuple[float, int, int]:
+    """Seconds to read every file of the release once, the number of image files and the bytes read."""
+    start, images, size = time.perf_counter(), 0, 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                size += len(f.read())
+            images += dirpath != str(root)
+    return time.perf_counter() - start, images, size
+
+
+def run_child(code: str, cwd: Path) -> tuple[float, float]:
+    """Run Python `code` in a child; return its wall seconds and peak RSS in GiB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:
+        print("  (peak RSS of this child is not above an earlier child's; figure is an upper bound)")
+    return wall, peak / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, default=79_625)
+    parser.add_argument("--work", type=Path, default=Path(".bench/prepare"))
+    parser.add_argument("--max-image-side", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    raw = args.work / f"raw-{args.instances}"
+    if not (raw / "movies.json").exists():
+        start = time.perf_counter()
+        synthesize(SynthConfig(out=raw, instances=args.instances, seed=0, overwrite=True))
+        print(f"synth: {args.instances} instances in {time.perf_counter() - start:.1f} s")
+    floor, images, size = io_floor(raw)
+    floor = min(floor, io_floor(raw)[0])
+    print(f"release: {images} images, {size / 2**20:.1f} MiB")
+    print(f"I/O floor (read every JSON and image byte once): {floor:.2f} s")
+
+    out = args.work / "m3el"
+    shutil.rmtree(out, ignore_errors=True)
+    side = f", max_image_side={args.max_image_side}" if args.max_image_side else ""
+    code = (
+        "from pathlib import Path\n"
+        "from m3el_hf.prepare import PrepareConfig, prepare\n"
+        f"prepare(PrepareConfig(raw=Path({str(raw)!r}), out=Path({str(out)!r}){side}))\n"
+    )
+    wall, peak = run_child(code, args.work)
+    print(f"prepare: {wall:.1f} s wall, peak RSS {peak:.2f} GiB")
+    print(f"ratio prepare / I/O floor: {wall / floor:.1f}x")
+
+    code = (
+        "import time, datasets\n"
+        "start = time.perf_counter()\n"
+        "stream = datasets.load_dataset('m3el', 'movies', split='train', streaming=True)\n"
+        "next(iter(stream))\n"
+        "print(f'streaming first example: {time.perf_counter() - start:.2f} s')\n"
+    )
+    run_child(code, args.work)
+
+
+if __name__ == "__main__":
+    main()
