@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -188,15 +190,24 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         "gloo", f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size, timeout=timedelta(seconds=30)
     )
     try:
-        model = nn.parallel.DistributedDataParallel(TinyEncoder())
-        m_in, e_in, labels, mq, eq = shard_tensors(*inputs(), rank)
-        m, e, scale = model(m_in, e_in)
-        loss = ContrastiveMELLoss()(m, e, labels, mq, eq, scale)
-        loss.backward()
-        grads = {name: p.grad for name, p in model.module.named_parameters()}
-        torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"rank{rank}.pt")
+        _ddp_step(rank, out_dir)
+        # Let every rank's gradient all-reduce finish and its DDP Reducer go away while the process group is
+        # still registered: freeing the last reference to a gloo group from Python can deadlock on the GIL
+        # (the group's destructor joins a worker thread that needs the GIL to release a finished work item).
+        dist.barrier()
+        gc.collect()
     finally:
         dist.destroy_process_group()
+
+
+def _ddp_step(rank: int, out_dir: str) -> None:
+    model = nn.parallel.DistributedDataParallel(TinyEncoder())
+    m_in, e_in, labels, mq, eq = shard_tensors(*inputs(), rank)
+    m, e, scale = model(m_in, e_in)
+    loss = ContrastiveMELLoss()(m, e, labels, mq, eq, scale)
+    loss.backward()
+    grads = {name: p.grad for name, p in model.module.named_parameters()}
+    torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def _free_port() -> int:
@@ -207,7 +218,13 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")
 def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    context = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process DDP run did not finish within 120 s")
     results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
 
     model = TinyEncoder()
