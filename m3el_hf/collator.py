@@ -15,14 +15,16 @@ These keys are *omitted* when no row of the batch has a text (resp. image) on th
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
+import PIL.Image
 import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
@@ -30,9 +32,10 @@ from transformers.image_processing_utils import BaseImageProcessor
 from .configuration_clipnd import TEMPLATE_FIELDS, check_template
 from .tasks import TASK_NAMES, Task, get_task
 
-__all__ = ["M3ELCollator", "draw_task", "qid_to_int"]
+__all__ = ["M3ELCollator", "draw_task", "lazy_images", "qid_to_int"]
 
 logger = logging.getLogger(__name__)
+DatasetT = TypeVar("DatasetT")
 
 _QID = re.compile(r"Q([1-9][0-9]{0,17})")
 _INT63 = (1 << 63) - 1
@@ -370,13 +373,36 @@ def _image(row: Mapping[str, Any], task: Task, name: str, index: int | None = No
     """The row's image in column `name` (item `index` of it for candidates), or None when it has none."""
     value = _column(row, task, name)
     if index is None or value is None:
-        return value
+        return _decoded(value)
     if len(value) != len(row["candidates"]):
         raise ValueError(
             f"Row {row.get('id')!r}: {name!r} has {len(value)} items but there are {len(row['candidates'])} "
             "candidates; it must be aligned with `candidates` (None where a candidate has no image)."
         )
-    return value[index]
+    return _decoded(value[index])
+
+
+def _decoded(image: Any) -> Any:
+    """A PIL image, also from the ``{"bytes", "path"}`` dict of an undecoded `Image` column."""
+    if isinstance(image, Mapping):
+        return PIL.Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"])
+    return image
+
+
+def lazy_images(dataset: DatasetT) -> DatasetT:
+    """`dataset` with its image columns left undecoded, so that only the images a batch uses are decoded.
+
+    Fetching a row otherwise decodes every candidate image, although a batch needs at most the gold's
+    (and the hard negatives'). Works on `datasets.Dataset` and `IterableDataset`.
+    """
+    from datasets import Image, List
+
+    columns = set(dataset.column_names or ())
+    casts = {"mention_image": Image(decode=False), "candidate_images": List(Image(decode=False))}
+    for name, feature in casts.items():
+        if name in columns:
+            dataset = dataset.cast_column(name, feature)
+    return dataset
 
 
 def _gold_index(row: Mapping[str, Any]) -> int:

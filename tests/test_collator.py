@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from m3el_hf.collator import M3ELCollator, draw_task, qid_to_int
+from m3el_hf.collator import M3ELCollator, draw_task, lazy_images, qid_to_int
 from m3el_hf.processing import load_processor
 from m3el_hf.tasks import TASK_NAMES, get_task
 
@@ -313,3 +313,20 @@ def test_trains_under_trainer(tiny_clip_path: Path, tmp_path: Path) -> None:
     )
     result = trainer.train()
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_lazy_images_give_identical_batches(make) -> None:
+    from datasets import Dataset
+
+    from m3el_hf.features import INSTANCE_FEATURES
+
+    rows = [{k: v for k, v in make_row(i, label=i % 3).items() if k in INSTANCE_FEATURES} for i in range(6)]
+    dataset = Dataset.from_list(rows, features=INSTANCE_FEATURES)
+    lazy = lazy_images(dataset)
+    assert lazy.features["candidate_images"].feature.decode is False
+    assert isinstance(lazy[0]["mention_image"], dict)
+    collator = make(tasks=TASK_NAMES, hard_negatives=True)
+    eager_batch, lazy_batch = collator([dataset[i] for i in range(6)]), collator([lazy[i] for i in range(6)])
+    assert eager_batch.keys() == lazy_batch.keys()
+    for key, value in eager_batch.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(lazy_batch[key])), key
