@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from .arguments import add_dataclass_arguments, dataclass_from_namespace
 
@@ -47,6 +48,30 @@ COMMANDS: dict[str, Command] = {
         "show",
         "Load a prepared M³EL folder with stock datasets and print its splits, a row and the card's audit.",
     ),
+    "evaluate": Command(
+        "m3el_hf.evaluate_cli",
+        "EvaluateConfig",
+        "run_evaluate",
+        "Evaluate CLIP / CLIP_ND checkpoints on every task × topic (candidate list or whole KB); write JSON.",
+    ),
+    "train": Command(
+        "m3el_hf.training",
+        "TrainConfig",
+        "train",
+        "Train CLIP_ND from a recipe (one process here; `accelerate launch trainers/train.py` for several).",
+    ),
+    "push-dataset": Command(
+        "m3el_hf.hub",
+        "PushDatasetConfig",
+        "run_push_dataset",
+        "Push a prepared M³EL folder to a Hub dataset repo (card + eval.yaml: a benchmark), or --dry-run it.",
+    ),
+    "push-model": Command(
+        "m3el_hf.hub",
+        "PushModelConfig",
+        "run_push_model",
+        "Push a CLIP_ND checkpoint with its model card and leaderboard entries, or only .eval_results/ as a PR.",
+    ),
 }
 
 
@@ -60,8 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         config_cls, _ = command.load()
         sub = subparsers.add_parser(name, help=command.help, description=command.help)
-        add_dataclass_arguments(sub, config_cls)
+        # A config class may define its own options (`TrainConfig`: a recipe that only explicit flags override).
+        getattr(config_cls, "add_arguments", partial(add_dataclass_arguments, cls=config_cls))(sub)
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    return ValueError, FileNotFoundError, FileExistsError, HfHubHTTPError, OfflineModeIsEnabled
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,10 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config_cls, run = COMMANDS[args.command].load()
     try:
-        config = dataclass_from_namespace(config_cls, args)
+        from_namespace = getattr(config_cls, "from_namespace", partial(dataclass_from_namespace, config_cls))
+        config = from_namespace(args)
         run(config)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # User errors (bad input, bad options) get one clear line, not a traceback.
+    except _user_errors() as error:
+        # User errors (bad input, bad options, a refused Hub request) get one clear line, not a traceback.
         print(f"m3el-hf {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

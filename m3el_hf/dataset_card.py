@@ -39,14 +39,20 @@ def _groups(topics: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
     return [(topic, (topic,)) for topic in topics] + [("all", topics)]
 
 
-def hub_configs(topics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def hub_configs(audit: DatasetAudit, topics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """The YAML ``configs``: each topic and ``all``, each of those × the 9 tasks, and ``{name}-kb``.
 
-    Task configs read the same files as their topic and select columns, so nothing is duplicated.
+    Task configs read the same files as their topic and select columns, so nothing is duplicated. A split
+    that holds no row in any of a config's topics (a tiny release) is left out, since a split whose data
+    files match nothing cannot load.
     """
     configs: dict[str, dict[str, Any]] = {}
     for name, group in _groups(topics):
-        data_files = [{"split": split, "path": [instance_path(t, split) for t in group]} for split in SPLITS]
+        data_files = [
+            {"split": split, "path": paths}
+            for split in SPLITS
+            if (paths := [instance_path(t, split) for t in group if audit.topic(t).splits[split]])
+        ]
         configs[name] = {"data_files": data_files, **({"default": True} if name == "all" else {})}
         for task in TASK_NAMES:
             # Copies, so that the YAML spells every config out instead of using anchors.
@@ -59,7 +65,7 @@ def _infos(audit: DatasetAudit, topics: tuple[str, ...]) -> DatasetInfosDict:
     infos = {}
     for name, group in _groups(topics):
         sizes = {split: sum(audit.topic(t).splits[split] for t in group) for split in SPLITS}
-        splits = SplitDict({split: SplitInfo(split, num_examples=n) for split, n in sizes.items()})
+        splits = SplitDict({split: SplitInfo(split, num_examples=n) for split, n in sizes.items() if n})
         infos[name] = DatasetInfo(features=INSTANCE_FEATURES, splits=splits, config_name=name)
         for task in TASK_NAMES:
             features = Features({c: INSTANCE_FEATURES[c] for c in task_columns(task)})
@@ -148,7 +154,7 @@ def build_dataset_card(
         tags=["entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip"],
         size_categories=[_size_category(audit.total().instances)],
     )
-    MetadataConfigs(hub_configs(topics)).to_dataset_card_data(card_data)
+    MetadataConfigs(hub_configs(audit, topics)).to_dataset_card_data(card_data)
     _infos(audit, topics).to_dataset_card_data(card_data)
     template = resources.files("m3el_hf.model_cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
     return DatasetCard.from_template(

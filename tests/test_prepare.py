@@ -272,3 +272,12 @@ def test_non_editable_install_runs_synth_and_prepare(tmp_path):
     run("-m", "m3el_hf", "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports")
     assert (work / "m3el" / "README.md").read_text().count("sports-kb") >= 1
     assert run("-c", "import m3el_hf.loading_script.m3el as m; print(m.__file__)").stdout.startswith(str(target))
+
+
+def test_a_release_too_small_for_every_split_still_loads(tmp_path):
+    raw = synthesize(SynthConfig(out=tmp_path / "raw", instances=3, seed=0, topics=("sports",)))
+    result = prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("sports",)))
+    present = {split for split, n in result.audit.topic("sports").splits.items() if n}
+    assert present and present != {"train", "validation", "test"}
+    loaded = stock_load(result.out, "result = sorted(datasets.load_dataset('m3el', 'sports-T-T'))")
+    assert loaded == sorted(present)

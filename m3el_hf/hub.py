@@ -1,0 +1,570 @@
+"""``m3el-hf push-dataset`` / ``push-model``: stage the exact folder a Hub repo should hold, then upload it.
+
+Staging is pure file work (the folder is built next to the source, hard-linking large files where
+possible); ``--dry-run DIR`` writes that folder to ``DIR`` and never touches the network, the upload
+hands it to `HfApi.upload_folder`, which streams files from disk (LFS / Xet for large ones).
+
+What is uploaded:
+
+- dataset: the prepared folder (Parquet shards, ``prepare_report.json``), ``README.md`` re-rendered
+  for the target repo id, and ``eval.yaml``, which registers the repo as the M³EL benchmark;
+- model: the checkpoint files (never optimizer, scheduler or RNG states), ``README.md`` (the model
+  card), ``accuracy.png`` and ``.eval_results/*.yaml`` (leaderboard entries);
+- results only: a folder without ``config.json`` holding ``.eval_results/`` (see
+  `m3el_hf.benchmark.write_eval_results`) uploads just those files, e.g. as a pull request
+  (``--create-pr``) to the repo of a model you evaluated but do not own; its model card is left alone.
+
+The token comes from ``token``, else ``HF_TOKEN``, else the stored login; it is never printed,
+logged or written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import DatasetCard
+
+from .benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml
+from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
+from .prepare import REPORT_NAME, replace_dir
+
+__all__ = [
+    "DATASET_IGNORE_PATTERNS",
+    "MODEL_IGNORE_PATTERNS",
+    "PushDatasetConfig",
+    "PushModelConfig",
+    "PushResult",
+    "list_files",
+    "push_dataset",
+    "push_model",
+    "refresh_dataset_card",
+    "run_push_dataset",
+    "run_push_model",
+    "stage_dataset",
+    "stage_model",
+]
+
+logger = logging.getLogger(__name__)
+
+_COMMON_IGNORE = (".work/*", "*/.work/*", "*.tmp", ".cache/*", ".git/*", "*.partial-*/*", "__pycache__/*")
+DATASET_IGNORE_PATTERNS: tuple[str, ...] = _COMMON_IGNORE
+"""Never uploaded from a prepared folder: build leftovers."""
+MODEL_IGNORE_PATTERNS: tuple[str, ...] = (
+    *_COMMON_IGNORE,
+    # Training state, not model: resumable checkpoints, optimizer / scheduler / RNG states, tracker logs.
+    "checkpoints/*",
+    "checkpoint-*/*",
+    "optimizer*",
+    "*/optimizer*",
+    "scheduler*",
+    "*/scheduler*",
+    "random_states*",
+    "rng_state*",
+    "*.pt",
+    "*.pkl",
+    "training_args.bin",
+    "runs/*",
+    "logs/*",
+)
+"""Never uploaded from a checkpoint folder."""
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _check_repo_id(value: str | None, option: str) -> None:
+    if value is not None and not _REPO_ID.match(value):
+        raise ValueError(f"{option} must be a Hub repo id 'OWNER/NAME', got {value!r}.")
+
+
+def _check_push_args(repo_id: str, revision: str | None, create_pr: bool) -> None:
+    _check_repo_id(repo_id, "repo (repo_id)")
+    if create_pr and revision not in (None, "main"):
+        raise ValueError(
+            f"create_pr opens a pull request against main; it cannot target revision {revision!r}. Drop one of the two."
+        )
+
+
+@dataclass(frozen=True)
+class _PushOptions:
+    """Options shared by both push commands."""
+
+    path: Path = field(metadata={"help": "Folder to push.", "positional": True})
+    repo: str = field(metadata={"help": "Target Hub repo, OWNER/NAME."})
+    private: bool = field(
+        default=False,
+        metadata={
+            "help": "Create the repo private (default: the owner's default visibility; an existing repo is unchanged)."
+        },
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to commit to, created from main when missing (default: main)."}
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "Commit (or pull request) title."})
+    create_pr: bool = field(
+        default=False,
+        metadata={
+            "help": "Open a pull request against main instead of committing, e.g. to a repo you do not own; "
+            "the repo must exist. Not combinable with --revision."
+        },
+    )
+    dry_run: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Write the exact folder that would be uploaded to this new directory and upload nothing "
+            "(no network, no token needed)."
+        },
+    )
+
+    def __post_init__(self):
+        _check_push_args(self.repo, self.revision, self.create_pr)
+
+
+@dataclass(frozen=True)
+class PushDatasetConfig(_PushOptions):
+    """Options of ``m3el-hf push-dataset``.
+
+    >>> PushDatasetConfig(path=Path("m3el"), repo="me/m3el", dry_run=Path("staged")).create_pr
+    False
+    """
+
+    path: Path = field(metadata={"help": "Prepared M³EL folder (written by m3el-hf prepare).", "positional": True})
+    repo: str = field(metadata={"help": "Target Hub dataset repo, OWNER/NAME; becomes the M³EL benchmark."})
+
+
+@dataclass(frozen=True)
+class PushModelConfig(_PushOptions):
+    """Options of ``m3el-hf push-model``.
+
+    >>> PushModelConfig(path=Path("clipnd"), repo="me/clipnd", dataset_id="me/m3el").model_name
+    'CLIP_ND'
+    """
+
+    path: Path = field(
+        metadata={
+            "help": "Exported checkpoint folder; or a folder with only .eval_results/ (no config.json), whose "
+            "entries alone are pushed.",
+            "positional": True,
+        }
+    )
+    repo: str = field(metadata={"help": "Target Hub model repo, OWNER/NAME."})
+    results: Path | None = field(
+        default=None, metadata={"help": "results.json of m3el-hf evaluate: the card's tables and leaderboard entries."}
+    )
+    plot: Path | None = field(
+        default=None, metadata={"help": "Accuracy plot (PNG) for the card; default: drawn from --results."}
+    )
+    dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub id of the M³EL benchmark dataset the results refer to, OWNER/NAME."}
+    )
+    model_name: str = field(
+        default=MODEL_NAME,
+        metadata={"help": "The model of --results that this folder holds; the other models are baselines."},
+    )
+    base_model: str | None = field(
+        default=None, metadata={"help": "Hub id training started from (default: from training_summary.json)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_repo_id(self.dataset_id, "--dataset-id")
+        if self.results is not None and self.dataset_id is None:
+            raise ValueError("--results needs --dataset-id: the benchmark dataset repo the scores refer to.")
+
+
+@dataclass
+class PushResult:
+    """What a push did: the files (path in repo → bytes), and where they went."""
+
+    repo_id: str
+    repo_type: Literal["dataset", "model"]
+    files: dict[str, int]
+    dry_run_dir: Path | None = None
+    commit_url: str | None = None
+    pr_url: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging: pure file work, no network
+# ---------------------------------------------------------------------------------------------
+
+
+def _ignored(relpath: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(relpath, pattern) for pattern in patterns)
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    """Hard-link `src` to `dst` when allowed and possible (no copy of large shards), else copy it."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass  # another filesystem, or links not supported: copy instead
+    shutil.copy2(src, dst)
+
+
+def _copy_tree(src: Path, dst: Path, ignore: Sequence[str], link: bool) -> None:
+    for path in sorted(src.rglob("*")):
+        relpath = path.relative_to(src).as_posix()
+        if path.is_file() and not path.is_symlink() and not _ignored(relpath, ignore):
+            _place(path, dst / relpath, link)
+
+
+def _write_text(path: Path, text: str) -> None:
+    # Unlink first: the staged file may be a hard link to the user's own file, which must stay untouched.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def list_files(folder: Path) -> dict[str, int]:
+    """Every file of `folder` (path relative to it → size in bytes), sorted."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _prepare_report(folder: Path) -> dict[str, Any]:
+    path = folder / REPORT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a folder written by `m3el-hf prepare`.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el") -> DatasetCard:
+    """Re-render a prepared folder's dataset card from its ``prepare_report.json``, for `repo_id`. Pure.
+
+    The counts and the audit are the ones `prepare` measured; only the repo id in the loading
+    snippets changes, so ``refresh_dataset_card(folder)`` reproduces the card `prepare` wrote.
+    """
+    from .audit import DatasetAudit
+    from .dataset_card import build_dataset_card
+    from .raw import SkipReport
+
+    report = _prepare_report(Path(folder))
+    skipped = report.get("skipped", {})
+    skips = SkipReport()
+    skips.records_skipped.update(skipped.get("records_skipped", {}))
+    skips.images_skipped.update(skipped.get("images_skipped", {}))
+    skips.examples.extend(skipped.get("examples", []))
+    audit = DatasetAudit.from_dict(report["audit"])
+    return build_dataset_card(audit, skips, _topics(report), repo_id=repo_id)
+
+
+def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(report.get("options", {}).get("topics") or report["audit"])
+
+
+def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str, link: bool = True) -> None:
+    """Fill `staging` with what the dataset repo should hold: the prepared folder, its card for `repo_id`, eval.yaml."""
+    folder = Path(folder)
+    card = refresh_dataset_card(folder, repo_id=repo_id)
+    if not any(folder.glob("data/*/*.parquet")):
+        raise FileNotFoundError(f"{folder} holds no data/*/*.parquet shard; run `m3el-hf prepare` again.")
+    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml"), link)
+    _write_text(staging / "README.md", str(card))
+    _write_text(staging / "eval.yaml", eval_yaml(_topics(_prepare_report(folder))))
+
+
+def _stage_plot(staging: Path, plot: Path | None, records: Sequence[Mapping[str, Any]]) -> Path | None:
+    target = staging / PLOT_NAME
+    target.unlink(missing_ok=True)
+    if plot is not None:
+        if not Path(plot).is_file():
+            raise FileNotFoundError(f"Plot {plot} not found; pass the PNG written by m3el-hf evaluate, or omit --plot.")
+        shutil.copy2(plot, target)
+        return target
+    if not any(r["protocol"] == "candidates" for r in records):
+        return None
+    from .evaluation import plot_accuracy
+
+    try:
+        return plot_accuracy(records, target)
+    except ImportError as error:  # matplotlib is an optional dependency
+        logger.warning("No accuracy plot in the card (%s); pass --plot or install m3el-hf[plot].", error)
+        return None
+
+
+def stage_model(
+    checkpoint_dir: str | os.PathLike[str],
+    staging: Path,
+    *,
+    repo_id: str,
+    dataset_id: str | None,
+    records: Sequence[Mapping[str, Any]] = (),
+    plot: str | os.PathLike[str] | None = None,
+    base_model: str | None = None,
+    model_name: str = MODEL_NAME,
+    link: bool = True,
+    synthetic: bool | None = None,
+) -> None:
+    """Fill `staging` with what the model repo should hold (see the module docstring)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    generated = eval_results_files(records, dataset_id, model=model_name) if records and dataset_id else {}
+    if not (checkpoint_dir / "config.json").is_file():
+        if not generated and not any(checkpoint_dir.glob(f"{EVAL_RESULTS_DIR}/*.yaml")):
+            raise FileNotFoundError(
+                f"{checkpoint_dir} holds neither a checkpoint (config.json) nor {EVAL_RESULTS_DIR}/*.yaml: pass an "
+                "exported checkpoint, or a folder written by m3el_hf.benchmark.write_eval_results."
+            )
+        logger.info(
+            "No config.json in %s: pushing the %s entries only, no model card.", checkpoint_dir, EVAL_RESULTS_DIR
+        )
+        _copy_tree(checkpoint_dir / EVAL_RESULTS_DIR, staging / EVAL_RESULTS_DIR, ("*.tmp",), link)
+    else:
+        if dataset_id is None:
+            raise ValueError("Pushing a checkpoint needs --dataset-id, the M³EL benchmark repo its card refers to.")
+        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME), link)
+        plot_path = _stage_plot(staging, Path(plot) if plot else None, records)
+        card = build_model_card(
+            checkpoint_dir,
+            records,
+            repo_id=repo_id,
+            dataset_id=dataset_id,
+            plot_path=plot_path,
+            base_model=base_model,
+            model=model_name,
+            synthetic=synthetic,
+        )
+        _write_text(staging / "README.md", str(card))
+    for name, text in generated.items():
+        _write_text(staging / EVAL_RESULTS_DIR / name, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pushing: the dry run writes the staged folder, the upload sends it
+# ---------------------------------------------------------------------------------------------
+
+
+def _staging_near(source: Path) -> Path:
+    """A private folder on the source's filesystem, so staged shards are hard links, not copies."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".m3el-push-", dir=source.resolve().parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="m3el-push-"))
+
+
+def _dry_run(stage, source: Path, target: Path) -> dict[str, int]:
+    target, source = target.resolve(), source.resolve()
+    if target == source or source in target.parents:
+        raise ValueError(f"--dry-run {target} is inside the folder being pushed ({source}); choose another folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        stage(staging, False)  # copies, not links: the dry-run folder is the user's to inspect and edit
+        files = list_files(staging)
+        replace_dir(staging, target, overwrite=False)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
+def _upload(staging: Path, repo_id: str, repo_type: str, ignore: Sequence[str], **options: Any) -> Any:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=options["token"])
+    revision, create_pr = options["revision"], options["create_pr"]
+    if create_pr:
+        # A pull request goes to an existing repo, typically one the user does not own: never create it.
+        if options["private"]:
+            logger.warning("private=True is ignored with create_pr: the pull request goes to an existing repo.")
+    else:
+        # private=None, not False, unless asked: a new repo then gets the owner's default visibility (some
+        # organisations default to private), instead of being forced public.
+        api.create_repo(repo_id, repo_type=repo_type, private=options["private"] or None, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+    return api.upload_folder(
+        folder_path=staging,
+        repo_id=repo_id,
+        repo_type=repo_type,
+        revision=revision,
+        commit_message=options["commit_message"],
+        create_pr=create_pr,
+        ignore_patterns=list(ignore),  # a fresh list: upload_folder extends it in place
+    )
+
+
+def _push(stage, source: Path, repo_id: str, repo_type: Literal["dataset", "model"], ignore, **options) -> PushResult:
+    dry_run_dir = options.pop("dry_run_dir")
+    if dry_run_dir is not None:
+        files = _dry_run(stage, source, Path(dry_run_dir))
+        logger.info("Dry run: staged %d files for %s in %s; nothing uploaded.", len(files), repo_id, dry_run_dir)
+        return PushResult(repo_id, repo_type, files, dry_run_dir=Path(dry_run_dir).resolve())
+    staging = _staging_near(source)
+    try:
+        stage(staging, True)
+        files = list_files(staging)
+        info = _upload(staging, repo_id, repo_type, ignore, **options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PushResult(repo_id, repo_type, files, commit_url=info.commit_url, pr_url=info.pr_url)
+
+
+def push_dataset(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    dry_run_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Push a prepared M³EL folder to the dataset repo `repo_id`, with its card and ``eval.yaml``.
+
+    With `dry_run_dir`, write the staged folder there instead and make no request at all. Otherwise
+    create the repo (unless `create_pr`), the `revision` branch when missing, and upload. The other
+    options are those of [`PushDatasetConfig`]; `token` defaults to ``HF_TOKEN`` or the stored login.
+    """
+    from . import __version__
+
+    _check_push_args(repo_id, revision, create_pr)
+    folder = Path(folder)
+    return _push(
+        lambda staging, link: stage_dataset(folder, staging, repo_id=repo_id, link=link),
+        folder,
+        repo_id,
+        "dataset",
+        DATASET_IGNORE_PATTERNS,
+        private=private,
+        revision=revision,
+        commit_message=commit_message or f"Upload M³EL (prepared with m3el-hf {__version__})",
+        create_pr=create_pr,
+        dry_run_dir=dry_run_dir,
+        token=token,
+    )
+
+
+def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None) -> tuple[list, bool | None]:
+    """The records, and True when the results file says it evaluated synthetic data (else None: unknown)."""
+    if results is None:
+        return [], None
+    if not isinstance(results, str | os.PathLike):
+        return list(results), None
+    from .evaluation import read_results
+
+    if not Path(results).is_file():
+        raise FileNotFoundError(f"Results file {results} not found; write it with `m3el-hf evaluate`.")
+    dataset = json.loads(Path(results).read_text(encoding="utf-8")).get("dataset")
+    return read_results(results), (True if "synth" in str(dataset).lower() else None)
+
+
+def push_model(
+    checkpoint_dir: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    dataset_id: str | None = None,
+    model_name: str = MODEL_NAME,
+    base_model: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    dry_run_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Push a checkpoint with its model card, plot and ``.eval_results`` to the model repo `repo_id`.
+
+    A folder without ``config.json`` pushes only its ``.eval_results/`` entries (plus those made from
+    `results`), e.g. ``create_pr=True`` on someone else's model. `results` is a results file of
+    ``m3el-hf evaluate`` or its records; the other options are those of [`PushModelConfig`].
+    """
+    _check_push_args(repo_id, revision, create_pr)
+    _check_repo_id(dataset_id, "dataset_id")
+    checkpoint_dir = Path(checkpoint_dir)
+    records, synthetic = _load_results(results)
+    full = (checkpoint_dir / "config.json").is_file()
+
+    def stage(staging: Path, link: bool) -> None:
+        stage_model(
+            checkpoint_dir,
+            staging,
+            repo_id=repo_id,
+            dataset_id=dataset_id,
+            records=records,
+            plot=plot,
+            base_model=base_model,
+            model_name=model_name,
+            link=link,
+            synthetic=synthetic,
+        )
+
+    default_message = "Upload CLIP_ND checkpoint and model card" if full else "Add M³EL evaluation results"
+    return _push(
+        stage,
+        checkpoint_dir,
+        repo_id,
+        "model",
+        MODEL_IGNORE_PATTERNS,
+        private=private,
+        revision=revision,
+        commit_message=commit_message or default_message,
+        create_pr=create_pr,
+        dry_run_dir=dry_run_dir,
+        token=token,
+    )
+
+
+def _print_files(result: PushResult) -> None:
+    for path, size in result.files.items():
+        print(f"{size:>14,d}  {path}")
+    print(f"{sum(result.files.values()):>14,d}  total, {len(result.files)} files")
+
+
+def _report(result: PushResult) -> None:
+    _print_files(result)
+    kind = "datasets/" if result.repo_type == "dataset" else ""
+    if result.dry_run_dir is not None:
+        print(f"Dry run: wrote {result.dry_run_dir}; nothing was uploaded to {kind}{result.repo_id}.")
+    elif result.pr_url:
+        print(f"Opened a pull request on {kind}{result.repo_id}: {result.pr_url}")
+    else:
+        print(f"Pushed to {kind}{result.repo_id}: {result.commit_url}")
+
+
+def run_push_dataset(config: PushDatasetConfig) -> PushResult:
+    """``m3el-hf push-dataset``: push (or dry-run) and print the files and where they went."""
+    result = push_dataset(
+        config.path,
+        config.repo,
+        private=config.private,
+        revision=config.revision,
+        commit_message=config.commit_message,
+        create_pr=config.create_pr,
+        dry_run_dir=config.dry_run,
+    )
+    _report(result)
+    return result
+
+
+def run_push_model(config: PushModelConfig) -> PushResult:
+    """``m3el-hf push-model``: push (or dry-run) and print the files and where they went."""
+    result = push_model(
+        config.path,
+        config.repo,
+        results=config.results,
+        plot=config.plot,
+        dataset_id=config.dataset_id,
+        model_name=config.model_name,
+        base_model=config.base_model,
+        private=config.private,
+        revision=config.revision,
+        commit_message=config.commit_message,
+        create_pr=config.create_pr,
+        dry_run_dir=config.dry_run,
+    )
+    _report(result)
+    return result
