@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration_clipnd import TEMPLATE_FIELDS, check_template
+from .processing import FastImagePreprocessor
 from .tasks import TASK_NAMES, Task, get_task
 
 __all__ = ["M3ELCollator", "draw_task", "lazy_images", "qid_to_int"]
@@ -98,7 +99,9 @@ class _Side:
             self.texts.append(text)
             self.text_rows.append(row)
         if image is not None:
-            self.images.append(image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image)
+            # No conversion here: the preprocessing converts to RGB as the checkpoint's processor does
+            # (transparent pixels on white), so training sees what evaluation and inference see.
+            self.images.append(image)
             self.image_rows.append(row)
 
     def extend(self, other: _Side, offset: int) -> None:
@@ -129,7 +132,7 @@ class M3ELCollator:
     )
     image_processor: BaseImageProcessor = field(
         metadata={
-            "help": "Image processor of the vision tower (PIL backend); called once per side and batch.",
+            "help": "Image processor of the vision tower (PIL backend); drives one batched preprocessing per side.",
             "cli": False,
         }
     )
@@ -334,10 +337,17 @@ class M3ELCollator:
             out[f"{side}_attention_mask"] = tokens["attention_mask"]
             out[f"{side}_text_rows"] = torch.tensor(collected.text_rows, dtype=torch.long)
         if collected.images:
-            pixels = self.image_processor(images=collected.images, return_tensors="pt")["pixel_values"]
+            pixels = self._fast_images()(collected.images)
             out[f"{side}_pixel_values"] = pixels
             out[f"{side}_image_rows"] = torch.tensor(collected.image_rows, dtype=torch.long)
         return out
+
+    def _fast_images(self) -> FastImagePreprocessor:
+        """The batched equivalent of `image_processor`, built on first use and again if it is replaced."""
+        fast = self.__dict__.get("_fast_image_preprocessor")
+        if fast is None or fast.image_processor is not self.image_processor:
+            fast = self.__dict__["_fast_image_preprocessor"] = FastImagePreprocessor(self.image_processor)
+        return fast
 
 
 def _default(name: str) -> Any:

@@ -1,16 +1,38 @@
-"""Loading the text and image preprocessing that belongs to a CLIP or CLIP_ND checkpoint."""
+"""Loading the text and image preprocessing that belongs to a CLIP or CLIP_ND checkpoint, and a batched fast path.
+
+`FastImagePreprocessor` gives the same ``pixel_values`` as a PIL-backend image processor (bit for bit), with
+less work per image: the processor converts every image PIL → NumPy → PIL → NumPy and rescales and normalises
+each one in float64 and float32 on its own, about 0.2 ms of Python overhead per 32×32 image, which made the
+image processor the bottleneck of `M3ELCollator`.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import PIL.Image
+import torch
 from transformers import AutoImageProcessor, AutoTokenizer, BaseImageProcessor, PreTrainedTokenizerBase
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BaseImageProcessor as _BaseImageProcessor
+from transformers.image_transforms import center_crop, get_resize_output_image_size, get_size_with_aspect_ratio
+from transformers.image_utils import ChannelDimension, PILImageResampling, get_image_size_for_max_height_width
 
-__all__ = ["load_processor"]
+__all__ = ["FastImagePreprocessor", "load_processor"]
 
 logger = logging.getLogger(__name__)
+
+# The methods the fast path reproduces. A subclass overriding any of them (e.g. a `_preprocess` with patches,
+# as LLaVA-NeXT's does) preprocesses differently, so it goes through the processor itself.
+_REPRODUCED = {
+    PilBackend: ("process_image", "convert_to_rgb", "resize", "center_crop", "rescale", "normalize", "_preprocess"),
+    _BaseImageProcessor: ("__call__", "preprocess", "_preprocess_image_like_inputs", "_prepare_image_like_inputs"),
+}
 
 
 def load_processor(path: str | Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, BaseImageProcessor]:
@@ -36,3 +58,161 @@ def load_processor(path: str | Path, **kwargs: Any) -> tuple[PreTrainedTokenizer
     image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **kwargs)
     logger.debug("Loaded %s and %s from %s", type(tokenizer).__name__, type(image_processor).__name__, path)
     return tokenizer, image_processor
+
+
+class FastImagePreprocessor:
+    """The ``pixel_values`` of a PIL-backend image processor for a batch of PIL images, computed faster.
+
+    Per image it does only the PIL work the processor does (RGB conversion, resize to the size transformers
+    computes, centre crop at transformers' offsets); rescaling and normalisation, which depend on nothing
+    but a pixel's channel and uint8 value, become one table lookup over the stacked batch. The table is
+    built by the processor's own `rescale` and `normalize`, so the float64 → float32 path and the result
+    are exactly the processor's. Settings it does not reproduce (``do_pad``, a subclass that overrides a
+    preprocessing step, a torchvision `resample`, an unusual `size`), or inputs that are not PIL images,
+    go through the processor itself. The settings are read once, here; it pickles into DataLoader workers.
+
+    Args:
+        image_processor (`BaseImageProcessor`):
+            The processor to reproduce, e.g. the `CLIPImageProcessorPil` of [`load_processor`].
+
+    >>> fast = FastImagePreprocessor(image_processor)  # doctest: +SKIP
+    >>> pixel_values = fast(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, image_processor: BaseImageProcessor) -> None:
+        self.image_processor = image_processor
+        self.unsupported = _unsupported(image_processor)
+        if self.unsupported:
+            _log_fallback(type(image_processor).__name__, self.unsupported)
+            return
+        p = image_processor
+        self.do_convert_rgb = bool(p.do_convert_rgb)
+        self.resize_size = p.size if p.do_resize else None
+        self.resample = PILImageResampling.BILINEAR if p.resample is None else p.resample
+        self.crop_size = (int(p.crop_size.height), int(p.crop_size.width)) if p.do_center_crop else None
+        self.table = _value_table(p)
+        if self.table.dtype != np.float32:
+            self.unsupported = f"{type(p).__name__} outputs {self.table.dtype}, not float32"
+            _log_fallback(type(p).__name__, self.unsupported)
+
+    def __call__(self, images: Sequence[Any]) -> torch.Tensor:
+        """Preprocess `images` into a float32 tensor `(N, 3, H, W)`, as ``processor(images=images)`` would."""
+        if images and all(self._handles(image) for image in images):
+            arrays = [self._prepare(image) for image in images]
+            if all(array.shape == arrays[0].shape for array in arrays):
+                return self._lookup(np.stack(arrays))
+            _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def _handles(self, image: Any) -> bool:
+        # Without RGB conversion the processor keeps an L or RGBA image's channels: leave those to it.
+        return (
+            not self.unsupported and isinstance(image, PIL.Image.Image) and (self.do_convert_rgb or image.mode == "RGB")
+        )
+
+    def _prepare(self, image: PIL.Image.Image) -> np.ndarray:
+        """One image as uint8 `(H, W, 3)`: RGB, resized and cropped as the processor does."""
+        if self.do_convert_rgb:
+            image = _to_rgb(image)
+        if self.resize_size is not None:
+            height, width = _resize_output_size(image.height, image.width, self.resize_size)
+            if (width, height) != image.size:  # PIL would return an identical copy
+                image = image.resize((width, height), resample=self.resample, reducing_gap=None)
+        array = np.asarray(image)
+        if self.crop_size is None:
+            return array
+        crop_height, crop_width = self.crop_size
+        top, left = (array.shape[0] - crop_height) // 2, (array.shape[1] - crop_width) // 2
+        if top >= 0 and left >= 0:
+            return array[top : top + crop_height, left : left + crop_width]
+        # Smaller than the crop: transformers pads with zeros, so let it do the rare case.
+        return center_crop(array, self.crop_size, ChannelDimension.LAST, ChannelDimension.LAST)
+
+    def _lookup(self, batch: np.ndarray) -> torch.Tensor:
+        """Map the uint8 batch `(N, H, W, 3)` through the value table into float32 `(N, 3, H, W)`."""
+        pixels = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        out = np.empty(pixels.shape, dtype=np.float32)
+        for channel in range(3):
+            # mode="clip" skips the bounds check's buffering; a uint8 index is always in range.
+            np.take(self.table[channel], pixels[:, channel], out=out[:, channel], mode="clip")
+        return torch.from_numpy(out)
+
+
+def _unsupported(p: BaseImageProcessor) -> str:
+    """Why the fast path cannot reproduce `p` (empty when it can)."""
+    if not isinstance(p, PilBackend):
+        return f"{type(p).__name__} is not a PIL-backend image processor"
+    for base, names in _REPRODUCED.items():
+        overridden = [name for name in names if getattr(type(p), name) is not getattr(base, name)]
+        if overridden:
+            return f"{type(p).__name__} overrides {', '.join(overridden)}"
+    if getattr(p, "do_pad", False):
+        return "do_pad=True"
+    if not (p.do_rescale or p.do_normalize):
+        return "neither do_rescale nor do_normalize (uint8 output)"
+    if p.resample is not None and not isinstance(p.resample, int):
+        return f"resample={p.resample!r} is not a PIL filter"
+    if p.do_resize and _size_kind(p.size) is None:
+        return f"size={dict(p.size)!r}"
+    if p.do_center_crop and not (p.crop_size and p.crop_size.height and p.crop_size.width):
+        return f"crop_size={p.crop_size!r}"
+    return ""
+
+
+def _size_kind(size: Any) -> str | None:
+    """Which branch of `PilBackend.resize` `size` takes, in its order, or None for a size it rejects."""
+    if not size:
+        return None
+    if size.shortest_edge and size.longest_edge:
+        return "shortest_longest"
+    if size.shortest_edge:
+        return "shortest"
+    if size.max_height and size.max_width:
+        return "max"
+    if size.height and size.width:
+        return "exact"
+    return None
+
+
+def _resize_output_size(height: int, width: int, size: Any) -> tuple[int, int]:
+    """The `(height, width)` `PilBackend.resize` resizes an image of this size to, by the same functions."""
+    kind = _size_kind(size)
+    if kind == "shortest_longest":
+        return get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
+    if kind == "shortest":
+        # Only the shape is read: a broadcast view stands in for the image without allocating it.
+        shape_only = np.broadcast_to(np.uint8(0), (3, height, width))
+        return get_resize_output_image_size(
+            shape_only, size.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.FIRST
+        )
+    if kind == "max":
+        return get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
+    return size.height, size.width
+
+
+def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """`transformers.image_transforms.convert_to_rgb` without its NumPy round trip: alpha goes onto white."""
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(background, image).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _value_table(p: BaseImageProcessor) -> np.ndarray:
+    """float32 `(3, 256)`: the processor's rescaled and normalised value of each uint8 value, per channel.
+
+    Both steps are per element, so running the processor's own methods over every value once gives each
+    pixel's result exactly, dtype path included (rescale in float64 then float32, normalise in float32).
+    """
+    values = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 1, 256)).copy()
+    if p.do_rescale:
+        values = p.rescale(values, p.rescale_factor)
+    if p.do_normalize:
+        values = p.normalize(values, p.image_mean, p.image_std)
+    return np.ascontiguousarray(values.reshape(3, 256))
+
+
+@functools.cache
+def _log_fallback(processor: str, reason: str) -> None:
+    logger.debug("FastImagePreprocessor calls %s itself: %s.", processor, reason)
