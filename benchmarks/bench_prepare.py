@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-image-side", type=int, default=None)
     args = parser.parse_args(argv)
 
-    raw = args.work / f"raw-{args.instances}"
+    work = args.work.resolve()
+    raw = work / f"raw-{args.instances}"
     if not (raw / "movies.json").exists():
         start = time.perf_counter()
         synthesize(SynthConfig(out=raw, instances=args.instances, seed=0, overwrite=True))
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"release: {images} images, {size / 2**20:.1f} MiB")
     print(f"I/O floor (read every JSON and image byte once): {floor:.2f} s")
 
-    out = args.work / "m3el"
+    out = work / "m3el"
     shutil.rmtree(out, ignore_errors=True)
     side = f", max_image_side={args.max_image_side}" if args.max_image_side else ""
     code = (
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         "from m3el_hf.prepare import PrepareConfig, prepare\n"
         f"prepare(PrepareConfig(raw=Path({str(raw)!r}), out=Path({str(out)!r}){side}))\n"
     )
-    wall, peak = run_child(code, args.work)
+    wall, peak = run_child(code, work)
     print(f"prepare: {wall:.1f} s wall, peak RSS {peak:.2f} GiB")
     print(f"ratio prepare / I/O floor: {wall / floor:.1f}x")
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "next(iter(stream))\n"
         "print(f'streaming first example: {time.perf_counter() - start:.2f} s')\n"
     )
-    run_child(code, args.work)
+    run_child(code, work)
 
 
 if __name__ == "__main__":

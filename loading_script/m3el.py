@@ -11,18 +11,26 @@ used directly:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import datasets
+import pyarrow as pa
+from datasets.builder import Key
 
 from m3el_hf.dataset_card import CITATION
 from m3el_hf.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
-from m3el_hf.instances import ImageReader, RowBuilder
+from m3el_hf.instances import ImageReader, RowBuilder, split_of
 from m3el_hf.raw import OnError, SkipReport, find_record_files, iter_records
 from m3el_hf.tasks import TASK_NAMES, TOPICS
 
 __all__ = ["M3EL", "M3ELConfig", "config_names"]
+
+BATCH_ROWS = 500
+"""Rows per Arrow table handed to the writer (Parquet row groups stay datasets' image-sized default)."""
 
 
 @dataclass
@@ -74,7 +82,7 @@ def config_names() -> list[str]:
     return [config.name for config in M3EL.BUILDER_CONFIGS]
 
 
-class M3EL(datasets.GeneratorBasedBuilder):
+class M3EL(datasets.ArrowBasedBuilder):
     """Builds M³EL from a raw release directory passed as ``data_dir``."""
 
     BUILDER_CONFIG_CLASS = M3ELConfig
@@ -108,18 +116,39 @@ class M3EL(datasets.GeneratorBasedBuilder):
         splits = [KB_SPLIT] if self.config.kb else list(SPLITS)
         return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
 
-    def _generate_examples(self, split: str):
-        builder = self.row_builder
-        # Every split re-reads the record files, but bad records are counted in the first pass only.
-        first = split in (KB_SPLIT, next(iter(SPLITS)))
-        report = builder.report if first else SkipReport()
-        records = iter_records(self.config.data_dir, self.config.topics, self.config.on_error, report)
-        if self.config.kb:
-            yield from builder.kb_rows(records)
-        else:
-            yield from builder.rows(records, split)
+    def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
+        # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
+        # as tables: no per-example encoding by datasets.
+        schema = self.info.features.arrow_schema
+        for index, batch in enumerate(_batches(self._rows(split), BATCH_ROWS)):
+            yield Key(0, index), pa.Table.from_pylist(batch, schema=schema)
+
+    def _rows(self, split: str) -> Iterator[dict[str, Any]]:
+        builder, config = self.row_builder, self.config
+        if config.kb:
+            records = iter_records(config.data_dir, config.topics, config.on_error, builder.report)
+            return (row for _, row in builder.kb_rows(records))
+        # Each split pass validates only its own records (matched on their raw key fields), so every
+        # record is validated, and its error counted, once. Errors that cannot be matched to a
+        # split (malformed lines) recur in every pass and are counted in the first pass only.
+        first = split == next(iter(SPLITS))
+        records = iter_records(
+            config.data_dir,
+            config.topics,
+            config.on_error,
+            builder.report,
+            select=lambda key: split_of(key) == split,
+            shared_report=None if first else SkipReport(),
+        )
+        return (row for _, row in builder.rows(records, split))
 
     @property
     def skip_report(self) -> SkipReport:
         """What was skipped while generating (``on_error="skip"``)."""
         return self.row_builder.report
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    rows = iter(rows)
+    while batch := list(islice(rows, size)):
+        yield batch

@@ -15,7 +15,7 @@ import PIL.Image
 
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, SPLITS
-from .raw import M3ELFormatError, OnError, RawImage, RawRecord, SkipReport, resolve_image_path
+from .raw import ImagePathResolver, M3ELFormatError, OnError, RawImage, RawRecord, SkipReport
 from .tasks import TASKS
 
 __all__ = ["ImageReader", "RowBuilder", "split_of", "usable_tasks"]
@@ -47,7 +47,15 @@ def usable_tasks(has_mention_image: bool, has_gold_image: bool) -> list[str]:
 
 @dataclass
 class ImageReader:
-    """Reads release images as bytes, checks that they decode, and optionally shrinks them.
+    """Reads release images as bytes, checks that they are whole images, and optionally shrinks them.
+
+    The check is what catches truncated downloads and files that are not images, without decoding
+    pixels: a JPEG must start with the SOI marker followed by another marker and end with the EOI
+    marker (trailing whitespace or zero padding allowed); a PNG must have the signature, an
+    ``IHDR`` first chunk and the ``IEND`` chunk at the end. Any other format is opened and
+    verified by PIL (which does not decode pixels either; for JPEG it only parses the headers).
+    Corruption inside the compressed data of an otherwise whole file is not detected. With
+    `max_image_side`, images larger than it are fully decoded and re-encoded.
 
     Args:
         root (`Path`): the release root; image paths are resolved under it and never outside.
@@ -56,25 +64,59 @@ class ImageReader:
 
     root: Path
     max_image_side: int | None = None
+    _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
 
     def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
         """Return ``{"bytes", "path"}`` for the Image feature; raise `M3ELFormatError` when unusable."""
+        if self._paths is None:
+            self._paths = ImagePathResolver(self.root)
         try:
-            path = resolve_image_path(image.local, self.root)
+            path = self._paths.resolve(image.local)
         except FileNotFoundError as error:
             raise M3ELFormatError(f"missing image: {error}", source, index) from None
         except ValueError as error:
             raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
         try:
-            with PIL.Image.open(io.BytesIO(data)) as im:
-                if self.max_image_side and max(im.size) > self.max_image_side:
-                    data = _shrink(im, self.max_image_side)
-                else:
-                    im.verify()
+            if self.max_image_side or not _is_whole_jpeg_or_png(data):
+                data = _pil_check(data, self.max_image_side)
         except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
             raise M3ELFormatError(f"undecodable image: {image.local!r} ({error})", source, index) from None
-        return {"bytes": data, "path": path.relative_to(self.root.resolve()).as_posix()}
+        return {"bytes": data, "path": self._paths.relative(path)}
+
+
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_PADDING = b"\x00 \t\r\n"
+
+
+def _is_whole_jpeg_or_png(data: bytes) -> bool:
+    """True for a JPEG or PNG with its start and end markers; raises `OSError` for one without its end.
+
+    False for other formats, which go to PIL.
+    """
+    if data[:2] == _JPEG_SOI and data[2:3] == b"\xff":
+        if not data.rstrip(_PADDING).endswith(_JPEG_EOI):
+            raise OSError("JPEG file has no end-of-image marker (truncated?)")
+        return True
+    if data[:8] == _PNG_SIGNATURE:
+        if data[12:16] != b"IHDR":
+            raise OSError("PNG file does not start with an IHDR chunk")
+        if not data.rstrip(_PADDING).endswith(_PNG_IEND):
+            raise OSError("PNG file has no IEND chunk at the end (truncated?)")
+        return True
+    return False
+
+
+def _pil_check(data: bytes, max_side: int | None) -> bytes:
+    """Open `data` with PIL: verify it, or shrink it when its longer side exceeds `max_side`."""
+    with PIL.Image.open(io.BytesIO(data)) as im:
+        if max_side and max(im.size) > max_side:
+            return _shrink(im, max_side)
+        im.verify()
+    return data
 
 
 def _shrink(im: PIL.Image.Image, max_side: int) -> bytes:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,8 +27,8 @@ from typing import Literal
 from datasets.exceptions import DatasetGenerationError
 
 from .audit import DatasetAudit
+from .benchmark import eval_yaml
 from .dataset_card import build_dataset_card, instance_path, kb_path
-from .features import KB_SPLIT
 from .raw import M3ELFormatError, SkipReport, find_record_files
 from .tasks import TOPICS
 
@@ -56,6 +59,14 @@ class PrepareConfig:
     )
     max_shard_size: str = field(default="500MB", metadata={"help": "Largest Parquet shard, e.g. 500MB."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output folder."})
+    num_proc: int = field(
+        default=min(2, os.cpu_count() or 1),
+        metadata={
+            "help": "Topics built at once, in this process and num_proc - 1 worker processes (default: "
+            "min(2, CPU count)). Scripts that call prepare() with more than 1 need an "
+            "`if __name__ == '__main__':` guard."
+        },
+    )
 
     def __post_init__(self):
         unknown = [t for t in self.topics if t not in TOPICS]
@@ -65,6 +76,8 @@ class PrepareConfig:
             raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+        if self.num_proc < 1:
+            raise ValueError(f"num_proc must be at least 1, got {self.num_proc}.")
 
 
 @dataclass
@@ -121,6 +134,56 @@ def _move_shards(built: Path, split: str, pattern: str, staging: Path) -> None:
         shard.rename(target / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
 
 
+def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tuple[DatasetAudit, SkipReport]:
+    """Build one topic's instance (``movies``) or knowledge-base (``movies-kb``) config into `staging`.
+
+    Returns what it counted; runs in a worker process when ``num_proc > 1``.
+    """
+    topic, kb = config_name.removesuffix("-kb"), config_name.endswith("-kb")
+    work = staging / ".work" / config_name
+    builder, built = _build(config, config_name, work)
+    for split in builder.info.splits:
+        _move_shards(built, split, kb_path(topic) if kb else instance_path(topic, split), staging)
+    shutil.rmtree(work)
+    return builder.row_builder.audit, builder.skip_report
+
+
+def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> list[tuple[DatasetAudit, SkipReport]]:
+    """`_build_config` for every name, `config.num_proc` at a time; results in the order of `names`.
+
+    This process builds configs too, next to ``num_proc - 1`` workers, so it does not idle while
+    the workers start (each imports the package, which takes seconds).
+    """
+    workers = min(config.num_proc, len(names)) - 1
+    if workers == 0:
+        return [_build_config(config, name, staging) for name in names]
+    # Not "fork": the child would inherit the parent's threads and locks (pyarrow's pools among
+    # them). The fork server imports the package once and workers are forked from it, so later
+    # prepare calls in the same process start their workers quickly.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([_build_config.__module__, "m3el_hf.loading_script.m3el"])
+    pending, results = deque(names), {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        running: dict[Future, str] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < workers:
+                    name = pending.popleft()
+                    running[pool.submit(_build_config, config, name, staging)] = name
+                if pending:
+                    name = pending.popleft()
+                    results[name] = _build_config(config, name, staging)
+                else:
+                    wait(running, return_when=FIRST_COMPLETED)
+                for future in [f for f in running if f.done()]:
+                    results[running.pop(future)] = future.result()
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+    return [results[name] for name in names]
+
+
 def prepare(config: PrepareConfig) -> PrepareResult:
     """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
     find_record_files(config.raw, config.topics)
@@ -132,21 +195,21 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # The staging folder is a hidden sibling: an interrupted run leaves nothing that loads as `out`.
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        work = staging / ".work"
+        logger.info("Preparing topics %s in %d process(es)", ", ".join(config.topics), config.num_proc)
+        # Instance configs first: they are the larger jobs, and the knowledge bases fill in behind them.
+        names = [*config.topics, *(f"{topic}-kb" for topic in config.topics)]
+        results = dict(zip(names, _build_configs(config, names, staging), strict=True))
+        # Merged in topic order, so the counts and the report's examples do not depend on num_proc.
         for topic in config.topics:
-            logger.info("Preparing topic %s", topic)
-            builder, built = _build(config, topic, work)
-            for split in builder.info.splits:
-                _move_shards(built, split, instance_path(topic, split), staging)
-            audit.merge(builder.row_builder.audit)
-            report.merge(builder.skip_report)
-            builder, built = _build(config, f"{topic}-kb", work)
-            _move_shards(built, KB_SPLIT, kb_path(topic), staging)
-            audit.merge(builder.row_builder.audit)
+            (instance_audit, instance_report), (kb_audit, kb_report) = results[topic], results[f"{topic}-kb"]
+            audit.merge(instance_audit)
+            report.merge(instance_report)
+            audit.merge(kb_audit)
             # The knowledge-base pass reads the same records again: count only its own images.
-            report.merge(builder.skip_report, records=False, image_prefix="knowledge base, ")
-        shutil.rmtree(work)
+            report.merge(kb_report, records=False, image_prefix="knowledge base, ")
+        shutil.rmtree(staging / ".work")
         build_dataset_card(audit, report, config.topics).save(staging / "README.md")
+        (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
         _write_report(staging / REPORT_NAME, config, audit, report)
         replace_dir(staging, out, config.overwrite)
     except BaseException:
@@ -162,6 +225,7 @@ def _write_report(path: Path, config: PrepareConfig, audit: DatasetAudit, report
     options = asdict(config)
     options["raw"] = config.raw.name  # no local absolute paths in a file meant for the Hub
     options["out"] = config.out.name
+    del options["num_proc"]  # changes the speed, not the output: the folder is the same on every machine
     payload = {"options": options, "audit": audit.to_dict(), "skipped": report.to_dict()}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 

@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import re
-from collections import Counter
-from collections.abc import Iterator
+import stat
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from .tasks import TOPICS
 
 __all__ = [
     "RECORD_SUFFIXES",
+    "ImagePathResolver",
     "M3ELFormatError",
     "OnError",
     "RawCandidate",
@@ -36,6 +38,7 @@ __all__ = [
     "iter_raw_dicts",
     "iter_records",
     "parse_record",
+    "raw_content_key",
     "resolve_image_path",
 ]
 
@@ -46,6 +49,7 @@ RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg")
 _CHUNK = 1 << 20
 _MAX_RECORD_CHARS = 16 << 20
+_STR_OR_NONE = (str, type(None))
 
 
 class M3ELFormatError(ValueError):
@@ -59,6 +63,11 @@ class M3ELFormatError(ValueError):
         if line is not None:
             where += f" (line {line})"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # The default rebuilds from `args` (the formatted text only); prepare's worker processes
+        # send errors back pickled, so rebuild from the parts to keep the fields and the message.
+        return type(self), (self.reason, self.file, self.record, self.line)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,26 @@ class RawRecord:
     @property
     def content_key(self) -> str:
         """A digest of what identifies the instance: topic, gold Qid, mention and sentence."""
-        text = "\x1f".join((self.topic, self.qid, self.name, self.sentence))
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+        return _content_key(self.topic, self.qid, self.name, self.sentence)
+
+
+def _content_key(topic: str, qid: str, name: str, sentence: str) -> str:
+    text = "\x1f".join((topic, qid, name, sentence))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def raw_content_key(raw: Any, topic: str) -> str | None:
+    """The `RawRecord.content_key` that `raw` would get if valid, computed without validating it.
+
+    Returns `None` when the key fields (``Qid``, ``name``, ``sentence``) cannot give one (not a
+    dict, or a field that is not a string). Lets a split pass skip other splits' records unread.
+    """
+    if not isinstance(raw, dict):
+        return None
+    qid, name, sentence = raw.get("Qid"), raw.get("name"), raw.get("sentence")
+    if not isinstance(qid, str) or not isinstance(name, str) or not isinstance(sentence, str | None):
+        return None
+    return _content_key(topic, qid, name, sentence or "")
 
 
 @dataclass
@@ -274,10 +301,13 @@ def _field(raw: dict, key: str, where: tuple, *, required: bool = True, default:
 def _image(value: Any, where: tuple, owner: str) -> RawImage | None:
     if value is None or value == [] or value == "":
         return None
-    if not isinstance(value, list | tuple) or len(value) != 3 or not all(isinstance(v, str | None) for v in value):
+    # Unrolled, with a constant tuple rather than `str | None` built per call: runs for every candidate.
+    if not isinstance(value, list | tuple) or len(value) != 3:
         raise M3ELFormatError(f"{owner} image must be [file name, URL, local path], got {value!r}", *where)
-    file, url, local = (v or "" for v in value)
-    return RawImage(file, url, local) if local else None
+    file, url, local = value
+    if not (isinstance(file, _STR_OR_NONE) and isinstance(url, _STR_OR_NONE) and isinstance(local, _STR_OR_NONE)):
+        raise M3ELFormatError(f"{owner} image must be [file name, URL, local path], got {value!r}", *where)
+    return RawImage(file or "", url or "", local) if local else None
 
 
 def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | None = None) -> RawRecord:
@@ -338,32 +368,100 @@ def resolve_image_path(local: str, root: str | Path) -> Path:
     symlink pointing outside) and `FileNotFoundError` when no file exists. An extension of
     another case (``.JPG`` for ``.jpg``) is matched when the exact name is absent.
     """
-    pure = PurePosixPath(local.replace("\\", "/"))
-    if ".." in pure.parts:
-        raise ValueError(f"image path {local!r} escapes the release root (contains '..')")
-    parts = pure.parts[2:] if pure.is_absolute() else pure.parts
-    if not parts:
-        raise FileNotFoundError(f"image path {local!r} names no file")
-    root = Path(root).resolve()
-    candidate = root.joinpath(*parts)
-    if not candidate.exists():
-        candidate = _other_case(candidate) or candidate
-    # Resolve symlinks before the containment check: a link inside the release may point anywhere.
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(root):
-        raise ValueError(f"image path {local!r} escapes the release root (resolves to {resolved})")
-    if not resolved.is_file():
-        raise FileNotFoundError(f"image file not found: {local!r} (looked for {candidate})")
-    return resolved
+    return Path(ImagePathResolver(root).resolve(local))
 
 
-def _other_case(path: Path) -> Path | None:
-    if not path.parent.is_dir():
+class ImagePathResolver:
+    """`resolve_image_path` for many images of one release, returning strings.
+
+    The real path of each image folder is cached (an instance folder holds a few images), so a
+    file costs one ``lstat``; the cache is a bounded LRU, so memory does not grow with the release.
+
+    >>> paths = ImagePathResolver("release")  # doctest: +SKIP
+    >>> paths.relative(paths.resolve("/M3EL/movies_candidates_images/Q1/Q1.jpg"))  # doctest: +SKIP
+    'movies_candidates_images/Q1/Q1.jpg'
+    """
+
+    def __init__(self, root: str | Path, cache_size: int = 4096):
+        self.root = os.path.realpath(root)
+        self._prefix = self.root.rstrip(os.sep) + os.sep
+        self._dirs: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = cache_size
+
+    def resolve(self, local: str) -> str:
+        """The real path of `local`'s file under the root; raises like `resolve_image_path`."""
+        parts = [p for p in local.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ValueError(f"image path {local!r} escapes the release root (contains '..')")
+        if local.startswith(("/", "\\")):
+            parts = parts[1:]
+        if not parts:
+            raise FileNotFoundError(f"image path {local!r} names no file")
+        folder = self._real_dir(os.path.join(self.root, *parts[:-1]))
+        resolved = os.path.join(folder, parts[-1])
+        mode = _lstat_mode(resolved)
+        if mode is not None and stat.S_ISLNK(mode):
+            # Resolve symlinks before the containment check: a link inside the release may point anywhere.
+            resolved = os.path.realpath(resolved)
+            mode = _stat_mode(resolved)
+        if mode is None:
+            resolved = _other_case(folder, parts[-1]) or resolved
+            mode = _stat_mode(resolved)
+        if resolved != self.root and not resolved.startswith(self._prefix):
+            raise ValueError(f"image path {local!r} escapes the release root (resolves to {Path(resolved)})")
+        if mode is None or not stat.S_ISREG(mode):
+            candidate = os.path.join(self.root, *parts)
+            raise FileNotFoundError(f"image file not found: {local!r} (looked for {Path(candidate)})")
+        return resolved
+
+    def relative(self, resolved: str) -> str:
+        """A path that `resolve` returned, relative to the root, with ``/`` separators."""
+        return resolved[len(self._prefix) :].replace(os.sep, "/")
+
+    def _real_dir(self, folder: str) -> str:
+        """The real path of `folder` (a path under the root), one ``lstat`` per folder not cached."""
+        if folder == self.root:
+            return folder
+        real = self._dirs.get(folder)
+        if real is not None:
+            self._dirs.move_to_end(folder)
+            return real
+        parent, name = os.path.split(folder)
+        real = os.path.join(self._real_dir(parent), name)
+        mode = _lstat_mode(real)
+        if mode is not None and stat.S_ISLNK(mode):
+            real = os.path.realpath(real)
+        self._dirs[folder] = real
+        if len(self._dirs) > self._cache_size:
+            self._dirs.popitem(last=False)
+        return real
+
+
+def _lstat_mode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
         return None
-    stem, suffix = path.stem, path.suffix.lower()
-    for sibling in path.parent.iterdir():
-        if sibling.stem == stem and sibling.suffix.lower() == suffix:
-            return sibling
+
+
+def _stat_mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def _other_case(folder: str, name: str) -> str | None:
+    """A sibling whose name differs only in the case of the extension; the real path, or None."""
+    wanted = PurePosixPath(name)
+    try:
+        siblings = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    for sibling in siblings:
+        other = PurePosixPath(sibling)
+        if other.stem == wanted.stem and other.suffix.lower() == wanted.suffix.lower():
+            return os.path.realpath(os.path.join(folder, sibling))
     return None
 
 
@@ -372,20 +470,33 @@ def iter_records(
     topics: tuple[str, ...] = TOPICS,
     on_error: OnError = "raise",
     report: SkipReport | None = None,
+    *,
+    select: Callable[[str], bool] | None = None,
+    shared_report: SkipReport | None = None,
 ) -> Iterator[RawRecord]:
     """Yield the validated records of `topics`, in file order.
 
     With ``on_error="raise"`` the first bad record raises `M3ELFormatError`; with ``"skip"`` it
     is counted in `report` (required then) and left out.
+
+    `select` keeps only the records whose `RawRecord.content_key` it accepts. The key is taken
+    from the raw fields (`raw_content_key`) before validation, so a left-out record is neither
+    validated nor counted: passes with disjoint selections validate each record once. Errors that
+    no key can be taken from (malformed lines, key fields that are not strings) occur in every
+    pass and go to `shared_report` (defaults to `report`).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_error == "skip" and report is None:
         raise ValueError("on_error='skip' needs a SkipReport to count what is skipped")
+    shared = report if shared_report is None else shared_report
     for topic, files in find_record_files(root, topics).items():
         for path in files:
             try:
                 for index, line, raw in iter_raw_dicts(path, path.name):
+                    key = None if isinstance(raw, M3ELFormatError) else raw_content_key(raw, topic)
+                    if select is not None and key is not None and not select(key):
+                        continue
                     try:
                         if isinstance(raw, M3ELFormatError):
                             raise raw
@@ -393,9 +504,9 @@ def iter_records(
                     except M3ELFormatError as error:
                         if on_error == "raise":
                             raise
-                        report.add("record", error)
+                        (report if key is not None else shared).add("record", error)
             except M3ELFormatError as error:
                 if on_error == "raise" or error.file != path.name:
                     raise
-                report.add("record", error)
+                shared.add("record", error)
                 logger.warning("Skipped the rest of %s: %s", path, error)

@@ -32,7 +32,10 @@ def raw_release(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared(raw_release, tmp_path_factory):
-    return prepare(PrepareConfig(raw=raw_release, out=tmp_path_factory.mktemp("hub") / "m3el", topics=TOPICS))
+    # Two worker processes; test_prepare_is_deterministic builds again in-process and compares.
+    return prepare(
+        PrepareConfig(raw=raw_release, out=tmp_path_factory.mktemp("hub") / "m3el", topics=TOPICS, num_proc=2)
+    )
 
 
 def raw_records(release: Path, topic: str) -> list[dict]:
@@ -171,7 +174,7 @@ def test_card_parses_back_with_configs_and_audit(prepared):
 
 
 def test_prepare_is_deterministic(prepared, raw_release, tmp_path):
-    again = prepare(PrepareConfig(raw=raw_release, out=tmp_path / "m3el", topics=TOPICS))
+    again = prepare(PrepareConfig(raw=raw_release, out=tmp_path / "m3el", topics=TOPICS, num_proc=1))
     for path in prepared.out.rglob("*"):
         if path.is_file():
             assert (again.out / path.relative_to(prepared.out)).read_bytes() == path.read_bytes(), path
@@ -197,6 +200,14 @@ def test_bad_input_raises_naming_file_and_record(raw_release, tmp_path):
         prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=("movies",)))
     assert not (tmp_path / "m3el").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m3el")]
+
+
+def test_errors_in_worker_processes_name_file_and_record(raw_release, tmp_path):
+    release = broken_release(raw_release, tmp_path)
+    with pytest.raises(M3ELFormatError, match=r"^movies\.json, record 1: candidate list is empty$") as caught:
+        prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=TOPICS, num_proc=2))
+    assert (caught.value.file, caught.value.record) == ("movies.json", 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["broken"]
 
 
 def test_skip_mode_counts_everything_it_skips(raw_release, tmp_path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 
 import PIL.Image
 import pytest
 
 from m3el_hf.instances import ImageReader, split_of, usable_tasks
 from m3el_hf.raw import (
+    ImagePathResolver,
     M3ELFormatError,
     RawImage,
     SkipReport,
@@ -18,6 +20,7 @@ from m3el_hf.raw import (
     iter_raw_dicts,
     iter_records,
     parse_record,
+    raw_content_key,
     resolve_image_path,
 )
 from m3el_hf.tasks import TASK_NAMES
@@ -192,3 +195,75 @@ def test_usable_tasks_follow_the_images_present():
     assert usable_tasks(False, True) == ["T-T", "T-I", "T-TI"]
     assert usable_tasks(True, False) == ["T-T", "I-T", "TI-T"]
     assert usable_tasks(False, False) == ["T-T"]
+
+
+def test_format_error_survives_pickling_for_worker_processes():
+    error = M3ELFormatError("candidate list is empty", "movies.json", 4, 12)
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) == "movies.json, record 4 (line 12): candidate list is empty"
+    assert (again.file, again.record, again.line, again.reason) == ("movies.json", 4, 12, "candidate list is empty")
+
+
+def test_resolver_caches_folders_and_follows_links_inside_the_root(tmp_path):
+    make_image(tmp_path / "imgs" / "a.png")
+    os.symlink(tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png")
+    os.symlink(tmp_path / "imgs", tmp_path / "alias")
+    paths = ImagePathResolver(tmp_path, cache_size=1)
+    real = str((tmp_path / "imgs" / "a.png").resolve())
+    for local in ("/M3EL/imgs/a.png", "imgs/./b.png", "/M3EL/alias/a.png", "\\M3EL\\imgs\\a.png"):
+        assert paths.resolve(local) == real
+    assert paths.relative(real) == "imgs/a.png" and len(paths._dirs) == 1
+    with pytest.raises(FileNotFoundError, match=r"image path '/M3EL' names no file"):
+        paths.resolve("/M3EL")
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        paths.resolve("/M3EL/imgs")
+
+
+def image_bytes(fmt):
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (12, 10), (1, 2, 3)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (image_bytes("JPEG") + b"\0\0\n", None),
+        (image_bytes("PNG"), None),
+        (image_bytes("GIF"), None),
+        (image_bytes("JPEG")[:-40], "JPEG file has no end-of-image marker"),
+        (image_bytes("PNG")[:-5], "PNG file has no IEND chunk"),
+        (image_bytes("GIF")[:5], "cannot identify image file"),
+        (b"\xff\xd8garbage\xff\xd9", "cannot identify image file"),
+    ],
+)
+def test_image_check_catches_truncated_and_non_image_files(tmp_path, data, problem):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "x.img").write_bytes(data)
+    read = ImageReader(tmp_path).read
+    if problem is None:
+        assert read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)["bytes"] == data
+    else:
+        with pytest.raises(
+            M3ELFormatError, match=rf"m\.json, record 0: undecodable image: '/M3EL/imgs/x\.img' \({problem}"
+        ):
+            read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
+
+
+def test_split_selection_validates_each_record_in_its_own_pass_only(tmp_path):
+    bad = [record(qid=f"Q{i}", others=(f"Q{100 + i}",), candidates=[]) for i in range(30)]
+    write_lines(tmp_path / "movies.jsonl", [*bad, record(name=3), record()])
+    counted, kept = SkipReport(), []
+    for split in ("train", "validation", "test"):
+        shared = None if split == "train" else SkipReport()
+        select = lambda key, s=split: split_of(key) == s  # noqa: E731
+        kept += [
+            (split, r.qid)
+            for r in iter_records(tmp_path, ("movies",), "skip", counted, select=select, shared_report=shared)
+        ]
+    assert kept == [(split_of(parse_record(record(), topic="movies", source="s", index=0).content_key), "Q1")]
+    assert counted.records_skipped == {"candidate list is empty": 30, "field 'name' must be a string, got int": 1}
+    assert (
+        raw_content_key(record(), "movies") == parse_record(record(), topic="movies", source="s", index=0).content_key
+    )
+    assert raw_content_key(record(name=3), "movies") is None
