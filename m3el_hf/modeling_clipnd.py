@@ -107,6 +107,22 @@ class CLIPNDModel(CLIPModel):
         """
         texts = self.encode_text(input_ids, attention_mask) if input_ids is not None else None
         images = self.encode_image(pixel_values) if pixel_values is not None else None
+        return self.combine(texts, text_rows, images, image_rows, num_rows)
+
+    def combine(
+        self,
+        texts: torch.Tensor | None = None,
+        text_rows: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        image_rows: torch.Tensor | None = None,
+        num_rows: int | None = None,
+    ) -> torch.Tensor:
+        """Place already-encoded text and image embeddings in their rows, fusing rows that have both.
+
+        The second half of [`~CLIPNDModel.encode`], for callers that cache tower outputs (evaluation encodes
+        each unique text and image once). Arguments are as in `encode`, with `texts` `(Nt, D)` and `images`
+        `(Ni, D)` the L2-normalised outputs of `encode_text` and `encode_image`.
+        """
         text_rows = _default_rows(texts, text_rows, "text_rows")
         image_rows = _default_rows(images, image_rows, "image_rows")
         num_rows = _num_rows(num_rows, text_rows, image_rows)
