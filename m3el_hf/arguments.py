@@ -53,6 +53,10 @@ def _field_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
         kwargs["type"] = Path if tp is Path else tp
     if "default" in kwargs and kwargs["default"] is not None and "action" not in kwargs:
         kwargs["help"] += f" (default: {_show(kwargs['default'])})"
+    if kwargs.get("nargs") == "+":
+        # `--model A --model B` and `--model A B` both give (A, B). argparse would extend a default list in
+        # place, so the parser's default is None and the dataclass default applies when the flag is absent.
+        kwargs.update(action="extend", default=None)
     return kwargs
 
 
@@ -88,6 +92,10 @@ def dataclass_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
         if not field.init or not hasattr(namespace, field.name):
             continue
         value = getattr(namespace, field.name)
+        if value is None and (
+            field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        ):
+            continue
         tp, _ = _unwrap_optional(hints[field.name])
         if get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
