@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 DEMO_OUT ?= demo-out
-DEMO_INSTANCES ?= 600
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -24,8 +23,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
-	$(BIN)/m3el-hf synth --out $(DEMO_OUT)/raw --instances $(DEMO_INSTANCES) --seed 0
-	$(BIN)/m3el-hf prepare --raw $(DEMO_OUT)/raw --out $(DEMO_OUT)/m3el
+	$(BIN)/m3el-hf demo --out $(DEMO_OUT)
 	$(BIN)/m3el-hf show $(DEMO_OUT)/m3el --config movies-I-T
 
 test: $(STAMP)

@@ -30,6 +30,12 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "m3el_hf.demo",
+        "DemoConfig",
+        "run_demo",
+        "The main job, offline on a CPU: synth, prepare, train CLIP_ND and baselines, evaluate, dry-run publish.",
+    ),
     "synth": Command(
         "m3el_hf.synth",
         "SynthConfig",
