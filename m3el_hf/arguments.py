@@ -85,18 +85,23 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> argpa
 
 
 def dataclass_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
-    """Instantiate `cls` from the parsed values of its fields (lists become tuples where declared)."""
+    """Instantiate `cls` from the parsed values of its fields (lists become tuples where declared).
+
+    A None for a field that is not optional counts as absent; an optional field keeps it.
+    """
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if not field.init or not hasattr(namespace, field.name):
             continue
         value = getattr(namespace, field.name)
-        if value is None and (
+        tp, optional = _unwrap_optional(hints[field.name])
+        # None is a value of an optional field (YAML `null`: "keep all", "no validation"); for any other field
+        # it means "not given" (a list flag's parser default), and the dataclass default applies.
+        if value is None and not optional and (
             field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
         ):
             continue
-        tp, _ = _unwrap_optional(hints[field.name])
         if get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
         values[field.name] = value

@@ -176,6 +176,10 @@ class RowBuilder:
         wanted = set(self.columns)
         cache: dict[str, Any] = {}
         mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
+        if mention_image is not None:
+            # The release stores a mention's image as the gold entity's file (`.../{mention}-{gold Qid}/{Qid}.jpg`):
+            # its file name would give the answer away, so only the bytes are kept.
+            mention_image = {"bytes": mention_image["bytes"], "path": None}
         candidate_images = (
             [self._image(c.image, record, cache) for c in record.candidates] if "candidate_images" in wanted else None
         )

@@ -82,6 +82,11 @@ class TrainingState:
     last_score: float | None = None
     last_eval_step: int | None = None
     losses: list[float] = field(default_factory=list)
+    # Mention views over all processes: trained on, and dropped by the collator because the drawn task needs an
+    # image the instance lacks; hard negatives dropped for the same reason.
+    mentions: int = 0
+    dropped: int = 0
+    dropped_negatives: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,7 +201,7 @@ def training_step(
 ) -> torch.Tensor:
     """One micro-batch: forward, backward and (on update boundaries, via accelerate) clip and step.
 
-    Returns the global loss of the micro-batch (the mean over processes of the rank-local loss).
+    Returns the rank-local loss of the micro-batch, detached.
     """
     loss = model(**batch).loss
     accelerator.backward(loss)
@@ -205,7 +210,13 @@ def training_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad()
-    return accelerator.reduce(loss.detach(), "mean")
+    return loss.detach()
+
+
+def _micro_batch_stats(loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The rank-local loss and the collator's counts of a micro-batch, as one float64 vector to reduce."""
+    counts = (batch["labels"].numel(), batch["num_dropped"], batch["num_dropped_negatives"])
+    return torch.stack([loss.double(), *(torch.as_tensor(c, dtype=torch.float64, device=loss.device) for c in counts)])
 
 
 @dataclass
@@ -225,22 +236,35 @@ class _Run:
     num_updates: int
     batches_per_epoch: int
     progress: tqdm | None = None
+    # This session's timing (not checkpointed): the loop's seconds, the part spent validating, and where it began.
+    loop_seconds: float = 0.0
+    validation_seconds: float = 0.0
+    start_step: int = 0
+    start_mentions: int = 0
 
 
 def train_one_epoch(run: _Run, loader: DataLoader) -> None:
     """Run micro-batches of one epoch until it ends or the run reaches `num_updates`."""
     config, accelerator, state = run.config, run.accelerator, run.state
     run.model.train()
-    losses: list[torch.Tensor] = []
+    stats: list[torch.Tensor] = []
     for batch in loader:
         with accelerator.accumulate(run.model):
-            losses.append(training_step(accelerator, run.model, batch, run.optimizer, run.scheduler, config))
+            loss = training_step(accelerator, run.model, batch, run.optimizer, run.scheduler, config)
+        stats.append(_micro_batch_stats(loss, batch))
         state.batches_in_epoch += 1
         if not accelerator.sync_gradients:
             continue
+        # One collective per update: the loss is the mean over micro-batches and processes, the counts are sums.
+        total = accelerator.reduce(torch.stack(stats).sum(0), "sum").tolist()
         state.step += 1
-        state.losses.append(torch.stack(losses).mean().item())
-        losses.clear()
+        state.losses.append(total[0] / (len(stats) * accelerator.num_processes))
+        state.mentions, state.dropped, state.dropped_negatives = (
+            state.mentions + round(total[1]),
+            state.dropped + round(total[2]),
+            state.dropped_negatives + round(total[3]),
+        )
+        stats.clear()
         run.progress.update(1)
         if state.step % config.logging_steps == 0:
             logs = {"train/loss": state.losses[-1], "train/lr": run.scheduler.get_last_lr()[0]}
@@ -261,6 +285,7 @@ def evaluate_and_select(run: _Run) -> float | None:
     """
     if run.eval_data is None:
         return None
+    started = time.perf_counter()
     accelerator, state = run.accelerator, run.state
     model = accelerator.unwrap_model(run.model)
     score = accelerator.on_main_process(_validate)(run, model)
@@ -273,6 +298,7 @@ def evaluate_and_select(run: _Run) -> float | None:
     logger.info("step %d: validation mean accuracy %.4f (best %.4f)", state.step, score, state.best_score)
     accelerator.wait_for_everyone()
     run.model.train()
+    run.validation_seconds += time.perf_counter() - started
     return score
 
 
@@ -387,8 +413,26 @@ def _summary(run: _Run, wall_time: float) -> dict[str, Any]:
             "best_mean_accuracy": state.best_score,
             "best_step": state.best_step,
         },
+        "mentions": {
+            "trained": state.mentions,
+            "dropped_missing_image": state.dropped,
+            "dropped_hard_negatives": state.dropped_negatives,
+        },
+        "throughput": _throughput(run),
         "wall_time_s": round(wall_time, 3),
         "losses": state.losses,
+    }
+
+
+def _throughput(run: _Run) -> dict[str, float | None]:
+    """This session's training speed, validation time excluded (checkpointing included, as in `Trainer`)."""
+    seconds = run.loop_seconds - run.validation_seconds
+    steps, mentions = run.state.step - run.start_step, run.state.mentions - run.start_mentions
+    return {
+        "train_runtime_s": round(seconds, 3),
+        "validation_runtime_s": round(run.validation_seconds, 3),
+        "train_steps_per_second": round(steps / seconds, 3) if seconds > 0 else None,
+        "train_mentions_per_second": round(mentions / seconds, 3) if seconds > 0 else None,
     }
 
 
@@ -461,6 +505,20 @@ def _finish(run: _Run, wall_time: float) -> Path:
     return final
 
 
+def _report_drops(state: TrainingState) -> None:
+    seen = state.mentions + state.dropped
+    if state.dropped or state.dropped_negatives:
+        logger.warning(
+            "%d of %d mention views (%.1f%%) and %d hard negatives were dropped because their drawn task needs an "
+            "image the instance lacks; counted in %s.",
+            state.dropped,
+            seen,
+            100 * state.dropped / max(seen, 1),
+            state.dropped_negatives,
+            SUMMARY_NAME,
+        )
+
+
 def train(config: TrainConfig) -> Path:
     """Train CLIP_ND as `config` says, on whatever `accelerate launch` (or a plain process) provides.
 
@@ -496,10 +554,14 @@ def train(config: TrainConfig) -> Path:
         config.per_device_batch_size,
         config.gradient_accumulation_steps,
     )
+    run.start_step, run.start_mentions = run.state.step, run.state.mentions
+    loop_started = time.perf_counter()
     with tqdm(
         total=run.num_updates, initial=run.state.step, desc="training", disable=not accelerator.is_local_main_process
     ) as run.progress:
         _train_loop(run, loader)
+    run.loop_seconds = time.perf_counter() - loop_started
+    _report_drops(run.state)
     final = config.output_dir / "final"
     accelerator.on_main_process(_finish)(run, time.perf_counter() - started)
     accelerator.wait_for_everyone()

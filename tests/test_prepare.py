@@ -134,6 +134,18 @@ def test_builder_matches_prepared_files_and_the_raw_records(prepared, raw_releas
             assert stored["mention_image"]["bytes"] == path.read_bytes()
 
 
+def test_nothing_on_the_mention_side_names_the_gold_entity(prepared):
+    files = sorted(str(p) for p in (prepared.out / "data").rglob("*.parquet"))
+    rows = datasets.load_dataset("parquet", data_files=files, split="train")
+    rows = rows.cast_column("mention_image", datasets.Image(decode=False))
+    with_image = [row for row in rows if row["mention_image"]]
+    assert with_image and all(row["mention_image"]["path"] is None for row in with_image)
+    for row in rows:
+        mention_side = json.dumps([row["mention"], row["sentence"], row["mention_image_source"]])
+        assert row["gold_qid"] not in mention_side
+        assert row["candidates"][row["label"]]["description"] not in mention_side
+
+
 def test_audit_counts_match_a_direct_count_of_the_raw_release(prepared, raw_release):
     for topic in TOPICS:
         records = raw_records(raw_release, topic)

@@ -106,6 +106,15 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     assert TrainConfig.from_yaml(tmp_path / "recipe.yaml") == config
 
 
+def test_null_in_a_recipe_or_override_means_none(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text("save_total_limit: null\nmax_grad_norm: null\n", encoding="utf-8")
+    config = TrainConfig.from_yaml(tmp_path / "recipe.yaml", model="m", data="d", output_dir=tmp_path, eval_split=None)
+    assert (config.save_total_limit, config.max_grad_norm, config.eval_split) == (None, None, None)
+    assert TrainConfig.from_yaml(tmp_path / "recipe.yaml", model="m", data="d", output_dir=tmp_path).eval_split == (
+        "validation"
+    )
+
+
 @pytest.mark.parametrize("name", ["tiny-cpu", "clipnd-vit-b-32"])
 def test_packaged_recipes_load(name: str, tmp_path: Path) -> None:
     config = TrainConfig.from_yaml(recipe_path(name), model="m", data="d", output_dir=tmp_path)
@@ -193,6 +202,36 @@ def test_resume_after_a_kill_gives_the_same_weights(
     assert type(image_processor).__name__ == "CLIPImageProcessorPil" and len(tokenizer) > 500
     assert M3ELCollator.from_pretrained(resumed).augment_description is False
     assert summaries[1]["hardware"]["num_processes"] == 1 and summaries[1]["seed"] == 0
+
+
+def test_summary_counts_every_mention_view_and_the_speed(
+    tiny_clip_path: Path, m3el_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = small_config(tiny_clip_path, m3el_data, tmp_path, max_steps=None, epochs=2, save_every=10**6)
+    summary = json.loads((train(config) / SUMMARY_NAME).read_text())
+    # Reference: the task each training row draws in each epoch, and whether that task needs a missing image.
+    collator = M3ELCollator.from_pretrained(tiny_clip_path, seed=config.seed)
+    rows = training._load_split(config, "train")
+    dropped = 0
+    for collator.epoch in range(2):
+        for row in rows:
+            task = collator.task_for(row["id"])
+            gold_image = row["candidate_images"][row["label"]]
+            dropped += (task.mention_needs_image and row["mention_image"] is None) or (
+                task.entity_needs_image and gold_image is None
+            )
+    assert dropped > 0  # the fixture's release has missing images: the count is exercised
+    assert summary["mentions"] == {
+        "trained": 2 * len(rows) - dropped,
+        "dropped_missing_image": dropped,
+        "dropped_hard_negatives": 0,
+    }
+    assert f"{dropped} of {2 * len(rows)} mention views" in caplog.text
+    speed = summary["throughput"]
+    assert speed["train_runtime_s"] > 0 and speed["validation_runtime_s"] == 0
+    assert speed["train_mentions_per_second"] == pytest.approx(
+        summary["mentions"]["trained"] / speed["train_runtime_s"], rel=1e-3
+    )
 
 
 def test_periodic_validation_keeps_the_best_model(tiny_clip_path: Path, m3el_data: Path, tmp_path: Path) -> None:
