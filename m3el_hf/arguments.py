@@ -98,8 +98,10 @@ def dataclass_from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
         tp, optional = _unwrap_optional(hints[field.name])
         # None is a value of an optional field (YAML `null`: "keep all", "no validation"); for any other field
         # it means "not given" (a list flag's parser default), and the dataclass default applies.
-        if value is None and not optional and (
-            field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        if (
+            value is None
+            and not optional
+            and (field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING)
         ):
             continue
         if get_origin(tp) is tuple and isinstance(value, list):
