@@ -137,11 +137,17 @@ def build_dataset_card(
     topics: tuple[str, ...],
     *,
     repo_id: str = "m3el",
-    pretty_name: str = "M³EL: multi-task multi-topic multi-modal entity linking",
-    source_note: str = "",
+    synthetic: bool = False,
 ) -> DatasetCard:
-    """Render the dataset card (YAML and body) for a prepared folder. Pure: writes nothing."""
+    """Render the dataset card (YAML and body) for a prepared folder. Pure: writes nothing.
+
+    With `synthetic`, the card says everywhere that the data is a synthetic release (``m3el-hf synth``).
+    """
     from . import __version__
+
+    pretty_name = "M³EL: multi-task multi-topic multi-modal entity linking"
+    if synthetic:
+        pretty_name = f"Synthetic {pretty_name}"
 
     card_data = DatasetCardData(
         pretty_name=pretty_name,
@@ -151,7 +157,7 @@ def build_dataset_card(
         license_details="Images keep their Wikimedia Commons licences; descriptions come from Wikidata (CC0); "
         "the M³EL release states no licence.",
         task_categories=["image-text-to-text", "text-classification", "zero-shot-image-classification"],
-        tags=["entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip"],
+        tags=["entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip", *(["synthetic"] * synthetic)],
         size_categories=[_size_category(audit.total().instances)],
     )
     MetadataConfigs(hub_configs(audit, topics)).to_dataset_card_data(card_data)
@@ -162,7 +168,7 @@ def build_dataset_card(
         template_str=template,
         pretty_name=pretty_name,
         version=__version__,
-        source_note=source_note,
+        synthetic=synthetic,
         topics_table=_topics_table(audit, topics),
         split_ratios=", ".join(f"{split} {ratio:.0%}" for split, ratio in SPLITS.items()),
         coverage_table=_coverage_table(audit, topics),

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, write_eval_results
 from .evaluation import PROTOCOLS, EvaluationResult, evaluate_model, format_table, plot_accuracy, write_results
 from .features import KB_SPLIT
+from .prepare import is_synthetic
 from .tasks import TASK_NAMES, TOPICS, get_task
 
 __all__ = ["EvaluateConfig", "run_evaluate"]
 
 logger = logging.getLogger(__name__)
+
+_EXPORT_FOLDERS = ("final", "best")  # what `train` writes under a run folder: the run's name labels them
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,11 @@ class EvaluateConfig:
     data: str = field(metadata={"help": "Prepared M³EL folder or Hub dataset id."})
     output: Path = field(metadata={"help": "JSON file to write every model's records to."})
     model_name: tuple[str, ...] | None = field(
-        default=None, metadata={"help": "Label of each --model in the report (default: the checkpoint's folder name)."}
+        default=None,
+        metadata={
+            "help": "Label of each --model in the report (default: the checkpoint's folder name, or its run "
+            "folder's name for a trainer export such as run/final)."
+        },
     )
     topics: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Topics to evaluate (default: every topic the data has)."}
@@ -54,6 +63,16 @@ class EvaluateConfig:
     )
     plot: Path | None = field(default=None, metadata={"help": "Also draw accuracy per task and topic to this PNG."})
     device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+    eval_results: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Also write each model's Hub leaderboard entries to EVAL_RESULTS/<label>/.eval_results/, "
+            "ready for `m3el-hf push-model EVAL_RESULTS/<label> --repo OWNER/MODEL --create-pr`; needs --dataset-id."
+        },
+    )
+    dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub id of the M³EL benchmark dataset the leaderboard entries refer to."}
+    )
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -77,6 +96,27 @@ class EvaluateConfig:
             raise ValueError(f"--max-instances must be at least 1, got {self.max_instances}.")
         if self.output.suffix != ".json":
             raise ValueError(f"--output must be a .json file, got {self.output}.")
+        if self.eval_results is not None and self.dataset_id is None:
+            raise ValueError("--eval-results needs --dataset-id, the Hub id of the M³EL benchmark dataset.")
+        if self.eval_results is not None and (self.split != BENCHMARK_SPLIT or HEADLINE_PROTOCOL not in self.protocol):
+            raise ValueError(
+                f"--eval-results writes the leaderboard's scores: split {BENCHMARK_SPLIT!r}, protocol "
+                f"{HEADLINE_PROTOCOL!r}; got --split {self.split} --protocol {' '.join(self.protocol)}."
+            )
+        labels = self.labels()
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"Two --model values share the label(s) {repeated}; name each with --model-name.")
+
+    def labels(self) -> tuple[str, ...]:
+        """Each model's label in the report: its --model-name, else the folder name (run/final -> run)."""
+        if self.model_name:
+            return self.model_name
+        paths = [Path(path) for path in self.model]
+        return tuple(
+            str(path.parent.name if path.name in _EXPORT_FOLDERS and path.parent.name else path.name or model)
+            for path, model in zip(paths, self.model, strict=True)
+        )
 
 
 def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
@@ -88,9 +128,8 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
 
     dataset, kb = _load_data(config)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    names = config.model_name or tuple(Path(path).name or path for path in config.model)
     results = []
-    for path, name in zip(config.model, names, strict=True):
+    for path, name in zip(config.model, config.labels(), strict=True):
         logger.info("Evaluating %s (%s) on %d instances", name, path, dataset.num_rows)
         model = CLIPNDModel.from_pretrained(path).to(device)
         tokenizer, image_processor = load_processor(path)
@@ -112,11 +151,22 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
         results.append(result)
     if len(results) > 1:
         print(format_table([record for result in results for record in result.records]), end="\n\n")
-    print(f"Wrote {write_results(config.output, results, dataset=config.data)}")
+    print(f"Wrote {write_results(config.output, results, dataset=config.data, synthetic=is_synthetic(config.data))}")
+    records = [record for result in results for record in result.records]
     if config.plot is not None:
-        records = [record for result in results for record in result.records]
         print(f"Wrote {plot_accuracy(records, config.plot, protocol=config.protocol[0])}")
+    if config.eval_results is not None:
+        _write_leaderboard_entries(config, records)
     return results
+
+
+def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
+    for name in config.labels():
+        folder = config.eval_results / re.sub(r"[^\w.-]+", "-", name).strip("-")
+        for path in write_eval_results(records, folder, config.dataset_id, name):
+            print(f"Wrote {path}")
+        if folder.is_dir():
+            print(f"Submit {name}'s scores: m3el-hf push-model {folder} --repo OWNER/MODEL --create-pr")
 
 
 def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:

@@ -568,15 +568,22 @@ def _record(
 # ---------------------------------------------------------------------------------------------
 
 
-def write_results(path: str | os.PathLike[str], results: Sequence[EvaluationResult], dataset: str) -> Path:
+def write_results(
+    path: str | os.PathLike[str],
+    results: Sequence[EvaluationResult],
+    dataset: str,
+    synthetic: bool | None = None,
+) -> Path:
     """Write every model's records to one JSON file, atomically; empty cells are ``null``.
 
-    The file is ``{"dataset": ..., "ties": ..., "records": [...]}``, the input of model cards and plots.
+    The file is ``{"dataset": ..., "synthetic": ..., "ties": ..., "records": [...]}``, the input of model
+    cards and plots.
 
     Args:
         path (`str` or `os.PathLike`): The JSON file to write; its folder is created.
         results (`Sequence[EvaluationResult]`): One per model, all with the same tie handling.
         dataset (`str`): The evaluated data: a prepared folder or Hub id.
+        synthetic (`bool`, *optional*): Whether that data is a synthetic release; None when unknown.
 
     Returns:
         `Path`: `path`.
@@ -586,7 +593,7 @@ def write_results(path: str | os.PathLike[str], results: Sequence[EvaluationResu
     if len(ties) > 1:
         raise ValueError(f"The results mix tie handlings {ties}; evaluate every model with the same `ties`.")
     nulled = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
-    payload = {"dataset": dataset, "ties": ties[0] if ties else None, "records": nulled}
+    payload = {"dataset": dataset, "synthetic": synthetic, "ties": ties[0] if ties else None, "records": nulled}
     text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     return _atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

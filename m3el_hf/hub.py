@@ -256,7 +256,9 @@ def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el
     skips.images_skipped.update(skipped.get("images_skipped", {}))
     skips.examples.extend(skipped.get("examples", []))
     audit = DatasetAudit.from_dict(report["audit"])
-    return build_dataset_card(audit, skips, _topics(report), repo_id=repo_id)
+    return build_dataset_card(
+        audit, skips, _topics(report), repo_id=repo_id, synthetic=report.get("synthetic") is not None
+    )
 
 
 def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:
@@ -447,7 +449,7 @@ def push_dataset(
 
 
 def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None) -> tuple[list, bool | None]:
-    """The records, and True when the results file says it evaluated synthetic data (else None: unknown)."""
+    """The records, and whether the results file says it evaluated synthetic data (None: unknown)."""
     if results is None:
         return [], None
     if not isinstance(results, str | os.PathLike):
@@ -456,8 +458,7 @@ def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] 
 
     if not Path(results).is_file():
         raise FileNotFoundError(f"Results file {results} not found; write it with `m3el-hf evaluate`.")
-    dataset = json.loads(Path(results).read_text(encoding="utf-8")).get("dataset")
-    return read_results(results), (True if "synth" in str(dataset).lower() else None)
+    return read_results(results), json.loads(Path(results).read_text(encoding="utf-8")).get("synthetic")
 
 
 def push_model(
@@ -486,6 +487,12 @@ def push_model(
     _check_repo_id(dataset_id, "dataset_id")
     checkpoint_dir = Path(checkpoint_dir)
     records, synthetic = _load_results(results)
+    models = sorted({record["model"] for record in records})
+    if records and model_name not in models:
+        raise ValueError(
+            f"The results hold no record of model {model_name!r}, only of {models}: pass --model-name with the "
+            "label this checkpoint had in m3el-hf evaluate."
+        )
     full = (checkpoint_dir / "config.json").is_file()
 
     def stage(staging: Path, link: bool) -> None:

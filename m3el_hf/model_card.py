@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, is_missing, task_id
 from .dataset_card import CITATION
+from .prepare import is_synthetic
 
 __all__ = ["MODEL_NAME", "PLOT_NAME", "TRAINING_SUMMARY", "build_model_card", "model_index_results"]
 
@@ -232,8 +233,8 @@ def build_model_card(
         model (`str`, *optional*, defaults to `"CLIP_ND"`):
             Which records are this checkpoint's.
         synthetic (`bool`, *optional*):
-            Whether the scores come from synthetic data; by default guessed from the data names in the
-            training summary and the records (``"synth"``).
+            Whether the scores come from synthetic data; by default what the prepared data folder named in
+            the training summary says (`m3el_hf.prepare.is_synthetic`), else no.
     """
     checkpoint_dir = Path(checkpoint_dir)
     records = list(results_records or [])
@@ -252,8 +253,8 @@ def build_model_card(
         eval_results=model_index_results(records, dataset_id, model=model) or None,
     )
     if synthetic is None:
-        names = (summary.get("config", {}).get("data"), *(r.get("dataset") for r in records))
-        synthetic = "synth" in " ".join(str(name) for name in names).lower()
+        data = summary.get("config", {}).get("data")
+        synthetic = bool(data and is_synthetic(data))
     from . import __version__
 
     template = resources.files("m3el_hf.model_cards").joinpath("model_card.md").read_text(encoding="utf-8")

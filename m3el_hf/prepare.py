@@ -5,7 +5,7 @@ and is what ``push-dataset`` uploads::
 
     m3el/
       README.md                                  dataset card; its YAML declares every config
-      prepare_report.json                        counts, data audit and what was skipped
+      prepare_report.json                        counts, data audit, what was skipped, synthetic or not
       data/{topic}/{split}-00000-of-0000N.parquet
       kb/{topic}/kb-00000-of-0000N.parquet
 """
@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from datasets.exceptions import DatasetGenerationError
 
@@ -30,9 +30,10 @@ from .audit import DatasetAudit
 from .benchmark import eval_yaml
 from .dataset_card import build_dataset_card, instance_path, kb_path
 from .raw import M3ELFormatError, SkipReport, find_record_files
+from .synth import SYNTH_MARKER
 from .tasks import TOPICS
 
-__all__ = ["REPORT_NAME", "PrepareConfig", "PrepareResult", "prepare", "replace_dir", "run_prepare"]
+__all__ = ["REPORT_NAME", "PrepareConfig", "PrepareResult", "is_synthetic", "prepare", "replace_dir", "run_prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +209,10 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             # The knowledge-base pass reads the same records again: count only its own images.
             report.merge(kb_report, records=False, image_prefix="knowledge base, ")
         shutil.rmtree(staging / ".work")
-        build_dataset_card(audit, report, config.topics).save(staging / "README.md")
+        synthetic = _synth_marker(config.raw)
+        build_dataset_card(audit, report, config.topics, synthetic=synthetic is not None).save(staging / "README.md")
         (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
-        _write_report(staging / REPORT_NAME, config, audit, report)
+        _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
         replace_dir(staging, out, config.overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -221,12 +223,30 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     return PrepareResult(out=out, audit=audit, report=report)
 
 
-def _write_report(path: Path, config: PrepareConfig, audit: DatasetAudit, report: SkipReport) -> None:
+def _synth_marker(raw: Path) -> dict[str, Any] | None:
+    path = raw / SYNTH_MARKER
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def is_synthetic(data: str | os.PathLike[str]) -> bool | None:
+    """Whether prepared data holds a synthetic release (``m3el-hf synth``), as its ``prepare_report.json`` says.
+
+    Returns None when `data` is not a local prepared folder (a Hub id): then nothing is known.
+    """
+    path = Path(data) / REPORT_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("synthetic") is not None
+
+
+def _write_report(
+    path: Path, config: PrepareConfig, audit: DatasetAudit, report: SkipReport, synthetic: dict[str, Any] | None
+) -> None:
     options = asdict(config)
     options["raw"] = config.raw.name  # no local absolute paths in a file meant for the Hub
     options["out"] = config.out.name
     del options["num_proc"]  # changes the speed, not the output: the folder is the same on every machine
-    payload = {"options": options, "audit": audit.to_dict(), "skipped": report.to_dict()}
+    payload = {"options": options, "synthetic": synthetic, "audit": audit.to_dict(), "skipped": report.to_dict()}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 
 

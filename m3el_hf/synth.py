@@ -35,7 +35,10 @@ from tqdm.auto import tqdm
 
 from .tasks import TOPICS
 
-__all__ = ["SynthConfig", "synthesize"]
+__all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
+
+SYNTH_MARKER = "m3el-hf-synth.json"
+"""Written at the root of every synthetic release: `prepare` reads it, so cards and scores say "synthetic"."""
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +357,11 @@ def synthesize(config: SynthConfig) -> Path:
             for topic, count in zip(config.topics, counts, strict=True):
                 used, written = _write_topic(topic, count, config, tmp, progress)
                 entities, images = entities + used, images + written
+        from . import __version__
+
+        options = {name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "image_size")}
+        marker = {"generator": "m3el-hf synth", "version": __version__, **options}
+        (tmp / SYNTH_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp creates it 0o700
         if out.is_dir():
             shutil.rmtree(out)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from m3el_hf.cli import main
@@ -337,6 +339,34 @@ def test_cli_writes_json_and_prints_table(tiny_clip_path, release, tmp_path, cap
     assert {r["topic"] for r in records} == {*TOPICS, "all"}
     assert all(r["evaluated"] + r["excluded"] == 5 for r in records if r["topic"] != "all")
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_path, release, tmp_path, capsys):
+    run = tmp_path / "my-run" / "final"
+    shutil.copytree(tiny_clip_path, run)
+    output, entries = tmp_path / "results.json", tmp_path / "entries"
+    args = ["evaluate", "--model", str(run), str(tiny_clip_path), "--data", str(release)]
+    args += ["--max-instances", "3", "--output", str(output), "--eval-results", str(entries)]
+    assert main([*args, "--dataset-id", "me/m3el"]) == 0
+    payload = json.loads(output.read_text())
+    assert {r["model"] for r in payload["records"]} == {"my-run", tiny_clip_path.name}
+    assert payload["synthetic"] is True  # the release was made by m3el-hf synth
+    written = yaml.safe_load((entries / "my-run" / ".eval_results" / "m3el.yaml").read_text())
+    expected = {
+        f"{r['topic']}-{r['task']}": r["accuracy"]
+        for r in payload["records"]
+        if r["model"] == "my-run" and r["protocol"] == "candidates" and r["accuracy"] is not None
+    }
+    assert {e["dataset"]["task_id"]: e["value"] for e in written} == pytest.approx(expected)
+    assert all(e["dataset"]["id"] == "me/m3el" for e in written)
+    assert f"m3el-hf push-model {entries / 'my-run'} --repo OWNER/MODEL --create-pr" in capsys.readouterr().out
+
+    assert main([*args[:-2], "--model-name", "a", "a", "--output", str(output)]) == 2
+    assert "share the label(s) ['a']" in capsys.readouterr().err
+    assert main([*args[:-2], "--output", str(output), "--eval-results", str(entries)]) == 2
+    assert "--eval-results needs --dataset-id" in capsys.readouterr().err
+    assert main([*args, "--dataset-id", "me/m3el", "--split", "train"]) == 2
+    assert "--eval-results writes the leaderboard's scores: split 'test'" in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_task(tiny_clip_path, release, tmp_path, capsys):

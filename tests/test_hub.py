@@ -21,7 +21,7 @@ from m3el_hf.benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml, t
 from m3el_hf.cli import main
 from m3el_hf.hub import push_dataset, push_model, refresh_dataset_card
 from m3el_hf.model_card import build_model_card
-from m3el_hf.prepare import PrepareConfig, prepare
+from m3el_hf.prepare import PrepareConfig, is_synthetic, prepare
 from m3el_hf.synth import SynthConfig, synthesize
 from m3el_hf.tasks import TASK_NAMES
 
@@ -251,6 +251,24 @@ def test_eval_yaml_declares_a_task_per_config_and_prepare_writes_it(prepared):
     assert all(t["config"] in configs and t["split"] == "test" for t in spec["tasks"])
 
 
+def test_a_synthetic_release_is_named_synthetic_from_synth_to_the_model_card(prepared, checkpoint, records, tmp_path):
+    report = json.loads((prepared / "prepare_report.json").read_text(encoding="utf-8"))
+    assert report["synthetic"]["generator"] == "m3el-hf synth" and report["synthetic"]["instances"] == 40
+    assert is_synthetic(prepared) is True and is_synthetic("me/m3el") is None
+    card = DatasetCard.load(prepared / "README.md")
+    assert card.data.pretty_name.startswith("Synthetic") and "synthetic" in card.data.tags
+    assert "This is a synthetic release" in card.text
+    # The model card learns it from the training summary's data folder; a real-looking folder is not flagged.
+    summary = json.loads((checkpoint / "training_summary.json").read_text(encoding="utf-8"))
+    for data, flagged in ((str(prepared), True), (str(tmp_path), False)):
+        folder = tmp_path / f"ckpt-{flagged}"
+        shutil.copytree(checkpoint, folder)
+        summary["config"]["data"] = data
+        (folder / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        text = build_model_card(folder, records, repo_id="me/clipnd", dataset_id="me/m3el").text
+        assert ("These scores come from a synthetic release" in text) is flagged
+
+
 def test_refresh_dataset_card_reproduces_prepare_card_for_any_repo_id(prepared):
     assert str(refresh_dataset_card(prepared)) == (prepared / "README.md").read_text(encoding="utf-8")
     card = refresh_dataset_card(prepared, repo_id="me/m3el")
@@ -342,7 +360,7 @@ def test_model_dry_run_loads_with_stock_clip(checkpoint, results_file, plot, tmp
     assert "training_summary.json" in files and not files & set(JUNK)
     assert (out / "accuracy.png").read_bytes() == plot.read_bytes()
     card = ModelCard.load(out / "README.md")
-    assert card.data.eval_results and "These scores come from a synthetic" not in card.text  # "demo-out": unknown
+    assert card.data.eval_results and "These scores come from a synthetic" not in card.text  # not synthetic
     assert (checkpoint / "README.md").read_text(encoding="utf-8") == "old card\n"
     model = CLIPModel.from_pretrained(out)
     assert type(model) is CLIPModel and model.config.projection_dim == 16
@@ -353,7 +371,8 @@ def test_model_dry_run_loads_with_stock_clip(checkpoint, results_file, plot, tmp
 def test_model_dry_run_draws_the_plot_and_flags_synthetic_data(checkpoint, records, tmp_path, no_network):
     pytest.importorskip("matplotlib")
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"dataset": "out/synth/m3el", "ties": "expected", "records": records}), "utf-8")
+    payload = {"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}
+    results.write_text(json.dumps(payload), "utf-8")
     out = tmp_path / "staged"
     push_model(checkpoint, "me/clipnd", results=results, dataset_id="me/m3el", dry_run_dir=out)
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -435,7 +454,7 @@ def test_eval_results_pull_request_to_someone_elses_model(records, tmp_path, hub
 # ---------------------------------------------------------------------------------------------
 
 
-def test_clear_errors(prepared, checkpoint, tmp_path, capsys):
+def test_clear_errors(prepared, checkpoint, records, tmp_path, capsys):
     with pytest.raises(ValueError, match="cannot target revision 'v1'"):
         push_dataset(prepared, "me/m3el", create_pr=True, revision="v1", dry_run_dir=tmp_path / "a")
     with pytest.raises(ValueError, match="OWNER/NAME"):
@@ -451,3 +470,5 @@ def test_clear_errors(prepared, checkpoint, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no dry-run folder, no staging left behind
     assert main(["push-model", str(checkpoint), "--repo", "me/x", "--results", "r.json"]) == 2
     assert "--results needs --dataset-id" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"no record of model 'final', only of \['CLIP_ND', 'CLIP_ND \(name only\)'"):
+        push_model(checkpoint, "me/x", results=records, dataset_id="me/m3el", model_name="final", dry_run_dir=empty)

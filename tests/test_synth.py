@@ -182,9 +182,15 @@ def test_topics_are_respected_and_instances_spread_evenly(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == [
         "books.json",
         "books_candidates_images",
+        "m3el-hf-synth.json",
         "sports.json",
         "sports_candidates_images",
     ]
+    marker = json.loads((root / "m3el-hf-synth.json").read_text())
+    assert marker["generator"] == "m3el-hf synth" and (marker["instances"], marker["topics"]) == (
+        5,
+        ["books", "sports"],
+    )
     assert [len(load_records(root, t)) for t in ("books", "sports")] == [3, 2]
     root = synthesize(SynthConfig(out=tmp_path / "few", instances=2, format="jsonl"))
     assert [len(load_records(root, t, "jsonl")) for t in TOPICS] == [1, 1, 0, 0, 0]
