@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class EvaluateConfig:
             raise ValueError(f"--max-instances must be at least 1, got {self.max_instances}.")
         if self.output.suffix != ".json":
             raise ValueError(f"--output must be a .json file, got {self.output}.")
+        if self.plot is not None and importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib: pip install 'm3el-hf[plot]', or leave out --plot.")
         if self.eval_results is not None and self.dataset_id is None:
             raise ValueError("--eval-results needs --dataset-id, the Hub id of the M³EL benchmark dataset.")
         if self.eval_results is not None and (self.split != BENCHMARK_SPLIT or HEADLINE_PROTOCOL not in self.protocol):

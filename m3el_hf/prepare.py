@@ -91,9 +91,18 @@ class PrepareResult:
 
 
 def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
-    """Move a finished `staging` folder to `out` in one rename, so `out` is never half-written."""
+    """Move a finished `staging` folder to `out` in one rename, so `out` is never half-written.
+
+    Its folders and files get the modes the umask gives new ones: `tempfile.mkdtemp` (and temporary files
+    written inside) are private to the user, which the published folder must not be.
+    """
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [staging, *staging.rglob("*")]:
+        if path.is_dir() or (path.is_file() and not path.is_symlink() and path.stat().st_nlink == 1):
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -505,6 +506,17 @@ def _finish(run: _Run, wall_time: float) -> Path:
     return final
 
 
+def _check_trackers(config: TrainConfig, accelerator: Accelerator) -> None:
+    """Refuse to train when a tracker `report_to` names is not installed: Accelerate would silently drop it."""
+    active = {str(tracker) for tracker in accelerator.log_with}
+    missing = sorted(set(config.report_to) - {"none", "all"} - active)
+    if missing:
+        raise ValueError(
+            f"report_to={list(config.report_to)}: {', '.join(missing)} is not installed here, so nothing would be "
+            f"logged to it. Install it (pip install {' '.join(missing)}) or pass --report-to none."
+        )
+
+
 def _report_drops(state: TrainingState) -> None:
     seen = state.mentions + state.dropped
     if state.dropped or state.dropped_negatives:
@@ -537,6 +549,7 @@ def train(config: TrainConfig) -> Path:
         project_dir=config.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+    _check_trackers(config, accelerator)
     set_seed(config.seed)
     run, loader = _setup(config, accelerator)
     checkpoint = resolve_resume(config)
@@ -580,5 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train(config)
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as error:  # bad data or options found once running: one clear line
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -69,6 +69,10 @@ def test_layout_and_report(prepared):
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["skipped"]["records_skipped"] == {} and report["options"]["raw"] == "release"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".m3el")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o777 & ~umask}
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o666 & ~umask}
 
 
 def test_stock_load_dataset_reads_every_kind_of_config(prepared, raw_release):
