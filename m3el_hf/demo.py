@@ -39,10 +39,17 @@ class DemoConfig:
     )
     dataset_repo: str = field(default="m3el-hf/m3el-synthetic-demo", metadata={"help": "Repo id for the dry runs."})
     model_repo: str = field(default="m3el-hf/clipnd-tiny-demo", metadata={"help": "Model repo id for the dry run."})
+    min_margin: float = field(
+        default=0.05,
+        metadata={
+            "help": "Fail unless CLIP_ND's mean accuracy over the 9 tasks beats each baseline's by at least this "
+            "(the synthetic release carries description signal; a smaller margin means something broke)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.instances < 50:
-            raise ValueError(f"instances must be at least 50 for three non-empty splits, got {self.instances}.")
+            raise ValueError(f"instances must be at least 50 (10 per topic), got {self.instances}.")
 
 
 def _train(config: DemoConfig, base: Path, data: Path, name: str, augment: bool) -> Path:
@@ -65,7 +72,7 @@ def _train(config: DemoConfig, base: Path, data: Path, name: str, augment: bool)
 def run_demo(config: DemoConfig) -> Path:
     """Run the whole demo; return the folder. Prints the table and CLIP_ND's margins over the baselines."""
     from .evaluate_cli import EvaluateConfig, run_evaluate
-    from .hub import push_dataset, push_model
+    from .hub import PushDatasetConfig, PushModelConfig, run_push_dataset, run_push_model
     from .prepare import PrepareConfig, prepare
     from .synth import SynthConfig, synthesize
     from .tiny import build_tiny_clip
@@ -88,18 +95,24 @@ def run_demo(config: DemoConfig) -> Path:
             plot=plot,
         )
     )
-    push_dataset(data, config.dataset_repo, dry_run_dir=out / "publish" / "dataset")
-    push_model(
-        clipnd,
-        config.model_repo,
-        results=results,
-        plot=plot,
-        dataset_id=config.dataset_repo,
-        dry_run_dir=out / "publish" / "model",
+    run_push_dataset(PushDatasetConfig(path=data, repo=config.dataset_repo, dry_run=out / "publish" / "dataset"))
+    run_push_model(
+        PushModelConfig(
+            path=clipnd,
+            repo=config.model_repo,
+            results=results,
+            plot=plot,
+            dataset_id=config.dataset_repo,
+            model_name=MODEL_NAMES[-1],
+            dry_run=out / "publish" / "model",
+        )
     )
     overall = dict(zip(MODEL_NAMES, (result.mean_accuracy() for result in evaluated), strict=True))
-    for baseline in MODEL_NAMES[:-1]:
-        margin = overall[MODEL_NAMES[-1]] - overall[baseline]
+    margins = {baseline: overall[MODEL_NAMES[-1]] - overall[baseline] for baseline in MODEL_NAMES[:-1]}
+    for baseline, margin in margins.items():
         print(f"CLIP_ND vs {baseline}: {margin:+.3f} mean accuracy over the 9 tasks (candidate lists, test split)")
     print(f"Everything is in {out}: results.json, accuracy.png, clipnd/final, publish/dataset, publish/model")
+    short = {baseline: round(margin, 3) for baseline, margin in margins.items() if margin < config.min_margin}
+    if short:
+        raise RuntimeError(f"CLIP_ND beat {short} by less than --min-margin {config.min_margin}: something is broken.")
     return out

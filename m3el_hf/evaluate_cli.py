@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, write_eval_results
+from .data import load_topic_splits
 from .evaluation import PROTOCOLS, EvaluationResult, evaluate_model, format_table, plot_accuracy, write_results
 from .features import KB_SPLIT
 from .prepare import is_synthetic
@@ -178,8 +179,7 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
 
     topics = config.topics or _available_topics(config.data)
     parts, kbs = [], []
-    for topic in topics:
-        part = datasets.load_dataset(config.data, topic, split=config.split)
+    for topic, part in load_topic_splits(config.data, topics, config.split).items():
         if config.max_instances is not None:
             part = part.select(range(min(config.max_instances, part.num_rows)))
         parts.append(part)

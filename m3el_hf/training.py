@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import BaseImageProcessor, PreTrainedTokenizerBase, get_scheduler
 
 from .collator import M3ELCollator, lazy_images
+from .data import load_topic_splits
 from .evaluation import evaluate_model
 from .modeling_clipnd import CLIPNDModel
 from .prepare import replace_dir
@@ -139,7 +140,7 @@ def load_adapter(base_model: CLIPNDModel, directory: str | Path, is_trainable: b
 
 
 def _load_split(config: TrainConfig, split: str) -> datasets.Dataset:
-    parts = [datasets.load_dataset(config.data, topic, split=split) for topic in config.topics]
+    parts = list(load_topic_splits(config.data, config.topics, split).values())
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 

@@ -14,6 +14,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from m3el_hf.cli import main
+from m3el_hf.data import load_topic_splits
 from m3el_hf.features import INSTANCE_FEATURES, task_columns
 from m3el_hf.loading_script.m3el import M3EL, config_names
 from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare
@@ -308,3 +309,19 @@ def test_a_release_too_small_for_every_split_still_loads(tmp_path):
     assert present and present != {"train", "validation", "test"}
     loaded = stock_load(result.out, "result = sorted(datasets.load_dataset('m3el', 'sports-T-T'))")
     assert loaded == sorted(present)
+
+
+def test_load_topic_splits_leaves_out_a_topic_without_the_split(tmp_path, caplog):
+    raw = synthesize(SynthConfig(out=tmp_path / "raw", instances=10, seed=0, topics=("sports", "books")))
+    result = prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("sports", "books")))
+    splits = {topic: {s for s, n in result.audit.topic(topic).splits.items() if n} for topic in ("sports", "books")}
+    lacking = [s for s in ("validation", "test") if (s in splits["sports"]) != (s in splits["books"])]
+    assert lacking, splits  # the seed gives one topic a split the other lacks
+    split = lacking[0]
+    having = [topic for topic in ("sports", "books") if split in splits[topic]]
+    loaded = load_topic_splits(str(result.out), ("sports", "books"), split)
+    assert list(loaded) == having and loaded[having[0]].num_rows == result.audit.topic(having[0]).splits[split]
+    assert "have no" in caplog.text and split in caplog.text
+    nowhere = next(s for s in ("train", "validation", "test") if not any(s in found for found in splits.values()))
+    with pytest.raises(ValueError, match=f"no topic of \\['sports', 'books'\\] has a '{nowhere}' split"):
+        load_topic_splits(str(result.out), ("sports", "books"), nowhere)

@@ -1,0 +1,28 @@
+"""Loading prepared M³EL data (a folder written by ``prepare`` or a Hub repo) with stock `datasets`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import datasets
+
+__all__ = ["load_topic_splits"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_topic_splits(data: str, topics: Sequence[str], split: str) -> dict[str, datasets.Dataset]:
+    """`split` of each topic config of `data`, by topic.
+
+    A topic too small to have that split (prepare leaves empty splits out of the card) is left out with a
+    warning; no topic having it is an error.
+    """
+    loaded = {topic: datasets.load_dataset(data, topic) for topic in topics}
+    found = {topic: splits[split] for topic, splits in loaded.items() if split in splits}
+    if not found:
+        raise ValueError(f"{data}: no topic of {list(topics)} has a {split!r} split.")
+    lacking = [topic for topic in topics if topic not in found]
+    if lacking:
+        logger.warning("%s: topic(s) %s have no %r split (too few instances); using the others.", data, lacking, split)
+    return found
