@@ -11,6 +11,7 @@ dict per line) next to ``{topic}_candidates_images/`` folders. Records look like
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import logging
@@ -198,7 +199,7 @@ def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tupl
     """
     path = Path(path)
     source = source or str(path)
-    with path.open("r", encoding="utf-8") as f:
+    with path.open("r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark, as some editors write, is skipped
         head = f.read(_CHUNK)
         first = head.lstrip()[:1]
         if first == "[":
@@ -345,6 +346,11 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
         raise M3ELFormatError(f"duplicate candidate Qids: {', '.join(duplicates)}", *where)
     if qid not in seen:
         raise M3ELFormatError(f"gold Qid {qid} is not among the candidates", *where)
+    # The top-level description is the gold entity's: it fills the gold candidate's when that one is empty.
+    description = _field(raw, "description", where, required=False)
+    gold = next(i for i, c in enumerate(candidates) if c.qid == qid)
+    if description and not candidates[gold].description:
+        candidates[gold] = dataclasses.replace(candidates[gold], description=description)
     known = {"Qid", "name", "description", "sentence", "image", "candidates"}
     return RawRecord(
         topic=topic,
@@ -352,7 +358,7 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
         index=index,
         qid=qid,
         name=_field(raw, "name", where),
-        description=_field(raw, "description", where, required=False),
+        description=description,
         sentence=_field(raw, "sentence", where, required=False),
         image=_image(raw.get("image"), where, "mention"),
         candidates=tuple(candidates),

@@ -55,6 +55,23 @@ def test_parse_record_fields_label_and_extra():
     assert parse(record(image=[])).image is None
 
 
+def test_top_level_description_fills_only_an_empty_gold_description():
+    gold_empty = record()
+    gold_empty["candidates"][1]["description"] = ""
+    rec = parse(gold_empty)
+    assert [c.description for c in rec.candidates] == ["desc Q2", "desc Q1"]
+    other_empty = record()
+    other_empty["candidates"][0]["description"] = ""
+    assert [c.description for c in parse(other_empty).candidates] == ["", "desc Q1"]
+    assert [c.description for c in parse(record(description="other words")).candidates] == ["desc Q2", "desc Q1"]
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "books.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([record()]).encode())
+    assert [value for _, _, value in iter_raw_dicts(path)] == [record()]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
