@@ -35,7 +35,7 @@ from typing import Any, Literal
 from huggingface_hub import DatasetCard
 
 from .benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml
-from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
+from .model_card import MODEL_NAME, PLOT_NAME, TRAINING_SUMMARY, build_model_card
 from .prepare import REPORT_NAME, replace_dir
 
 __all__ = [
@@ -324,7 +324,10 @@ def stage_model(
     else:
         if dataset_id is None:
             raise ValueError("Pushing a checkpoint needs --dataset-id, the M³EL benchmark repo its card refers to.")
-        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME), link)
+        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME, TRAINING_SUMMARY), link)
+        if (checkpoint_dir / TRAINING_SUMMARY).is_file():
+            summary = json.loads((checkpoint_dir / TRAINING_SUMMARY).read_text(encoding="utf-8"))
+            _write_text(staging / TRAINING_SUMMARY, json.dumps(_without_local_paths(summary), indent=2) + "\n")
         plot_path = _stage_plot(staging, Path(plot) if plot else None, records)
         card = build_model_card(
             checkpoint_dir,
@@ -339,6 +342,16 @@ def stage_model(
         _write_text(staging / "README.md", str(card))
     for name, text in generated.items():
         _write_text(staging / EVAL_RESULTS_DIR / name, text)
+
+
+def _without_local_paths(summary: dict[str, Any]) -> dict[str, Any]:
+    """The training summary with each local path of its options reduced to its last part (Hub ids stay)."""
+    config = dict(summary.get("config", {}))
+    for key in ("model", "data", "output_dir", "resume_from"):
+        value = config.get(key)
+        if isinstance(value, str) and (os.path.isabs(value) or Path(value).exists()):
+            config[key] = Path(value).name
+    return {**summary, "config": config}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from transformers import BaseImageProcessor, PreTrainedTokenizerBase, get_schedu
 from .collator import M3ELCollator, lazy_images
 from .data import load_topic_splits
 from .evaluation import evaluate_model
+from .model_card import TRAINING_SUMMARY
 from .modeling_clipnd import CLIPNDModel
 from .prepare import replace_dir
 from .processing import load_processor
@@ -67,7 +68,7 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
+SUMMARY_NAME = TRAINING_SUMMARY
 LOGIT_SCALE_FILE = "logit_scale.safetensors"
 _PROJECTIONS = ["visual_projection", "text_projection"]
 
@@ -503,7 +504,10 @@ def _finish(run: _Run, wall_time: float) -> Path:
     final = export(model, run.tokenizer, run.image_processor, run.config.output_dir / "final")
     if isinstance(model, PeftModel):
         save_adapter(model, run.config.output_dir / "adapter")
-    _write_json(final / SUMMARY_NAME, _summary(run, wall_time))
+    summary = _summary(run, wall_time)
+    for folder in (final, run.config.output_dir / "best"):
+        if folder.is_dir():  # best/ too: its card needs the recipe (validation.best_step says which step it is)
+            _write_json(folder / SUMMARY_NAME, summary)
     return final
 
 

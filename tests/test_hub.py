@@ -358,6 +358,9 @@ def test_model_dry_run_loads_with_stock_clip(checkpoint, results_file, plot, tmp
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"README.md", "accuracy.png", "model.safetensors", "config.json", ".eval_results/m3el.yaml"} <= files
     assert "training_summary.json" in files and not files & set(JUNK)
+    published = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))["config"]
+    assert published["output_dir"] == "out" and published["model"] == "openai/clip-vit-base-patch32"
+    assert json.loads((checkpoint / "training_summary.json").read_text())["config"]["output_dir"].startswith("/home")
     assert (out / "accuracy.png").read_bytes() == plot.read_bytes()
     card = ModelCard.load(out / "README.md")
     assert card.data.eval_results and "These scores come from a synthetic" not in card.text  # not synthetic

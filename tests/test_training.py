@@ -260,6 +260,8 @@ def test_periodic_validation_keeps_the_best_model(tiny_clip_path: Path, m3el_dat
     assert summary["split"] == "test" and summary["best_step"] in (2, 4)
     assert 0.0 <= summary["final_mean_accuracy"] <= summary["best_mean_accuracy"] <= 1.0
     assert CLIPNDModel.from_pretrained(tmp_path / "best").config.augment_description is True
+    best = json.loads((tmp_path / "best" / SUMMARY_NAME).read_text())
+    assert best["validation"]["best_step"] == summary["best_step"] and best["config"]["eval_every"] == 2
 
 
 # LoRA
