@@ -270,36 +270,43 @@ def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
     assert "Data audit" in capsys.readouterr().out
 
 
-def test_non_editable_install_runs_synth_and_prepare(tmp_path):
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def test_non_editable_install_in_a_fresh_venv(tmp_path):
+    """`pip install .` (not editable) into a new venv: the console script, the builder and the shipped files.
+
+    The venv sees this environment's dependencies through a .pth file (so nothing is downloaded), but not its
+    editable m3el_hf: .pth files found through another .pth are not processed.
+    """
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python, script = venv / "bin" / "python", venv / "bin" / "m3el-hf"
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    outer = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "datasets").is_dir())
+    (site_packages / "outer-dependencies.pth").write_text(f"{outer}\n", encoding="utf-8")
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "--no-build-isolation", str(REPO)], check=True, capture_output=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
     work = tmp_path / "work"
     work.mkdir()
 
     def run(*args):
-        return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, check=True)
+        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, check=True).stdout
 
-    assert run("-c", "import m3el_hf; print(m3el_hf.__file__)").stdout.startswith(str(target))
-    run("-m", "m3el_hf", "synth", "--out", "raw", "--instances", "20", "--topics", "sports")
-    run("-m", "m3el_hf", "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports")
+    run(str(script), "synth", "--out", "raw", "--instances", "20", "--topics", "sports")
+    run(str(script), "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports")
     assert (work / "m3el" / "README.md").read_text().count("sports-kb") >= 1
-    assert run("-c", "import m3el_hf.loading_script.m3el as m; print(m.__file__)").stdout.startswith(str(target))
+    shipped = run(
+        str(python),
+        "-c",
+        "import evaluate, m3el_hf, m3el_hf.loading_script.m3el as builder\n"
+        "from importlib import resources\n"
+        "from m3el_hf.training_args import recipe_path\n"
+        "metric = evaluate.load(m3el_hf.evaluate_module_path())\n"
+        "print(m3el_hf.__file__, builder.__file__, recipe_path('tiny-cpu'), m3el_hf.evaluate_module_path())\n"
+        "print(resources.files('m3el_hf.model_cards').joinpath('model_card.md').is_file())\n"
+        "print(metric.compute(scores=[[0.1, 0.9]], gold=[1])['accuracy'])\n",
+    ).split()
+    assert all(path.startswith(str(site_packages)) for path in shipped[:4]), shipped
+    assert shipped[4:] == ["True", "1.0"]
 
 
 def test_a_release_too_small_for_every_split_still_loads(tmp_path):
