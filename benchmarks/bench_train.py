@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200, help="Bare steps timed (after 5 warm-up steps).")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="DataLoader workers to try.")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers to try.")
     parser.add_argument("--work", type=Path, default=Path(".bench/train"))
     args = parser.parse_args(argv)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from huggingface_hub import DatasetCard
+from huggingface_hub import DatasetCard, ModelCard
 
 from m3el_hf.cli import main
 from m3el_hf.data import load_topic_splits
@@ -307,6 +307,11 @@ def test_non_editable_install_in_a_fresh_venv(tmp_path):
     ).split()
     assert all(path.startswith(str(site_packages)) for path in shipped[:4]), shipped
     assert shipped[4:] == ["True", "1.0"]
+    # Both cards render from the installed templates: the dataset card (above) and a model card.
+    run(str(python), "-c", "from m3el_hf.tiny import build_tiny_clip; build_tiny_clip('ckpt')")
+    run(str(script), "push-model", "ckpt", "--repo", "me/clipnd", "--dataset-id", "me/m3el", "--dry-run", "staged")
+    card = ModelCard.load(work / "staged" / "README.md")
+    assert card.data.datasets == ["me/m3el"] and "CLIPModel.from_pretrained" in card.text
 
 
 def test_a_release_too_small_for_every_split_still_loads(tmp_path):
