@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,6 +144,29 @@ def test_stock_clip_loads_checkpoint_with_same_embeddings(
         for method, inputs in (("get_text_features", tokens), ("get_image_features", {"pixel_values": pixels})):
             expected = getattr(stock.eval(), method)(**inputs).pooler_output
             torch.testing.assert_close(getattr(ours, method)(**inputs).pooler_output, expected)
+
+
+def test_stock_transformers_alone_loads_the_checkpoint(saved_checkpoint: Path, tokens: dict) -> None:
+    """In a fresh interpreter that never imports m3el_hf: no registration, no trust_remote_code."""
+    code = (
+        "import json, sys, torch\n"
+        "from transformers import CLIPModel\n"
+        f"model = CLIPModel.from_pretrained({str(saved_checkpoint)!r}).eval()\n"
+        f"ids = torch.tensor({tokens['input_ids'].tolist()})\n"
+        f"mask = torch.tensor({tokens['attention_mask'].tolist()})\n"
+        "with torch.no_grad():\n"
+        "    out = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output\n"
+        "assert not any(name.startswith('m3el_hf') for name in sys.modules)\n"
+        "print(type(model).__name__, json.dumps(out.flatten().tolist()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, values = done.stdout.split(" ", 1)
+    with torch.no_grad():
+        expected = CLIPNDModel.from_pretrained(saved_checkpoint).eval().get_text_features(**tokens).pooler_output
+    assert name == "CLIPModel"
+    torch.testing.assert_close(torch.tensor(json.loads(values)).reshape(expected.shape), expected)
 
 
 # --- encoders ------------------------------------------------------------------------------------------------
