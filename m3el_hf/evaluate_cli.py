@@ -102,10 +102,16 @@ class EvaluateConfig:
             raise ValueError("--plot needs matplotlib: pip install 'm3el-hf[plot]', or leave out --plot.")
         if self.eval_results is not None and self.dataset_id is None:
             raise ValueError("--eval-results needs --dataset-id, the Hub id of the M³EL benchmark dataset.")
-        if self.eval_results is not None and (self.split != BENCHMARK_SPLIT or HEADLINE_PROTOCOL not in self.protocol):
+        if self.eval_results is not None and (
+            self.split != BENCHMARK_SPLIT
+            or HEADLINE_PROTOCOL not in self.protocol
+            or self.ties != "expected"
+            or self.max_instances is not None
+        ):
             raise ValueError(
-                f"--eval-results writes the leaderboard's scores: split {BENCHMARK_SPLIT!r}, protocol "
-                f"{HEADLINE_PROTOCOL!r}; got --split {self.split} --protocol {' '.join(self.protocol)}."
+                f"--eval-results writes the leaderboard's scores: the whole {BENCHMARK_SPLIT!r} split, protocol "
+                f"{HEADLINE_PROTOCOL!r}, ties 'expected'; got --split {self.split} --protocol "
+                f"{' '.join(self.protocol)} --ties {self.ties} --max-instances {self.max_instances}."
             )
         labels = self.labels()
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -166,7 +172,10 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
 
 def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
     for name in config.labels():
-        folder = config.eval_results / re.sub(r"[^\w.-]+", "-", name).strip("-")
+        slug = re.sub(r"[^\w.-]+", "-", name).strip("-.")
+        if not slug:
+            raise ValueError(f"--model-name {name!r} gives no usable folder name for --eval-results; use letters.")
+        folder = config.eval_results / slug
         for path in write_eval_results(records, folder, config.dataset_id, name):
             print(f"Wrote {path}")
         if folder.is_dir():

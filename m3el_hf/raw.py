@@ -239,7 +239,7 @@ def _iter_json_array(path: Path, source: str, f, buffer: str) -> Iterator[tuple[
 def _literal_array(path: Path, source: str) -> Iterator[tuple[int, int | None, Any]]:
     """A whole-file Python-literal list (single quotes), as in the published README."""
     try:
-        values = ast.literal_eval(path.read_text(encoding="utf-8").strip())
+        values = ast.literal_eval(path.read_text(encoding="utf-8-sig").strip())
     except (ValueError, SyntaxError) as error:
         raise M3ELFormatError(f"neither a JSON array nor a Python literal list ({error})", source, 0) from None
     if not isinstance(values, list):

@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -219,9 +218,12 @@ def training_step(
 
 
 def _micro_batch_stats(loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-    """The rank-local loss and the collator's counts of a micro-batch, as one float64 vector to reduce."""
+    """The rank-local loss and the collator's counts of a micro-batch, as one float32 vector to reduce.
+
+    float32 (not 64, which MPS and XLA lack) holds the counts exactly: they stay far below 2**24 per update.
+    """
     counts = (batch["labels"].numel(), batch["num_dropped"], batch["num_dropped_negatives"])
-    return torch.stack([loss.double(), *(torch.as_tensor(c, dtype=torch.float64, device=loss.device) for c in counts)])
+    return torch.stack([loss.float(), *(torch.as_tensor(c, dtype=torch.float32, device=loss.device) for c in counts)])
 
 
 @dataclass
@@ -241,8 +243,11 @@ class _Run:
     num_updates: int
     batches_per_epoch: int
     progress: tqdm | None = None
-    # This session's timing (not checkpointed): the loop's seconds, the part spent validating, and where it began.
-    loop_seconds: float = 0.0
+    # This session's timing (not checkpointed): when it and its loop started, the loop's seconds once it ended,
+    # the part spent validating, and where the loop began.
+    started: float = 0.0
+    loop_started: float = 0.0
+    loop_seconds: float | None = None
     validation_seconds: float = 0.0
     start_step: int = 0
     start_mentions: int = 0
@@ -298,7 +303,11 @@ def evaluate_and_select(run: _Run) -> float | None:
     state.last_score, state.last_eval_step = score, state.step
     if state.best_score is None or score > state.best_score:
         state.best_score, state.best_step = score, state.step
-        accelerator.on_main_process(export)(model, run.tokenizer, run.image_processor, run.config.output_dir / "best")
+        # With the summary of this moment: its card then states the steps, losses and score of these weights.
+        summary = accelerator.on_main_process(_summary)(run, time.perf_counter() - run.started)
+        accelerator.on_main_process(export)(
+            model, run.tokenizer, run.image_processor, run.config.output_dir / "best", summary
+        )
     accelerator.log({"eval/mean_accuracy": score}, step=state.step)
     logger.info("step %d: validation mean accuracy %.4f (best %.4f)", state.step, score, state.best_score)
     accelerator.wait_for_everyone()
@@ -369,11 +378,13 @@ def export(
     tokenizer: PreTrainedTokenizerBase,
     image_processor: BaseImageProcessor,
     directory: str | Path,
+    summary: dict[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained CLIP_ND checkpoint: weights (LoRA merged), config, tokenizer, image processor.
 
     The folder loads with `CLIPNDModel.from_pretrained`, stock `CLIPModel.from_pretrained` and
-    `load_processor`. It is written next to `directory` and renamed into place.
+    `load_processor`. It is written next to `directory`, with `summary` as ``training_summary.json`` when
+    given, and renamed into place.
     """
     if isinstance(model, PeftModel):
         model = copy.deepcopy(model).merge_and_unload()
@@ -384,17 +395,13 @@ def export(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         image_processor.save_pretrained(staging)
+        if summary is not None:
+            (staging / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         replace_dir(staging, directory, overwrite=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _summary(run: _Run, wall_time: float) -> dict[str, Any]:
@@ -431,7 +438,8 @@ def _summary(run: _Run, wall_time: float) -> dict[str, Any]:
 
 def _throughput(run: _Run) -> dict[str, float | None]:
     """This session's training speed, validation time excluded (checkpointing included, as in `Trainer`)."""
-    seconds = run.loop_seconds - run.validation_seconds
+    loop = run.loop_seconds if run.loop_seconds is not None else time.perf_counter() - run.loop_started
+    seconds = loop - run.validation_seconds
     steps, mentions = run.state.step - run.start_step, run.state.mentions - run.start_mentions
     return {
         "train_runtime_s": round(seconds, 3),
@@ -503,13 +511,9 @@ def _train_loop(run: _Run, loader: DataLoader) -> None:
 def _finish(run: _Run, wall_time: float) -> Path:
     """Export the final model (and the LoRA adapter), then write the summary into the export folder."""
     model = run.accelerator.unwrap_model(run.model)
-    final = export(model, run.tokenizer, run.image_processor, run.config.output_dir / "final")
+    final = export(model, run.tokenizer, run.image_processor, run.config.output_dir / "final", _summary(run, wall_time))
     if isinstance(model, PeftModel):
         save_adapter(model, run.config.output_dir / "adapter")
-    summary = _summary(run, wall_time)
-    for folder in (final, run.config.output_dir / "best"):
-        if folder.is_dir():  # best/ too: its card needs the recipe (validation.best_step says which step it is)
-            _write_json(folder / SUMMARY_NAME, summary)
     return final
 
 
@@ -575,12 +579,12 @@ def train(config: TrainConfig) -> Path:
         config.gradient_accumulation_steps,
     )
     run.start_step, run.start_mentions = run.state.step, run.state.mentions
-    loop_started = time.perf_counter()
+    run.started, run.loop_started = started, time.perf_counter()
     with tqdm(
         total=run.num_updates, initial=run.state.step, desc="training", disable=not accelerator.is_local_main_process
     ) as run.progress:
         _train_loop(run, loader)
-    run.loop_seconds = time.perf_counter() - loop_started
+    run.loop_seconds = time.perf_counter() - run.loop_started
     _report_drops(run.state)
     final = config.output_dir / "final"
     accelerator.on_main_process(_finish)(run, time.perf_counter() - started)

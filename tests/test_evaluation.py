@@ -346,7 +346,7 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     shutil.copytree(tiny_clip_path, run)
     output, entries = tmp_path / "results.json", tmp_path / "entries"
     args = ["evaluate", "--model", str(run), str(tiny_clip_path), "--data", str(release)]
-    args += ["--max-instances", "3", "--output", str(output), "--eval-results", str(entries)]
+    args += ["--output", str(output), "--eval-results", str(entries)]
     assert main([*args, "--dataset-id", "me/m3el"]) == 0
     payload = json.loads(output.read_text())
     assert {r["model"] for r in payload["records"]} == {"my-run", tiny_clip_path.name}
@@ -366,7 +366,9 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     assert main([*args[:-2], "--output", str(output), "--eval-results", str(entries)]) == 2
     assert "--eval-results needs --dataset-id" in capsys.readouterr().err
     assert main([*args, "--dataset-id", "me/m3el", "--split", "train"]) == 2
-    assert "--eval-results writes the leaderboard's scores: split 'test'" in capsys.readouterr().err
+    assert "--eval-results writes the leaderboard's scores: the whole 'test' split" in capsys.readouterr().err
+    assert main([*args, "--dataset-id", "me/m3el", "--max-instances", "3"]) == 2
+    assert "--max-instances 3" in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_task(tiny_clip_path, release, tmp_path, capsys):

@@ -66,9 +66,10 @@ def test_top_level_description_fills_only_an_empty_gold_description():
     assert [c.description for c in parse(record(description="other words")).candidates] == ["desc Q2", "desc Q1"]
 
 
-def test_a_byte_order_mark_is_skipped(tmp_path):
+@pytest.mark.parametrize("text", [json.dumps([record()]), json.dumps(record()), repr([record()])])
+def test_a_byte_order_mark_is_skipped(tmp_path, text):
     path = tmp_path / "books.json"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([record()]).encode())
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert [value for _, _, value in iter_raw_dicts(path)] == [record()]
 
 
