@@ -27,6 +27,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from m3el_hf.collator import M3ELCollator
+from m3el_hf.data import load_topic_splits
 from m3el_hf.evaluation import evaluate_model
 from m3el_hf.metrics import ranking_metrics
 from m3el_hf.modeling_clipnd import CLIPNDModel
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     data, model_path = build(args.work, args.instances)
     if args.shape == "vit-b-32":
         model_path = build_vit_b_32(args.work, model_path)
-    dataset = datasets.concatenate_datasets([datasets.load_dataset(str(data), t, split=args.split) for t in TOPICS])
+    dataset = datasets.concatenate_datasets(list(load_topic_splits(str(data), TOPICS, args.split).values()))
     occurrences = sum(map(len, dataset["candidates"]))
     model = CLIPNDModel.from_pretrained(model_path).eval()
     tokenizer, image_processor = load_processor(model_path)

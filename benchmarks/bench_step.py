@@ -147,7 +147,9 @@ def first_batches(collator: M3ELCollator, rows: datasets.Dataset, batch_size: in
 
 def collator_rate(rows: datasets.Dataset, collator: M3ELCollator, batch_size: int, workers: int) -> float:
     """Examples per second the DataLoader delivers in steady state: one warm-up pass starts the workers."""
-    loader = DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=workers, persistent_workers=True)
+    loader = DataLoader(
+        rows, batch_size=batch_size, collate_fn=collator, num_workers=workers, persistent_workers=workers > 0
+    )
     rates = []
     for _ in range(3):
         start, n = time.perf_counter(), 0

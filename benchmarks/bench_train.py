@@ -29,6 +29,7 @@ from bench_eval import build
 from bench_step import timed_steps
 
 from m3el_hf.collator import M3ELCollator
+from m3el_hf.data import load_topic_splits
 from m3el_hf.modeling_clipnd import CLIPNDModel
 from m3el_hf.tasks import TOPICS
 from m3el_hf.training import SUMMARY_NAME, train
@@ -46,9 +47,8 @@ def epoch_rate(config: TrainConfig) -> tuple[float, dict]:
 def step_rate(config: TrainConfig, steps: int) -> float:
     """Mentions per second of bare steps on the recipe's first batches (same collator, same batch size)."""
     collator = M3ELCollator.from_pretrained(config.model, tasks=config.tasks, seed=config.seed)
-    rows = datasets.concatenate_datasets(
-        [datasets.load_dataset(config.data, topic, split="train") for topic in config.topics]
-    ).shuffle(seed=config.seed)
+    rows = datasets.concatenate_datasets(list(load_topic_splits(config.data, config.topics, "train").values()))
+    rows = rows.shuffle(seed=config.seed)
     size = config.per_device_batch_size
     batches = [collator([rows[j] for j in range(i, i + size)]) for i in range(0, 20 * size, size)]
     mentions = sum(len(batch["labels"]) for batch in batches) / len(batches)

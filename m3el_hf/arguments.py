@@ -55,8 +55,8 @@ def _field_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
         kwargs["help"] += f" (default: {_show(kwargs['default'])})"
     if kwargs.get("nargs") == "+":
         # `--model A --model B` and `--model A B` both give (A, B). argparse would extend a default list in
-        # place, so the parser's default is None and the dataclass default applies when the flag is absent.
-        kwargs.update(action="extend", default=None)
+        # place, so an absent flag leaves no attribute and the dataclass default applies.
+        kwargs.update(action="extend", default=argparse.SUPPRESS)
     return kwargs
 
 

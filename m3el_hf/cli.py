@@ -12,7 +12,7 @@ from functools import partial
 
 from .arguments import add_dataclass_arguments, dataclass_from_namespace
 
-__all__ = ["COMMANDS", "Command", "main"]
+__all__ = ["COMMANDS", "Command", "main", "user_errors"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input, options or a refused Hub request: reported in one line, exit 2."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     return ValueError, FileNotFoundError, FileExistsError, HfHubHTTPError, OfflineModeIsEnabled
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from_namespace = getattr(config_cls, "from_namespace", partial(dataclass_from_namespace, config_cls))
         config = from_namespace(args)
         run(config)
-    except _user_errors() as error:
+    except user_errors() as error:
         # User errors (bad input, bad options, a refused Hub request) get one clear line, not a traceback.
         print(f"m3el-hf {args.command}: error: {error}", file=sys.stderr)
         return 2

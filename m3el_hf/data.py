@@ -21,7 +21,10 @@ def load_topic_splits(data: str, topics: Sequence[str], split: str) -> dict[str,
     loaded = {topic: datasets.load_dataset(data, topic) for topic in topics}
     found = {topic: splits[split] for topic, splits in loaded.items() if split in splits}
     if not found:
-        raise ValueError(f"{data}: no topic of {list(topics)} has a {split!r} split.")
+        raise ValueError(
+            f"{data}: no topic of {list(topics)} has a {split!r} split; choose another split, or prepare more "
+            "instances (splits are 80/10/10 of each topic)."
+        )
     lacking = [topic for topic in topics if topic not in found]
     if lacking:
         logger.warning("%s: topic(s) %s have no %r split (too few instances); using the others.", data, lacking, split)

@@ -131,6 +131,9 @@ def _audit_text(total: TopicAudit, report: SkipReport) -> str:
     return "\n".join(lines)
 
 
+_TAGS = ("entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip")
+
+
 def build_dataset_card(
     audit: DatasetAudit,
     report: SkipReport,
@@ -157,7 +160,8 @@ def build_dataset_card(
         license_details="Images keep their Wikimedia Commons licences; descriptions come from Wikidata (CC0); "
         "the M³EL release states no licence.",
         task_categories=["image-text-to-text", "text-classification", "zero-shot-image-classification"],
-        tags=["entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip", *(["synthetic"] * synthetic)],
+        tags=["entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip"]
+        + (["synthetic"] if synthetic else []),
         size_categories=[_size_category(audit.total().instances)],
     )
     MetadataConfigs(hub_configs(audit, topics)).to_dataset_card_data(card_data)

@@ -20,7 +20,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, is_missing, task_id
 from .dataset_card import CITATION
-from .prepare import is_synthetic
 
 __all__ = ["MODEL_NAME", "PLOT_NAME", "TRAINING_SUMMARY", "build_model_card", "model_index_results"]
 
@@ -233,8 +232,8 @@ def build_model_card(
         model (`str`, *optional*, defaults to `"CLIP_ND"`):
             Which records are this checkpoint's.
         synthetic (`bool`, *optional*):
-            Whether the scores come from synthetic data; by default what the prepared data folder named in
-            the training summary says (`m3el_hf.prepare.is_synthetic`), else no.
+            Whether the scores come from synthetic data; by default what the training summary recorded about
+            its data (``synthetic_data``), else no.
     """
     checkpoint_dir = Path(checkpoint_dir)
     records = list(results_records or [])
@@ -253,8 +252,7 @@ def build_model_card(
         eval_results=model_index_results(records, dataset_id, model=model) or None,
     )
     if synthetic is None:
-        data = summary.get("config", {}).get("data")
-        synthetic = bool(data and is_synthetic(data))
+        synthetic = bool(summary.get("synthetic_data"))
     from . import __version__
 
     template = resources.files("m3el_hf.model_cards").joinpath("model_card.md").read_text(encoding="utf-8")

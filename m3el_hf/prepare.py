@@ -33,7 +33,16 @@ from .raw import M3ELFormatError, SkipReport, find_record_files
 from .synth import SYNTH_MARKER
 from .tasks import TOPICS
 
-__all__ = ["REPORT_NAME", "PrepareConfig", "PrepareResult", "is_synthetic", "prepare", "replace_dir", "run_prepare"]
+__all__ = [
+    "REPORT_NAME",
+    "PrepareConfig",
+    "PrepareResult",
+    "is_synthetic",
+    "prepare",
+    "process_umask",
+    "replace_dir",
+    "run_prepare",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +99,20 @@ class PrepareResult:
     report: SkipReport
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (setting it, even briefly, affects every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # no /proc (macOS): the only portable way to read it
+    os.umask(umask)
+    return umask
+
+
 def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
     """Move a finished `staging` folder to `out` in one rename, so `out` is never half-written.
 
@@ -98,10 +121,11 @@ def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
     """
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = process_umask()
     for path in [staging, *staging.rglob("*")]:
-        if path.is_dir() or (path.is_file() and not path.is_symlink() and path.stat().st_nlink == 1):
+        if path.is_symlink():
+            continue  # a link's target may lie outside the folder
+        if path.is_dir() or (path.is_file() and path.stat().st_nlink == 1):  # a hard link is someone else's file
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
     old = None
     if out.exists():
@@ -232,9 +256,16 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     return PrepareResult(out=out, audit=audit, report=report)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it or write it again.") from None
+
+
 def _synth_marker(raw: Path) -> dict[str, Any] | None:
     path = raw / SYNTH_MARKER
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return _read_json(path) if path.is_file() else None
 
 
 def is_synthetic(data: str | os.PathLike[str]) -> bool | None:
@@ -245,7 +276,7 @@ def is_synthetic(data: str | os.PathLike[str]) -> bool | None:
     path = Path(data) / REPORT_NAME
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8")).get("synthetic") is not None
+    return _read_json(path).get("synthetic") is not None
 
 
 def _write_report(

@@ -42,7 +42,7 @@ from .data import load_topic_splits
 from .evaluation import evaluate_model
 from .model_card import TRAINING_SUMMARY
 from .modeling_clipnd import CLIPNDModel
-from .prepare import replace_dir
+from .prepare import is_synthetic, replace_dir
 from .processing import load_processor
 from .training_args import TrainConfig
 
@@ -412,6 +412,8 @@ def _summary(run: _Run, wall_time: float) -> dict[str, Any]:
         "steps": state.step,
         "epochs": round(state.epoch + state.batches_in_epoch / run.batches_per_epoch, 4),
         "seed": run.config.seed,
+        # Decided here, where `config.data` resolves: a card rendered elsewhere cannot look at that folder.
+        "synthetic_data": is_synthetic(run.config.data),
         "hardware": {
             "device_type": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -604,9 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .cli import user_errors
+
     try:
         train(config)
-    except (ValueError, FileNotFoundError) as error:  # bad data or options found once running: one clear line
+    except user_errors() as error:  # bad data or options found once running: one clear line, as `m3el-hf train`
+        logger.debug("train.py failed", exc_info=True)
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     return 0

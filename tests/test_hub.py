@@ -258,12 +258,12 @@ def test_a_synthetic_release_is_named_synthetic_from_synth_to_the_model_card(pre
     card = DatasetCard.load(prepared / "README.md")
     assert card.data.pretty_name.startswith("Synthetic") and "synthetic" in card.data.tags
     assert "This is a synthetic release" in card.text
-    # The model card learns it from the training summary's data folder; a real-looking folder is not flagged.
+    # The model card learns it from what training recorded about its data (see test_training).
     summary = json.loads((checkpoint / "training_summary.json").read_text(encoding="utf-8"))
-    for data, flagged in ((str(prepared), True), (str(tmp_path), False)):
-        folder = tmp_path / f"ckpt-{flagged}"
+    for recorded, flagged in ((True, True), (None, False), (False, False)):
+        folder = tmp_path / f"ckpt-{recorded}"
         shutil.copytree(checkpoint, folder)
-        summary["config"]["data"] = data
+        summary["synthetic_data"] = recorded
         (folder / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
         text = build_model_card(folder, records, repo_id="me/clipnd", dataset_id="me/m3el").text
         assert ("These scores come from a synthetic release" in text) is flagged

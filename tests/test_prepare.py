@@ -17,7 +17,7 @@ from m3el_hf.cli import main
 from m3el_hf.data import load_topic_splits
 from m3el_hf.features import INSTANCE_FEATURES, task_columns
 from m3el_hf.loading_script.m3el import M3EL, config_names
-from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare
+from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare, process_umask
 from m3el_hf.raw import M3ELFormatError, iter_raw_dicts
 from m3el_hf.synth import SynthConfig, synthesize
 from m3el_hf.tasks import TASK_NAMES
@@ -70,8 +70,7 @@ def test_layout_and_report(prepared):
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["skipped"]["records_skipped"] == {} and report["options"]["raw"] == "release"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".m3el")]
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = process_umask()
     assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o777 & ~umask}
     assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o666 & ~umask}
 

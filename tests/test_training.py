@@ -21,7 +21,7 @@ from m3el_hf import training
 from m3el_hf.cli import build_parser
 from m3el_hf.collator import M3ELCollator
 from m3el_hf.modeling_clipnd import CLIPNDModel
-from m3el_hf.prepare import PrepareConfig, prepare
+from m3el_hf.prepare import PrepareConfig, prepare, process_umask
 from m3el_hf.processing import load_processor
 from m3el_hf.synth import SynthConfig, synthesize
 from m3el_hf.training import SUMMARY_NAME, build_model, export, load_adapter, save_adapter, train
@@ -212,8 +212,8 @@ def test_summary_counts_every_mention_view_and_the_speed(
     config = small_config(tiny_clip_path, m3el_data, tmp_path, max_steps=None, epochs=2, save_every=10**6)
     final = train(config)
     summary = json.loads((final / SUMMARY_NAME).read_text())
-    umask = os.umask(0)
-    os.umask(umask)
+    assert summary["synthetic_data"] is True  # m3el_data comes from m3el-hf synth
+    umask = process_umask()
     assert {p.stat().st_mode & 0o777 for p in final.iterdir()} == {0o666 & ~umask}  # not private to the user
     assert final.stat().st_mode & 0o777 == 0o777 & ~umask
     # Reference: the task each training row draws in each epoch, and whether that task needs a missing image.
