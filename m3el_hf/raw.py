@@ -13,14 +13,16 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import stat
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -205,7 +207,8 @@ def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tupl
         if first == "[":
             yield from _iter_json_array(path, source, f, head)
         elif first in ("{", ""):
-            yield from _iter_lines(source, head + f.read())
+            # Line by line from the file: memory does not grow with the file. `head` ends mid-line; finish it.
+            yield from _iter_lines(source, chain(io.StringIO(head + f.readline()), f))
         else:
             raise M3ELFormatError(f"expected a JSON array or one object per line, found {first!r}", source)
 
@@ -247,11 +250,11 @@ def _literal_array(path: Path, source: str) -> Iterator[tuple[int, int | None, A
     yield from ((i, None, v) for i, v in enumerate(values))
 
 
-def _iter_lines(source: str, text: str) -> Iterator[tuple[int, int | None, Any]]:
+def _iter_lines(source: str, lines: Iterable[str]) -> Iterator[tuple[int, int | None, Any]]:
     """One record per line; a Python literal may continue on following lines, but a line that
     starts with ``{`` in column 0 always starts a new record (so one bad line loses nothing else)."""
     index, pending, start = 0, "", 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate((line.rstrip("\n") for line in lines), start=1):
         if not pending and not line.strip():
             continue
         if pending and line.startswith("{"):

@@ -121,6 +121,16 @@ def test_json_array_larger_than_the_read_chunk_streams(tmp_path, monkeypatch):
     assert [value for _, _, value in iter_raw_dicts(path)] == records
 
 
+@pytest.mark.parametrize("literal", [False, True])
+def test_record_lines_stream_across_the_first_read_chunk(tmp_path, monkeypatch, literal):
+    monkeypatch.setattr("m3el_hf.raw._CHUNK", 64)  # the first read ends in the middle of a line
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(20)]
+    path = tmp_path / "movies.jsonl"
+    write_lines(path, records, literal)
+    read = list(iter_raw_dicts(path))
+    assert [value for _, _, value in read] == records and [line for _, line, _ in read] == list(range(1, 21))
+
+
 def test_malformed_line_is_named_and_skippable(tmp_path):
     path = tmp_path / "movies.jsonl"
     write_lines(path, [record(qid="Q1"), record(qid="Q3")])
