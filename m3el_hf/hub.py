@@ -127,6 +127,16 @@ class _PushOptions:
     def __post_init__(self):
         _check_push_args(self.repo, self.revision, self.create_pr)
 
+    def push_options(self) -> dict[str, Any]:
+        """The keyword arguments that `push_dataset` and `push_model` share."""
+        return {
+            "private": self.private,
+            "revision": self.revision,
+            "commit_message": self.commit_message,
+            "create_pr": self.create_pr,
+            "dry_run_dir": self.dry_run,
+        }
+
 
 @dataclass(frozen=True)
 class PushDatasetConfig(_PushOptions):
@@ -557,15 +567,7 @@ def _report(result: PushResult) -> None:
 
 def run_push_dataset(config: PushDatasetConfig) -> PushResult:
     """``m3el-hf push-dataset``: push (or dry-run) and print the files and where they went."""
-    result = push_dataset(
-        config.path,
-        config.repo,
-        private=config.private,
-        revision=config.revision,
-        commit_message=config.commit_message,
-        create_pr=config.create_pr,
-        dry_run_dir=config.dry_run,
-    )
+    result = push_dataset(config.path, config.repo, **config.push_options())
     _report(result)
     return result
 
@@ -580,11 +582,7 @@ def run_push_model(config: PushModelConfig) -> PushResult:
         dataset_id=config.dataset_id,
         model_name=config.model_name,
         base_model=config.base_model,
-        private=config.private,
-        revision=config.revision,
-        commit_message=config.commit_message,
-        create_pr=config.create_pr,
-        dry_run_dir=config.dry_run,
+        **config.push_options(),
     )
     _report(result)
     return result
