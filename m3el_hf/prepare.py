@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -185,8 +185,10 @@ def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tup
 def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> list[tuple[DatasetAudit, SkipReport]]:
     """`_build_config` for every name, `config.num_proc` at a time; results in the order of `names`.
 
-    This process builds configs too, next to ``num_proc - 1`` workers, so it does not idle while
-    the workers start (each imports the package, which takes seconds).
+    This process builds configs too, in a thread, next to ``num_proc - 1`` worker processes: it does not
+    idle while the workers start (the fork server imports the package, which takes seconds), and this loop
+    hands out the next config the moment any of them finishes one. `names` lists the larger configs
+    first, so the small ones fill the end.
     """
     workers = min(config.num_proc, len(names)) - 1
     if workers == 0:
@@ -197,20 +199,18 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([_build_config.__module__, "m3el_hf.loading_script.m3el"])
     pending, results = deque(names), {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        running: dict[Future, str] = {}
+    with ThreadPoolExecutor(1) as here, ProcessPoolExecutor(max_workers=workers, mp_context=context) as there:
+        running: dict[Future, tuple[str, Executor]] = {}
         try:
             while pending or running:
-                while pending and len(running) < workers:
-                    name = pending.popleft()
-                    running[pool.submit(_build_config, config, name, staging)] = name
-                if pending:
-                    name = pending.popleft()
-                    results[name] = _build_config(config, name, staging)
-                else:
-                    wait(running, return_when=FIRST_COMPLETED)
-                for future in [f for f in running if f.done()]:
-                    results[running.pop(future)] = future.result()
+                # This process first: the first submit to the workers waits while the fork server imports the
+                # package, and this process's thread works meanwhile.
+                for executor, slots in ((here, 1), (there, workers)):
+                    while pending and sum(e is executor for _, e in running.values()) < slots:
+                        name = pending.popleft()
+                        running[executor.submit(_build_config, config, name, staging)] = (name, executor)
+                for future in wait(running, return_when=FIRST_COMPLETED).done:
+                    results[running.pop(future)[0]] = future.result()
         except BaseException:
             for future in running:
                 future.cancel()
