@@ -67,7 +67,12 @@ class ImageReader:
     _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
 
     def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
-        """Return ``{"bytes", "path"}`` for the Image feature; raise `M3ELFormatError` when unusable."""
+        """Return ``{"bytes", "path": None}`` for the Image feature; raise `M3ELFormatError` when unusable.
+
+        No file name is kept. A mention's image is stored in the release as the gold entity's file
+        (``.../{mention}-{gold Qid}/{Qid}.jpg``), so its name would give the answer away; the provenance
+        columns keep the Commons file name and URL; and `datasets` re-checks every named image on write.
+        """
         if self._paths is None:
             self._paths = ImagePathResolver(self.root)
         try:
@@ -83,7 +88,7 @@ class ImageReader:
                 data = _pil_check(data, self.max_image_side)
         except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
             raise M3ELFormatError(f"undecodable image: {image.local!r} ({error})", source, index) from None
-        return {"bytes": data, "path": self._paths.relative(path)}
+        return {"bytes": data, "path": None}
 
 
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
@@ -176,10 +181,6 @@ class RowBuilder:
         wanted = set(self.columns)
         cache: dict[str, Any] = {}
         mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
-        if mention_image is not None:
-            # The release stores a mention's image as the gold entity's file (`.../{mention}-{gold Qid}/{Qid}.jpg`):
-            # its file name would give the answer away, so only the bytes are kept.
-            mention_image = {"bytes": mention_image["bytes"], "path": None}
         candidate_images = (
             [self._image(c.image, record, cache) for c in record.candidates] if "candidate_images" in wanted else None
         )

@@ -387,8 +387,8 @@ class ImagePathResolver:
     file costs one ``lstat``; the cache is a bounded LRU, so memory does not grow with the release.
 
     >>> paths = ImagePathResolver("release")  # doctest: +SKIP
-    >>> paths.relative(paths.resolve("/M3EL/movies_candidates_images/Q1/Q1.jpg"))  # doctest: +SKIP
-    'movies_candidates_images/Q1/Q1.jpg'
+    >>> paths.resolve("/M3EL/movies_candidates_images/Q1/Q1.jpg")  # doctest: +SKIP
+    '/data/release/movies_candidates_images/Q1/Q1.jpg'
     """
 
     def __init__(self, root: str | Path, cache_size: int = 4096):
@@ -422,10 +422,6 @@ class ImagePathResolver:
             candidate = os.path.join(self.root, *parts)
             raise FileNotFoundError(f"image file not found: {local!r} (looked for {Path(candidate)})")
         return resolved
-
-    def relative(self, resolved: str) -> str:
-        """A path that `resolve` returned, relative to the root, with ``/`` separators."""
-        return resolved[len(self._prefix) :].replace(os.sep, "/")
 
     def _real_dir(self, folder: str) -> str:
         """The real path of `folder` (a path under the root), one ``lstat`` per folder not cached."""

@@ -144,6 +144,8 @@ def test_nothing_on_the_mention_side_names_the_gold_entity(prepared):
     rows = rows.cast_column("mention_image", datasets.Image(decode=False))
     with_image = [row for row in rows if row["mention_image"]]
     assert with_image and all(row["mention_image"]["path"] is None for row in with_image)
+    images = rows.cast_column("candidate_images", datasets.List(datasets.Image(decode=False)))["candidate_images"]
+    assert all(image["path"] is None and image["bytes"] for row in images for image in row if image)
     for row in rows:
         mention_side = json.dumps([row["mention"], row["sentence"], row["mention_image_source"]])
         assert row["gold_qid"] not in mention_side

@@ -200,7 +200,7 @@ def test_image_reader_checks_decoding_and_shrinks(tmp_path):
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not an image")
     reader = ImageReader(tmp_path)
     out = reader.read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "movies.json", 3)
-    assert out["path"] == "imgs/big.jpg" and out["bytes"] == (tmp_path / "imgs" / "big.jpg").read_bytes()
+    assert out == {"bytes": (tmp_path / "imgs" / "big.jpg").read_bytes(), "path": None}
     with pytest.raises(M3ELFormatError, match=r"movies\.json, record 3: undecodable image: '/M3EL/imgs/bad\.jpg'"):
         reader.read(RawImage("f", "u", "/M3EL/imgs/bad.jpg"), "movies.json", 3)
     with pytest.raises(M3ELFormatError, match=r"record 3: missing image"):
@@ -240,7 +240,7 @@ def test_resolver_caches_folders_and_follows_links_inside_the_root(tmp_path):
     real = str((tmp_path / "imgs" / "a.png").resolve())
     for local in ("/M3EL/imgs/a.png", "imgs/./b.png", "/M3EL/alias/a.png", "\\M3EL\\imgs\\a.png"):
         assert paths.resolve(local) == real
-    assert paths.relative(real) == "imgs/a.png" and len(paths._dirs) == 1
+    assert len(paths._dirs) == 1
     with pytest.raises(FileNotFoundError, match=r"image path '/M3EL' names no file"):
         paths.resolve("/M3EL")
     with pytest.raises(FileNotFoundError, match="image file not found"):
