@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .atomic import atomic_write
 from .tasks import TASK_NAMES
 
 __all__ = [
@@ -190,12 +191,7 @@ def write_eval_results(
             BENCHMARK_SPLIT,
         )
     folder = Path(out_dir) / EVAL_RESULTS_DIR
-    written = []
-    for name, text in files.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    return [
+        atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        for name, text in files.items()
+    ]

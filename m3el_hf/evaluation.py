@@ -23,8 +23,7 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .collator import M3ELCollator
 from .metrics import Ties, ranking_metrics
 from .processing import FastImagePreprocessor
@@ -595,7 +595,7 @@ def write_results(
     nulled = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
     payload = {"dataset": dataset, "synthetic": synthetic, "ties": ties[0] if ties else None, "records": nulled}
     text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    return _atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -658,22 +658,7 @@ def plot_accuracy(
         axes.set_xticks(range(len(tasks)), tasks)
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), title="topic")
     figure.tight_layout()
-    return _atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Write through a temporary sibling renamed into place, so `path` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates it 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _mean_accuracy(records: Iterable[Mapping[str, Any]], protocol: str, topic: str) -> float:

@@ -34,9 +34,10 @@ from typing import Any, Literal
 
 from huggingface_hub import DatasetCard
 
+from .atomic import replace_dir
 from .benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml
 from .model_card import MODEL_NAME, PLOT_NAME, TRAINING_SUMMARY, build_model_card
-from .prepare import REPORT_NAME, replace_dir
+from .prepare import REPORT_NAME
 
 __all__ = [
     "DATASET_IGNORE_PATTERNS",

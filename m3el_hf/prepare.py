@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from datasets.exceptions import DatasetGenerationError
 
+from .atomic import replace_dir
 from .audit import DatasetAudit
 from .benchmark import eval_yaml
 from .dataset_card import build_dataset_card, instance_path, kb_path
@@ -39,8 +40,6 @@ __all__ = [
     "PrepareResult",
     "is_synthetic",
     "prepare",
-    "process_umask",
-    "replace_dir",
     "run_prepare",
 ]
 
@@ -97,43 +96,6 @@ class PrepareResult:
     out: Path
     audit: DatasetAudit
     report: SkipReport
-
-
-def process_umask() -> int:
-    """The process's umask, read without changing it (setting it, even briefly, affects every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0o022)  # no /proc (macOS): the only portable way to read it
-    os.umask(umask)
-    return umask
-
-
-def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
-    """Move a finished `staging` folder to `out` in one rename, so `out` is never half-written.
-
-    Its folders and files get the modes the umask gives new ones: `tempfile.mkdtemp` (and temporary files
-    written inside) are private to the user, which the published folder must not be.
-    """
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
-    umask = process_umask()
-    for path in [staging, *staging.rglob("*")]:
-        if path.is_symlink():
-            continue  # a link's target may lie outside the folder
-        if path.is_dir() or (path.is_file() and path.stat().st_nlink == 1):  # a hard link is someone else's file
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(config: PrepareConfig, config_name: str, work: Path):

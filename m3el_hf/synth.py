@@ -18,7 +18,6 @@ import functools
 import io
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from .atomic import replace_dir
 from .tasks import TOPICS
 
 __all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
@@ -362,12 +362,7 @@ def synthesize(config: SynthConfig) -> Path:
         options = {name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "image_size")}
         marker = {"generator": "m3el-hf synth", "version": __version__, **options}
         (tmp / SYNTH_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp creates it 0o700
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
+        replace_dir(tmp, out, overwrite=True)  # emptiness and --overwrite were checked above
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -37,12 +37,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import BaseImageProcessor, PreTrainedTokenizerBase, get_scheduler
 
+from .atomic import replace_dir
 from .collator import M3ELCollator, lazy_images
 from .data import load_topic_splits
 from .evaluation import evaluate_model
 from .model_card import TRAINING_SUMMARY
 from .modeling_clipnd import CLIPNDModel
-from .prepare import is_synthetic, replace_dir
+from .prepare import is_synthetic
 from .processing import load_processor
 from .training_args import TrainConfig
 

@@ -13,11 +13,12 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
+from m3el_hf.atomic import process_umask
 from m3el_hf.cli import main
 from m3el_hf.data import load_topic_splits
 from m3el_hf.features import INSTANCE_FEATURES, task_columns
 from m3el_hf.loading_script.m3el import M3EL, config_names
-from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare, process_umask
+from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare
 from m3el_hf.raw import M3ELFormatError, iter_raw_dicts
 from m3el_hf.synth import SynthConfig, synthesize
 from m3el_hf.tasks import TASK_NAMES

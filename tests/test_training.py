@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 from transformers import CLIPModel
 
 from m3el_hf import training
+from m3el_hf.atomic import process_umask
 from m3el_hf.cli import build_parser
 from m3el_hf.collator import M3ELCollator
 from m3el_hf.modeling_clipnd import CLIPNDModel
-from m3el_hf.prepare import PrepareConfig, prepare, process_umask
+from m3el_hf.prepare import PrepareConfig, prepare
 from m3el_hf.processing import load_processor
 from m3el_hf.synth import SynthConfig, synthesize
 from m3el_hf.training import SUMMARY_NAME, build_model, export, load_adapter, save_adapter, train
