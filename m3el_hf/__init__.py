@@ -1,44 +1,44 @@
-"""m3el-hf: the M³EL multi-modal entity-linking benchmark and CLIP_ND for the Hugging Face ecosystem."""
+"""m3el-hf: the M³EL multi-modal entity-linking benchmark and CLIP_ND for the Hugging Face ecosystem.
 
-from .collator import M3ELCollator, qid_to_int
-from .configuration_clipnd import CLIPNDConfig
-from .features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
-from .loss import ContrastiveMELLoss
-from .metrics import accuracy_at_1, evaluate_module_path, gold_ranks, hits_at_k, mrr, ranking_metrics
-from .modeling_clipnd import CLIPNDModel, CLIPNDOutput, rank_candidates, score
-from .processing import load_processor
-from .tasks import TASK_NAMES, TASKS, TOPICS, Task, get_task
-from .tiny import build_tiny_clip
+Public names are imported on first use, as transformers does: ``import m3el_hf`` stays fast for the
+data commands, and torch is imported only by what needs it. CLIP_ND is registered with transformers'
+Auto classes at once or when they are imported (`m3el_hf.auto_registration`).
+"""
+
+import importlib
+from typing import Any
+
+from .auto_registration import register_auto_classes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "INSTANCE_FEATURES",
-    "KB_FEATURES",
-    "KB_SPLIT",
-    "SPLITS",
-    "TASKS",
-    "TASK_NAMES",
-    "TOPICS",
-    "CLIPNDConfig",
-    "CLIPNDModel",
-    "CLIPNDOutput",
-    "ContrastiveMELLoss",
-    "M3ELCollator",
-    "Task",
-    "__version__",
-    "accuracy_at_1",
-    "build_tiny_clip",
-    "evaluate_module_path",
-    "get_task",
-    "gold_ranks",
-    "hits_at_k",
-    "load_processor",
-    "mrr",
-    "qid_to_int",
-    "rank_candidates",
-    "ranking_metrics",
-    "score",
-    "task_columns",
-    "task_features",
-]
+_EXPORTS = {
+    "collator": ("M3ELCollator", "qid_to_int"),
+    "configuration_clipnd": ("CLIPNDConfig",),
+    "features": ("INSTANCE_FEATURES", "KB_FEATURES", "KB_SPLIT", "SPLITS", "task_columns", "task_features"),
+    "loss": ("ContrastiveMELLoss",),
+    "metrics": ("accuracy_at_1", "evaluate_module_path", "gold_ranks", "hits_at_k", "mrr", "ranking_metrics"),
+    "modeling_clipnd": ("CLIPNDModel", "CLIPNDOutput", "rank_candidates", "score"),
+    "processing": ("load_processor",),
+    "tasks": ("TASK_NAMES", "TASKS", "TOPICS", "Task", "get_task"),
+    "tiny": ("build_tiny_clip",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_MODULE_OF, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+register_auto_classes()

@@ -135,6 +135,42 @@ def test_auto_classes_resolve_to_clipnd(saved_checkpoint: Path) -> None:
     assert type(AutoModel.from_pretrained(saved_checkpoint)) is CLIPNDModel
 
 
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import m3el_hf\nfrom transformers import AutoConfig, AutoModel",
+        "from transformers import AutoConfig, AutoModel\nimport m3el_hf",
+    ],
+    ids=["m3el_hf-first", "transformers-first"],
+)
+def test_import_registers_auto_classes_in_either_order(saved_checkpoint: Path, imports: str) -> None:
+    """A fresh interpreter: ``import m3el_hf`` imports neither torch nor transformers, yet the Auto classes
+    resolve to CLIP_ND whichever is imported first."""
+    code = (
+        "import sys\n"
+        "import m3el_hf\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'import m3el_hf imported torch or transformers'\n"
+        f"{imports}\n"
+        f"config = AutoConfig.from_pretrained({str(saved_checkpoint)!r})\n"
+        f"model = AutoModel.from_pretrained({str(saved_checkpoint)!r})\n"
+        "print(type(config).__name__, type(model).__name__, type(model) is m3el_hf.CLIPNDModel)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["CLIPNDConfig", "CLIPNDModel", "True"]
+
+
+def test_lazy_public_names() -> None:
+    import m3el_hf
+
+    assert set(m3el_hf.__all__) <= set(dir(m3el_hf))
+    assert all(getattr(m3el_hf, name) is not None for name in m3el_hf.__all__)
+    assert m3el_hf.CLIPNDModel is CLIPNDModel
+    with pytest.raises(AttributeError, match="no attribute 'CLIPND'"):
+        m3el_hf.CLIPND  # noqa: B018
+
+
 def test_stock_clip_loads_checkpoint_with_same_embeddings(
     saved_checkpoint: Path, tokens: dict[str, torch.Tensor], pixels: torch.Tensor
 ) -> None:
