@@ -13,17 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, product
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets.builder import Key
 
-from m3el_hf.dataset_card import CITATION
+from m3el_hf.dataset_card import CITATION, instance_path
 from m3el_hf.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
-from m3el_hf.instances import ImageReader, RowBuilder, split_of
+from m3el_hf.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of
 from m3el_hf.raw import OnError, SkipReport, find_record_files, iter_records
 from m3el_hf.tasks import TASK_NAMES, TOPICS
 
@@ -43,6 +44,9 @@ class M3ELConfig(datasets.BuilderConfig):
         kb (`bool`, defaults to `False`): yield the unique entities of the topics instead of mentions.
         on_error (`"raise"` or `"skip"`): on a bad record or image, fail naming it, or skip and count it.
         max_image_side (`int`, *optional*): downscale images whose longer side exceeds this.
+        instances_dir (`str`, *optional*): with `kb`, build the knowledge base from the instance Parquet
+            files prepared there (``data/{topic}/{split}-*.parquet``, as ``m3el-hf prepare`` writes them)
+            instead of reading the raw release again.
     """
 
     topics: tuple[str, ...] = TOPICS
@@ -50,9 +54,15 @@ class M3ELConfig(datasets.BuilderConfig):
     kb: bool = False
     on_error: OnError = "raise"
     max_image_side: int | None = None
+    instances_dir: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        self.check()
+
+    def check(self) -> None:
+        """Raise a `ValueError` naming an invalid option (also run at build time: datasets sets overrides
+        given to the builder as attributes, after `__post_init__`)."""
         unknown = [t for t in self.topics if t not in TOPICS]
         if unknown:
             raise ValueError(f"Unknown topics {unknown}; expected some of {', '.join(TOPICS)}.")
@@ -60,6 +70,8 @@ class M3ELConfig(datasets.BuilderConfig):
             raise ValueError(f"Unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}.")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+        if self.instances_dir is not None and not self.kb:
+            raise ValueError("instances_dir is for the knowledge-base configs ({topic}-kb) only.")
 
 
 def _configs() -> list[M3ELConfig]:
@@ -104,30 +116,42 @@ class M3EL(datasets.ArrowBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
-        if not self.config.data_dir:
-            raise ValueError("M3EL needs the raw release: pass data_dir='path/to/release' (the folder of movies.json).")
-        root = Path(self.config.data_dir)
-        find_record_files(root, self.config.topics)  # fail early, naming the missing file
-        self.row_builder = RowBuilder(
-            images=ImageReader(root, self.config.max_image_side),
-            columns=tuple(self.info.features),
-            on_error=self.config.on_error,
-        )
+        self.config.check()
         splits = [KB_SPLIT] if self.config.kb else list(SPLITS)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
+        generators = [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
+        # The knowledge base reads these instance columns; an instance config, its own.
+        columns = KB_SOURCE_COLUMNS if self.config.kb else tuple(self.info.features)
+        if self.config.instances_dir:
+            for topic, split in product(self.config.topics, SPLITS):
+                if not self._prepared_files(topic, split):
+                    raise FileNotFoundError(f"No {instance_path(topic, split)} in {self.config.instances_dir}.")
+            images = None
+        elif self.config.data_dir:
+            root = Path(self.config.data_dir)
+            find_record_files(root, self.config.topics)  # fail early, naming the missing file
+            images = ImageReader(root, self.config.max_image_side)
+        else:
+            raise ValueError("M3EL needs the raw release: pass data_dir='path/to/release' (the folder of movies.json).")
+        self.row_builder = RowBuilder(images=images, columns=columns, on_error=self.config.on_error)
+        return generators
 
     def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
-        # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
-        # as tables: no per-example encoding by datasets.
-        schema = self.info.features.arrow_schema
-        for index, batch in enumerate(_batches(self._rows(split), BATCH_ROWS)):
-            yield Key(0, index), pa.Table.from_pylist(batch, schema=schema)
+        if self.config.kb:
+            instances = (batch for split in SPLITS for batch in self._instance_batches(split))
+            tables = self.row_builder.kb_tables(instances)
+        else:
+            tables = (pa.Table.from_batches([batch]) for batch in self._instance_batches(split))
+        for index, table in enumerate(tables):
+            yield Key(0, index), table
 
-    def _rows(self, split: str) -> Iterator[dict[str, Any]]:
-        builder, config = self.row_builder, self.config
-        if config.kb:
-            records = iter_records(config.data_dir, config.topics, config.on_error, builder.report)
-            return (row for _, row in builder.kb_rows(records))
+    def _instance_batches(self, split: str) -> Iterator[pa.RecordBatch]:
+        """One split's rows with the row builder's columns, from the prepared files or the raw release."""
+        config, builder = self.config, self.row_builder
+        if config.instances_dir:
+            for topic in config.topics:
+                for path in self._prepared_files(topic, split):
+                    yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(builder.columns))
+            return
         # Each split pass validates only its own records (matched on their raw key fields), so every
         # record is validated, and its error counted, once. Errors that cannot be matched to a
         # split (malformed lines) recur in every pass and are counted in the first pass only.
@@ -140,7 +164,14 @@ class M3EL(datasets.ArrowBasedBuilder):
             select=lambda key: split_of(key) == split,
             shared_report=None if first else SkipReport(),
         )
-        return (row for _, row in builder.rows(records, split))
+        # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
+        # as tables: no per-example encoding by datasets.
+        schema = datasets.Features({name: INSTANCE_FEATURES[name] for name in builder.columns}).arrow_schema
+        for batch in _batches((row for _, row in builder.rows(records, split)), BATCH_ROWS):
+            yield pa.RecordBatch.from_pylist(batch, schema=schema)
+
+    def _prepared_files(self, topic: str, split: str) -> list[Path]:
+        return sorted(Path(self.config.instances_dir).glob(instance_path(topic, split)))
 
     @property
     def skip_report(self) -> SkipReport:

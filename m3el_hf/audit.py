@@ -92,7 +92,11 @@ class DatasetAudit:
     topics: dict[str, TopicAudit] = field(default_factory=dict)
 
     def topic(self, name: str) -> TopicAudit:
-        return self.topics.setdefault(name, TopicAudit())
+        """The counts of topic `name`, created empty on first use."""
+        counts = self.topics.get(name)
+        if counts is None:
+            counts = self.topics[name] = TopicAudit()
+        return counts
 
     def merge(self, other: DatasetAudit) -> None:
         for name, theirs in other.topics.items():

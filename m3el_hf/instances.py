@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
+import pyarrow as pa
 
 from .audit import DatasetAudit
-from .features import INSTANCE_FEATURES, SPLITS
+from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
 from .raw import ImagePathResolver, M3ELFormatError, OnError, RawImage, RawRecord, SkipReport
 from .tasks import TASKS
 
-__all__ = ["ImageReader", "RowBuilder", "split_of", "usable_tasks"]
+__all__ = ["KB_SOURCE_COLUMNS", "ImageReader", "RowBuilder", "split_of", "usable_tasks"]
+
+KB_SOURCE_COLUMNS = ("topic", "candidates", "candidate_images", "candidate_image_sources")
+"""The instance columns a knowledge base is built from (`RowBuilder.kb_rows`)."""
 
 
 def split_of(content_key: str) -> str:
@@ -76,13 +80,11 @@ class ImageReader:
         if self._paths is None:
             self._paths = ImagePathResolver(self.root)
         try:
-            path = self._paths.resolve(image.local)
+            data = self._paths.read_bytes(image.local)
         except FileNotFoundError as error:
             raise M3ELFormatError(f"missing image: {error}", source, index) from None
         except ValueError as error:
             raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
-        with open(path, "rb") as f:
-            data = f.read()
         try:
             if self.max_image_side or not _is_whole_jpeg_or_png(data):
                 data = _pil_check(data, self.max_image_side)
@@ -141,12 +143,13 @@ def _source(image: RawImage | None) -> dict[str, str] | None:
 class RowBuilder:
     """Turns `RawRecord`s of one split into rows of `INSTANCE_FEATURES` (or a subset of its columns).
 
-    Image files are read only when an image column is kept. Under ``on_error="skip"`` an
-    unusable image becomes null and is counted in `report`; otherwise it raises. Counts for the
+    Image files are read, by `images`, only when an image column is kept (`images` may be None for a
+    builder that only turns instance rows into a knowledge base, `kb_rows`). Under ``on_error="skip"``
+    an unusable image becomes null and is counted in `report`; otherwise it raises. Counts for the
     dataset card go to `audit` when all columns are kept.
     """
 
-    images: ImageReader
+    images: ImageReader | None
     columns: tuple[str, ...] = tuple(INSTANCE_FEATURES)
     on_error: OnError = "raise"
     report: SkipReport = field(default_factory=SkipReport)
@@ -227,25 +230,47 @@ class RowBuilder:
             duplicate=duplicate,
         )
 
-    def kb_rows(self, records: Iterable[RawRecord]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(key, row)`` of `KB_FEATURES` for each entity, at its first occurrence."""
-        seen: set[tuple[str, str]] = set()
-        for record in records:
-            cache: dict[str, Any] = {}
-            for cand in record.candidates:
-                if (record.topic, cand.qid) in seen:
+    def kb_tables(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+        """Tables of `KB_FEATURES` from batches of instance columns `KB_SOURCE_COLUMNS`: one row per entity of a topic.
+
+        An entity is taken from its first occurrence that has an image; entities that never have one
+        come last, each from its first occurrence. Images stay in Arrow (never converted to Python);
+        memory holds the keys seen and the text of image-less entities.
+        """
+        schema = KB_FEATURES.arrow_schema
+        done: set[tuple[str, str]] = set()
+        imageless: dict[tuple[str, str], dict[str, Any]] = {}
+        for batch in batches:
+            lists = batch.column("candidates")
+            columns = {
+                "topic": batch.column("topic").take(lists.value_parent_indices()),
+                **{name: lists.flatten().field(name) for name in ("qid", "name", "description")},
+                "image": batch.column("candidate_images").flatten(),
+                "image_source": batch.column("candidate_image_sources").flatten(),
+            }
+            if not len(columns["image"]) == len(columns["image_source"]) == len(columns["qid"]):
+                raise ValueError("candidate_images and candidate_image_sources must be aligned with candidates")
+            keys = list(zip(columns["topic"].to_pylist(), columns["qid"].to_pylist(), strict=True))
+            picked, first_without = [], []
+            has_images = columns["image"].is_valid().to_pylist()
+            for position, (key, has_image) in enumerate(zip(keys, has_images, strict=True)):
+                if key in done:
                     continue
-                seen.add((record.topic, cand.qid))
-                image = self._image(cand.image, record, cache)
-                self.audit.topic(record.topic).kb_entities += 1
-                yield (
-                    f"{record.topic}-{cand.qid}",
-                    {
-                        "topic": record.topic,
-                        "qid": cand.qid,
-                        "name": cand.name,
-                        "description": cand.description,
-                        "image": image,
-                        "image_source": _source(cand.image) if image else None,
-                    },
-                )
+                if has_image:
+                    done.add(key)
+                    imageless.pop(key, None)
+                    picked.append(position)
+                    self.audit.topic(key[0]).kb_entities += 1
+                elif key not in imageless:
+                    imageless[key] = {}  # its place in the order of first occurrences; filled below
+                    first_without.append(position)
+            if first_without:
+                text = pa.table({k: columns[k] for k in ("topic", "qid", "name", "description")})
+                for row in text.take(first_without).to_pylist():
+                    imageless[(row["topic"], row["qid"])] = {**row, "image": None, "image_source": None}
+            if picked:
+                yield pa.Table.from_arrays([columns[name].take(picked) for name in schema.names], schema=schema)
+        for topic, _ in imageless:
+            self.audit.topic(topic).kb_entities += 1
+        if imageless:
+            yield pa.Table.from_pylist(list(imageless.values()), schema=schema)

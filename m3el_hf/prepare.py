@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,7 +97,7 @@ class PrepareResult:
     report: SkipReport
 
 
-def _build(config: PrepareConfig, config_name: str, work: Path):
+def _build(config: PrepareConfig, config_name: str, work: Path, **options: Any):
     from m3el_hf.loading_script.m3el import M3EL
 
     builder = M3EL(
@@ -107,6 +106,7 @@ def _build(config: PrepareConfig, config_name: str, work: Path):
         cache_dir=str(work / "cache"),
         on_error=config.on_error,
         max_image_side=config.max_image_side,
+        **options,
     )
     built = work / "build" / config_name
     try:
@@ -133,24 +133,30 @@ def _move_shards(built: Path, split: str, pattern: str, staging: Path) -> None:
 def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tuple[DatasetAudit, SkipReport]:
     """Build one topic's instance (``movies``) or knowledge-base (``movies-kb``) config into `staging`.
 
-    Returns what it counted; runs in a worker process when ``num_proc > 1``.
+    A knowledge base is built from its topic's instance files, already in `staging`: images are not
+    read again. Returns what it counted; runs in a worker process when ``num_proc > 1``.
     """
     topic, kb = config_name.removesuffix("-kb"), config_name.endswith("-kb")
     work = staging / ".work" / config_name
-    builder, built = _build(config, config_name, work)
+    builder, built = _build(config, config_name, work, **({"instances_dir": str(staging)} if kb else {}))
     for split in builder.info.splits:
         _move_shards(built, split, kb_path(topic) if kb else instance_path(topic, split), staging)
     shutil.rmtree(work)
     return builder.row_builder.audit, builder.skip_report
 
 
+def _needs(config_name: str) -> str | None:
+    """The config that must be built before `config_name`: a knowledge base's topic."""
+    return config_name.removesuffix("-kb") if config_name.endswith("-kb") else None
+
+
 def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> list[tuple[DatasetAudit, SkipReport]]:
     """`_build_config` for every name, `config.num_proc` at a time; results in the order of `names`.
 
     This process builds configs too, in a thread, next to ``num_proc - 1`` worker processes: it does not
-    idle while the workers start (the fork server imports the package, which takes seconds), and this loop
-    hands out the next config the moment any of them finishes one. `names` lists the larger configs
-    first, so the small ones fill the end.
+    idle while the workers start, and this loop hands out the next config the moment any of them
+    finishes one. `names` lists the larger configs first, so the small ones fill the end; a knowledge
+    base waits for its topic's instances (`_build_config`).
     """
     workers = min(config.num_proc, len(names)) - 1
     if workers == 0:
@@ -160,7 +166,7 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
     # prepare calls in the same process start their workers quickly.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([_build_config.__module__, "m3el_hf.loading_script.m3el"])
-    pending, results = deque(names), {}
+    pending, results = list(names), {}
     with ThreadPoolExecutor(1) as here, ProcessPoolExecutor(max_workers=workers, mp_context=context) as there:
         running: dict[Future, tuple[str, Executor]] = {}
         try:
@@ -168,8 +174,11 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
                 # This process first: the first submit to the workers waits while the fork server imports the
                 # package, and this process's thread works meanwhile.
                 for executor, slots in ((here, 1), (there, workers)):
-                    while pending and sum(e is executor for _, e in running.values()) < slots:
-                        name = pending.popleft()
+                    while sum(e is executor for _, e in running.values()) < slots:
+                        name = next((n for n in pending if _needs(n) in (None, *results)), None)
+                        if name is None:  # only knowledge bases whose topic is still being built
+                            break
+                        pending.remove(name)
                         running[executor.submit(_build_config, config, name, staging)] = (name, executor)
                 for future in wait(running, return_when=FIRST_COMPLETED).done:
                     results[running.pop(future)[0]] = future.result()
@@ -201,8 +210,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             audit.merge(instance_audit)
             report.merge(instance_report)
             audit.merge(kb_audit)
-            # The knowledge-base pass reads the same records again: count only its own images.
-            report.merge(kb_report, records=False, image_prefix="knowledge base, ")
+            report.merge(kb_report)
         shutil.rmtree(staging / ".work")
         synthetic = _synth_marker(config.raw)
         build_dataset_card(audit, report, config.topics, synthetic=synthetic is not None).save(staging / "README.md")

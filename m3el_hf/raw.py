@@ -149,11 +149,10 @@ class SkipReport:
         if len(self.examples) < self.max_examples:
             self.examples.append(str(error))
 
-    def merge(self, other: SkipReport, *, records: bool = True, image_prefix: str = "") -> None:
-        """Add `other`'s counts; `records=False` leaves out records already counted elsewhere."""
-        if records:
-            self.records_skipped.update(other.records_skipped)
-        self.images_skipped.update({image_prefix + k: v for k, v in other.images_skipped.items()})
+    def merge(self, other: SkipReport) -> None:
+        """Add `other`'s counts and examples."""
+        self.records_skipped.update(other.records_skipped)
+        self.images_skipped.update(other.images_skipped)
         self.examples.extend(other.examples[: max(0, self.max_examples - len(self.examples))])
 
     @property
@@ -381,10 +380,11 @@ def resolve_image_path(local: str, root: str | Path) -> Path:
 
 
 class ImagePathResolver:
-    """`resolve_image_path` for many images of one release, returning strings.
+    """`resolve_image_path` for many images of one release, returning strings, and `read_bytes`.
 
     The real path of each image folder is cached (an instance folder holds a few images), so a
-    file costs one ``lstat``; the cache is a bounded LRU, so memory does not grow with the release.
+    file costs one ``lstat`` to resolve and one ``open`` to read; the caches are bounded, so memory
+    does not grow with the release.
 
     >>> paths = ImagePathResolver("release")  # doctest: +SKIP
     >>> paths.resolve("/M3EL/movies_candidates_images/Q1/Q1.jpg")  # doctest: +SKIP
@@ -396,9 +396,39 @@ class ImagePathResolver:
         self._prefix = self.root.rstrip(os.sep) + os.sep
         self._dirs: OrderedDict[str, str] = OrderedDict()
         self._cache_size = cache_size
+        self._folders: dict[str, str] = {}
 
     def resolve(self, local: str) -> str:
         """The real path of `local`'s file under the root; raises like `resolve_image_path`."""
+        return self._resolve(local)[0]
+
+    def read_bytes(self, local: str) -> bytes:
+        """The bytes of `local`'s file under the root; raises like `resolve`.
+
+        The common case is one ``open`` that refuses a symlink, in a folder whose real path is cached
+        under the folder as the record writes it; a link, a missing file or an extension of another
+        case goes through `resolve`.
+        """
+        folder = local[: local.rfind("/") + 1]  # as written, with its last "/": "/M3EL" and "M3EL" differ
+        name = local[len(folder) :]
+        real = self._folders.get(folder)
+        if real is not None and name not in ("", ".", "..") and "\\" not in local:
+            try:
+                data = _read_regular_file(os.open(real + name, _OPEN_NO_LINK))
+            except OSError:
+                data = None
+            if data is not None:
+                return data
+        path, real = self._resolve(local)
+        if _OPEN_NO_LINK is not None and "\\" not in local:
+            if len(self._folders) >= self._cache_size:
+                self._folders.clear()
+            self._folders[folder] = real + os.sep
+        with open(path, "rb") as f:
+            return f.read()
+
+    def _resolve(self, local: str) -> tuple[str, str]:
+        """`local`'s real path and the real path of the folder it names."""
         parts = [p for p in local.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts:
             raise ValueError(f"image path {local!r} escapes the release root (contains '..')")
@@ -421,7 +451,7 @@ class ImagePathResolver:
         if mode is None or not stat.S_ISREG(mode):
             candidate = os.path.join(self.root, *parts)
             raise FileNotFoundError(f"image file not found: {local!r} (looked for {Path(candidate)})")
-        return resolved
+        return resolved, folder
 
     def _real_dir(self, folder: str) -> str:
         """The real path of `folder` (a path under the root), one ``lstat`` per folder not cached."""
@@ -440,6 +470,26 @@ class ImagePathResolver:
         if len(self._dirs) > self._cache_size:
             self._dirs.popitem(last=False)
         return real
+
+
+_OPEN_NO_LINK = (
+    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) if hasattr(os, "O_NOFOLLOW") else None
+)
+"""Flags of `ImagePathResolver.read_bytes`'s one ``open``: fails on a final symlink and never blocks on a FIFO."""
+
+
+def _read_regular_file(fd: int) -> bytes | None:
+    """All bytes of the regular file open as `fd`, or None when it is not one; closes `fd`."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        data = os.read(fd, info.st_size)
+        while len(data) < info.st_size and (more := os.read(fd, info.st_size - len(data))):
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 def _lstat_mode(path: str) -> int | None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import datasets
@@ -173,6 +174,49 @@ def test_audit_counts_match_a_direct_count_of_the_raw_release(prepared, raw_rele
         assert stats.task_coverage["I-T"] == len(records) - missing
         positions = {str(k): v for k, v in sorted(stats.gold_positions.items())}
         assert sum(positions.values()) == len(records)
+
+
+def test_knowledge_base_has_each_entity_once_from_an_occurrence_with_an_image(raw_release, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(raw_release, release)
+    path = release / "movies.json"
+    records = json.loads(path.read_text())
+    with_image = defaultdict(list)
+    for record in records:
+        for cand in record["candidates"]:
+            if cand["image"]:
+                with_image[cand["Qid"]].append(cand)
+    # One entity keeps its image in its last occurrence only; another loses it everywhere.
+    shared, gone = [qid for qid, cands in with_image.items() if len(cands) >= 2][:2]
+    kept = with_image[shared][-1]["image"]
+    for cand in with_image[shared][:-1] + with_image[gone]:
+        cand["image"] = []
+    path.write_text(json.dumps(records))
+
+    result = prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=("movies",), num_proc=1))
+    files = [str(p) for p in sorted((result.out / "kb/movies").glob("*.parquet"))]
+    kb = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "c1"))
+    kb = kb.cast_column("image", datasets.Image(decode=False)).to_list()
+    qids = [row["qid"] for row in kb]
+    assert sorted(qids) == sorted({c["Qid"] for r in records for c in r["candidates"]})
+    assert result.audit.topic("movies").kb_entities == len(kb)
+    by_qid = {row["qid"]: row for row in kb}
+    assert by_qid[shared]["image"]["bytes"] == (release / Path(kept[2]).relative_to("/M3EL")).read_bytes()
+    assert by_qid[shared]["image_source"] == {"file": kept[0], "url": kept[1]}
+    assert by_qid[gone]["image"] is None and by_qid[gone]["image_source"] is None
+    has_image = [row["image"] is not None for row in kb]
+    assert has_image == sorted(has_image, reverse=True)  # entities without any image come last
+
+    # The builder on the raw release (no prepared files) gives the same knowledge base.
+    builder = M3EL(config_name="movies-kb", data_dir=str(release), cache_dir=str(tmp_path / "c2"))
+    builder.download_and_prepare()
+    direct = builder.as_dataset(split="kb").cast_column("image", datasets.Image(decode=False))
+    assert direct.to_list() == kb
+    with pytest.raises(ValueError, match="instances_dir is for the knowledge-base configs"):
+        M3EL(config_name="movies", instances_dir=str(result.out), cache_dir=str(tmp_path / "c3")).download_and_prepare()
+    with pytest.raises(FileNotFoundError, match=r"No data/books/train-\*\.parquet in"):
+        books_kb = M3EL(config_name="books-kb", instances_dir=str(result.out), cache_dir=str(tmp_path / "c3"))
+        books_kb.download_and_prepare()
 
 
 def test_card_parses_back_with_configs_and_audit(prepared):

@@ -247,6 +247,33 @@ def test_resolver_caches_folders_and_follows_links_inside_the_root(tmp_path):
         paths.resolve("/M3EL/imgs")
 
 
+def test_read_bytes_reads_what_resolve_names_and_refuses_the_same_paths(tmp_path):
+    root = tmp_path / "release"
+    make_image(root / "imgs" / "a.png")
+    make_image(root / "imgs" / "Q1.JPG", fmt="JPEG")
+    make_image(tmp_path / "secret.png")
+    (root / "imgs" / "dir.png").mkdir()
+    os.symlink(root / "imgs" / "a.png", root / "imgs" / "b.png")
+    os.symlink(tmp_path / "secret.png", root / "imgs" / "out.png")
+    os.symlink(root / "imgs", root / "alias")
+    make_image(root / "M3EL", fmt="PNG")
+    paths = ImagePathResolver(root)
+    # Twice each: the first read fills the folder cache, the second takes the one-open path.
+    locals_ = ["/M3EL/imgs/a.png", "imgs/./b.png", "/M3EL/alias/a.png", "/M3EL/imgs/Q1.jpg", "\\M3EL\\imgs\\a.png"]
+    for local in locals_ * 2:
+        with open(paths.resolve(local), "rb") as f:
+            assert paths.read_bytes(local) == f.read(), local
+    assert paths.read_bytes("M3EL") == (root / "M3EL").read_bytes()  # no leading "/": a file at the root
+    with pytest.raises(FileNotFoundError, match=r"image path '/M3EL' names no file"):
+        paths.read_bytes("/M3EL")
+    with pytest.raises(ValueError, match=r"escapes the release root \(resolves to"):
+        paths.read_bytes("/M3EL/imgs/out.png")  # the folder is cached; the link still goes through resolve
+    with pytest.raises(ValueError, match=r"contains '\.\.'"):
+        paths.read_bytes("/M3EL/imgs/..")
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        paths.read_bytes("/M3EL/imgs/dir.png")
+
+
 def image_bytes(fmt):
     buffer = io.BytesIO()
     PIL.Image.new("RGB", (12, 10), (1, 2, 3)).save(buffer, format=fmt)
