@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -42,11 +43,16 @@ def split_of(content_key: str) -> str:
 
 def usable_tasks(has_mention_image: bool, has_gold_image: bool) -> list[str]:
     """The task names an instance can serve, given which images it has."""
-    return [
+    return list(_usable_tasks(bool(has_mention_image), bool(has_gold_image)))
+
+
+@functools.cache
+def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, ...]:
+    return tuple(
         task.name
         for task in TASKS
         if (has_mention_image or not task.mention_needs_image) and (has_gold_image or not task.entity_needs_image)
-    ]
+    )
 
 
 @dataclass
@@ -156,6 +162,9 @@ class RowBuilder:
     audit: DatasetAudit = field(default_factory=DatasetAudit)
     _seen: Counter = field(default_factory=Counter, repr=False)
 
+    def __post_init__(self) -> None:
+        self._wanted = frozenset(self.columns)
+
     def rows(self, records: Iterable[RawRecord], split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(id, row)`` for the records that fall in `split`."""
         for record in records:
@@ -181,7 +190,7 @@ class RowBuilder:
         return cache[image.local]
 
     def _row(self, record: RawRecord, row_id: str, split: str, duplicate: bool) -> dict[str, Any]:
-        wanted = set(self.columns)
+        wanted = self._wanted
         cache: dict[str, Any] = {}
         mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
         candidate_images = (

@@ -342,11 +342,12 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
                 image=_image(cand.get("image"), where, f"candidate {cand_qid}"),
             )
         )
-    seen = Counter(c.qid for c in candidates)
-    duplicates = sorted(q for q, n in seen.items() if n > 1)
-    if duplicates:
+    qids = [c.qid for c in candidates]
+    unique = set(qids)
+    if len(unique) != len(qids):
+        duplicates = sorted(q for q, n in Counter(qids).items() if n > 1)
         raise M3ELFormatError(f"duplicate candidate Qids: {', '.join(duplicates)}", *where)
-    if qid not in seen:
+    if qid not in unique:
         raise M3ELFormatError(f"gold Qid {qid} is not among the candidates", *where)
     # The top-level description is the gold entity's: it fills the gold candidate's when that one is empty.
     description = _field(raw, "description", where, required=False)
