@@ -46,7 +46,8 @@ class M3ELConfig(datasets.BuilderConfig):
         max_image_side (`int`, *optional*): downscale images whose longer side exceeds this.
         instances_dir (`str`, *optional*): with `kb`, build the knowledge base from the instance Parquet
             files prepared there (``data/{topic}/{split}-*.parquet``, as ``m3el-hf prepare`` writes them)
-            instead of reading the raw release again.
+            instead of reading the raw release again. From the raw release, a knowledge base reads every
+            candidate image of every instance, as the instance configs do.
     """
 
     topics: tuple[str, ...] = TOPICS
@@ -136,21 +137,25 @@ class M3EL(datasets.ArrowBasedBuilder):
         return generators
 
     def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
+        topics, builder = self.config.topics, self.row_builder
         if self.config.kb:
-            instances = (batch for split in SPLITS for batch in self._instance_batches(split))
-            tables = self.row_builder.kb_tables(instances)
+            # Topic by topic, so that a multi-topic knowledge base is its topics' ones one after the other.
+            tables = (
+                table
+                for topic in topics
+                for table in builder.kb_tables(batch for s in SPLITS for batch in self._instance_batches(s, topic))
+            )
         else:
-            tables = (pa.Table.from_batches([batch]) for batch in self._instance_batches(split))
+            tables = (pa.Table.from_batches([batch]) for t in topics for batch in self._instance_batches(split, t))
         for index, table in enumerate(tables):
             yield Key(0, index), table
 
-    def _instance_batches(self, split: str) -> Iterator[pa.RecordBatch]:
-        """One split's rows with the row builder's columns, from the prepared files or the raw release."""
+    def _instance_batches(self, split: str, topic: str) -> Iterator[pa.RecordBatch]:
+        """One topic's rows of one split, with the row builder's columns, from the prepared files or the raw release."""
         config, builder = self.config, self.row_builder
         if config.instances_dir:
-            for topic in config.topics:
-                for path in self._prepared_files(topic, split):
-                    yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(builder.columns))
+            for path in self._prepared_files(topic, split):
+                yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(builder.columns))
             return
         # Each split pass validates only its own records (matched on their raw key fields), so every
         # record is validated, and its error counted, once. Errors that cannot be matched to a
@@ -158,7 +163,7 @@ class M3EL(datasets.ArrowBasedBuilder):
         first = split == next(iter(SPLITS))
         records = iter_records(
             config.data_dir,
-            config.topics,
+            (topic,),
             config.on_error,
             builder.report,
             select=lambda key: split_of(key) == split,

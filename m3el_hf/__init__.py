@@ -6,9 +6,20 @@ Auto classes at once or when they are imported (`m3el_hf.auto_registration`).
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auto_registration import register_auto_classes
+
+if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getattr__` imports on first use
+    from .collator import M3ELCollator, qid_to_int
+    from .configuration_clipnd import CLIPNDConfig
+    from .features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
+    from .loss import ContrastiveMELLoss
+    from .metrics import accuracy_at_1, evaluate_module_path, gold_ranks, hits_at_k, mrr, ranking_metrics
+    from .modeling_clipnd import CLIPNDModel, CLIPNDOutput, rank_candidates, score
+    from .processing import load_processor
+    from .tasks import TASK_NAMES, TASKS, TOPICS, Task, get_task
+    from .tiny import build_tiny_clip
 
 __version__ = "0.1.0"
 

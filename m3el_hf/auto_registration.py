@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import logging
 import sys
+import threading
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
 __all__ = ["register_auto_classes"]
+
+logger = logging.getLogger(__name__)
 
 TRIGGER = "transformers"
 REGISTERING_MODULE = "m3el_hf.modeling_clipnd"
@@ -35,27 +39,47 @@ class _ThenRegister(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
         _remove_finder()
-        importlib.import_module(REGISTERING_MODULE)
+        try:
+            importlib.import_module(REGISTERING_MODULE)
+        except Exception as error:  # never break `import transformers`; using CLIP_ND raises the cause again
+            # Also a RuntimeError when another thread is importing m3el_hf.modeling_clipnd, which registers anyway.
+            logger.warning(
+                "CLIP_ND is not registered with transformers' Auto classes yet: importing %s failed (%s: %s); "
+                "`from m3el_hf import CLIPNDModel` registers it.",
+                REGISTERING_MODULE,
+                type(error).__name__,
+                error,
+            )
 
     def __getattr__(self, name: str) -> Any:
         # get_source, get_resource_reader, ...: tracebacks, inspect and importlib.resources keep working.
+        if name == "_loader":  # not set (an instance made by copy or pickle): no endless recursion
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 
 class _AfterTransformers(importlib.abc.MetaPathFinder):
     """Finds transformers' package through the other finders and wraps its loader in `_ThenRegister`."""
 
+    def __init__(self):
+        self._searching = threading.local()
+
     def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None) -> ModuleSpec | None:
-        if fullname != TRIGGER:
+        # Not while asking the other finders: one of them may call importlib.util.find_spec itself.
+        if fullname != TRIGGER or getattr(self._searching, "active", False):
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _ThenRegister(spec.loader)
-                return spec
-        return None
+        self._searching.active = True
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None and spec.loader is not None:
+                    spec.loader = _ThenRegister(spec.loader)
+                    return spec
+            return None
+        finally:
+            self._searching.active = False
 
 
 _FINDER = _AfterTransformers()

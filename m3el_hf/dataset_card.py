@@ -131,9 +131,6 @@ def _audit_text(total: TopicAudit, report: SkipReport) -> str:
     return "\n".join(lines)
 
 
-_TAGS = ("entity-linking", "multimodal-entity-linking", "wikidata", "m3el", "clip")
-
-
 def build_dataset_card(
     audit: DatasetAudit,
     report: SkipReport,

@@ -23,7 +23,7 @@ from .tasks import TASKS
 __all__ = ["KB_SOURCE_COLUMNS", "ImageReader", "RowBuilder", "split_of", "usable_tasks"]
 
 KB_SOURCE_COLUMNS = ("topic", "candidates", "candidate_images", "candidate_image_sources")
-"""The instance columns a knowledge base is built from (`RowBuilder.kb_rows`)."""
+"""The instance columns a knowledge base is built from (`RowBuilder.kb_tables`)."""
 
 
 def split_of(content_key: str) -> str:
@@ -91,6 +91,8 @@ class ImageReader:
             raise M3ELFormatError(f"missing image: {error}", source, index) from None
         except ValueError as error:
             raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
+        except OSError as error:  # e.g. no permission to read it
+            raise M3ELFormatError(f"unreadable image: {image.local!r} ({error})", source, index) from None
         try:
             if self.max_image_side or not _is_whole_jpeg_or_png(data):
                 data = _pil_check(data, self.max_image_side)
@@ -150,7 +152,7 @@ class RowBuilder:
     """Turns `RawRecord`s of one split into rows of `INSTANCE_FEATURES` (or a subset of its columns).
 
     Image files are read, by `images`, only when an image column is kept (`images` may be None for a
-    builder that only turns instance rows into a knowledge base, `kb_rows`). Under ``on_error="skip"``
+    builder that only turns instance rows into a knowledge base, `kb_tables`). Under ``on_error="skip"``
     an unusable image becomes null and is counted in `report`; otherwise it raises. Counts for the
     dataset card go to `audit` when all columns are kept.
     """
@@ -276,7 +278,9 @@ class RowBuilder:
             if first_without:
                 text = pa.table({k: columns[k] for k in ("topic", "qid", "name", "description")})
                 for row in text.take(first_without).to_pylist():
-                    imageless[(row["topic"], row["qid"])] = {**row, "image": None, "image_source": None}
+                    key = (row["topic"], row["qid"])
+                    if key in imageless:  # not if a later occurrence in this batch had an image
+                        imageless[key] = {**row, "image": None, "image_source": None}
             if picked:
                 yield pa.Table.from_arrays([columns[name].take(picked) for name in schema.names], schema=schema)
         for topic, _ in imageless:

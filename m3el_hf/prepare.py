@@ -78,8 +78,8 @@ class PrepareConfig:
 
     def __post_init__(self):
         unknown = [t for t in self.topics if t not in TOPICS]
-        if unknown or not self.topics:
-            raise ValueError(f"topics must be some of {', '.join(TOPICS)}; got {list(self.topics)}.")
+        if unknown or not self.topics or len(set(self.topics)) != len(self.topics):
+            raise ValueError(f"topics must be distinct, some of {', '.join(TOPICS)}; got {list(self.topics)}.")
         if self.max_image_side is not None and self.max_image_side < 8:
             raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
         if self.on_error not in ("raise", "skip"):
@@ -180,6 +180,8 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
                             break
                         pending.remove(name)
                         running[executor.submit(_build_config, config, name, staging)] = (name, executor)
+                if not running:
+                    raise RuntimeError(f"Nothing runs, yet {pending} wait: a knowledge base lacks its topic.")
                 for future in wait(running, return_when=FIRST_COMPLETED).done:
                     results[running.pop(future)[0]] = future.result()
         except BaseException:

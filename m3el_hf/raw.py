@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg")
 _CHUNK = 1 << 20
 _MAX_RECORD_CHARS = 16 << 20
 _STR_OR_NONE = (str, type(None))
@@ -421,7 +420,8 @@ class ImagePathResolver:
             if data is not None:
                 return data
         path, real = self._resolve(local)
-        if _OPEN_NO_LINK is not None and "\\" not in local:
+        # Only folders inside the root: a file link may lead back in from a folder link that leads out.
+        if _OPEN_NO_LINK is not None and "\\" not in local and real.startswith(self._prefix):
             if len(self._folders) >= self._cache_size:
                 self._folders.clear()
             self._folders[folder] = real + os.sep
@@ -474,9 +474,12 @@ class ImagePathResolver:
 
 
 _OPEN_NO_LINK = (
-    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) if hasattr(os, "O_NOFOLLOW") else None
+    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    if hasattr(os, "O_NOFOLLOW")
+    else None
 )
-"""Flags of `ImagePathResolver.read_bytes`'s one ``open``: fails on a final symlink and never blocks on a FIFO."""
+"""Flags of `ImagePathResolver.read_bytes`'s one ``open``: fails on a final symlink, never blocks on a FIFO
+and never takes a terminal."""
 
 
 def _read_regular_file(fd: int) -> bytes | None:

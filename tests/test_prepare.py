@@ -219,6 +219,28 @@ def test_knowledge_base_has_each_entity_once_from_an_occurrence_with_an_image(ra
         books_kb.download_and_prepare()
 
 
+def test_multi_topic_knowledge_base_from_the_raw_release_equals_the_prepared_one(raw_release, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(raw_release, release)
+    path = release / "movies.json"
+    records = json.loads(path.read_text())
+    imageless = records[0]["candidates"][0]["Qid"]  # a movies entity without any image, so it comes last in movies
+    for cand in (c for r in records for c in r["candidates"] if c["Qid"] == imageless):
+        cand["image"] = []
+    path.write_text(json.dumps(records))
+    prepared = prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=TOPICS, num_proc=1))
+
+    builder = M3EL(config_name="all-kb", data_dir=str(release), topics=TOPICS, cache_dir=str(tmp_path / "c1"))
+    builder.download_and_prepare()
+    direct = builder.as_dataset(split="kb").cast_column("image", datasets.Image(decode=False)).to_list()
+    files = {"kb": [str(p) for t in TOPICS for p in sorted((prepared.out / "kb" / t).glob("*.parquet"))]}
+    stored = datasets.load_dataset("parquet", data_files=files, split="kb", cache_dir=str(tmp_path / "c2"))
+    assert direct == stored.cast_column("image", datasets.Image(decode=False)).to_list()
+    topics = [row["topic"] for row in direct]
+    assert topics == sorted(topics, key=TOPICS.index)  # each topic's entities together, in topic order
+    assert next(row for row in direct if row["qid"] == imageless)["image"] is None
+
+
 def test_card_parses_back_with_configs_and_audit(prepared):
     card = DatasetCard.load(prepared.out / "README.md")
     names = {c["config_name"] for c in card.data.configs}
@@ -311,7 +333,9 @@ def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
     assert main(["prepare", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "films"]) == 2
-    assert "topics must be some of movies, common" in capsys.readouterr().err
+    assert "topics must be distinct, some of movies, common" in capsys.readouterr().err
+    assert main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "books", "books"]) == 2
+    assert "got ['books', 'books']" in capsys.readouterr().err
     assert main(["show", str(out), "--config", "books-T-T"]) == 0
     assert "Data audit" in capsys.readouterr().out
 

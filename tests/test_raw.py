@@ -7,10 +7,13 @@ import json
 import os
 import pickle
 
+import datasets
 import PIL.Image
+import pyarrow as pa
 import pytest
 
-from m3el_hf.instances import ImageReader, split_of, usable_tasks
+from m3el_hf.features import INSTANCE_FEATURES
+from m3el_hf.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of, usable_tasks
 from m3el_hf.raw import (
     ImagePathResolver,
     M3ELFormatError,
@@ -272,6 +275,73 @@ def test_read_bytes_reads_what_resolve_names_and_refuses_the_same_paths(tmp_path
         paths.read_bytes("/M3EL/imgs/..")
     with pytest.raises(FileNotFoundError, match="image file not found"):
         paths.read_bytes("/M3EL/imgs/dir.png")
+
+
+def test_read_bytes_never_caches_a_folder_outside_the_root(tmp_path):
+    """A folder link leading out of the root, holding a file link leading back in: the first read is
+    legitimate, but the outside folder must not become a shortcut for its other files."""
+    root, outside = tmp_path / "release", tmp_path / "outside"
+    (root / "imgs").mkdir(parents=True)
+    outside.mkdir()
+    (root / "imgs" / "a.jpg").write_bytes(b"inside")
+    (outside / "secret.jpg").write_bytes(b"secret")
+    os.symlink(root / "imgs" / "a.jpg", outside / "back.jpg")
+    os.symlink(outside, root / "evil")
+    paths = ImagePathResolver(root)
+    assert paths.read_bytes("/M3EL/evil/back.jpg") == b"inside"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="escapes the release root"):
+            paths.read_bytes("/M3EL/evil/secret.jpg")
+
+
+def test_image_reader_names_an_unreadable_image(tmp_path, monkeypatch):
+    make_image(tmp_path / "imgs" / "a.jpg")
+
+    def denied(self, local):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ImagePathResolver, "read_bytes", denied)
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 2: unreadable image: '/M3EL/imgs/a\.jpg'"):
+        ImageReader(tmp_path).read(RawImage("f", "u", "/M3EL/imgs/a.jpg"), "movies.json", 2)
+
+
+def test_kb_tables_take_an_entity_once_even_when_its_image_comes_later_in_the_batch():
+    schema = datasets.Features({name: INSTANCE_FEATURES[name] for name in KB_SOURCE_COLUMNS}).arrow_schema
+    image, source = {"bytes": b"jpeg", "path": None}, {"file": "f.jpg", "url": "u"}
+
+    def row(topic, *candidates):
+        return {
+            "topic": topic,
+            "candidates": [{"qid": q, "name": f"name {q}", "description": f"about {q}"} for q, _ in candidates],
+            "candidate_images": [image if has else None for _, has in candidates],
+            "candidate_image_sources": [source if has else None for _, has in candidates],
+        }
+
+    batch = pa.RecordBatch.from_pylist(
+        [
+            row("movies", ("Q1", False), ("Q2", False)),
+            row("movies", ("Q1", True), ("Q3", True)),
+            row("books", ("Q1", False)),
+        ],
+        schema=schema,
+    )
+    builder = RowBuilder(images=None, columns=KB_SOURCE_COLUMNS)
+    kb = pa.concat_tables(builder.kb_tables([batch])).to_pylist()
+    assert [(e["topic"], e["qid"], e["image"] is not None) for e in kb] == [
+        ("movies", "Q1", True),
+        ("movies", "Q3", True),
+        ("movies", "Q2", False),
+        ("books", "Q1", False),
+    ]
+    assert kb[0] == {
+        "topic": "movies",
+        "qid": "Q1",
+        "name": "name Q1",
+        "description": "about Q1",
+        "image": image,
+        "image_source": source,
+    }
+    assert (builder.audit.topic("movies").kb_entities, builder.audit.topic("books").kb_entities) == (3, 1)
 
 
 def image_bytes(fmt):
