@@ -28,7 +28,7 @@ from datasets.exceptions import DatasetGenerationError
 from .atomic import replace_dir
 from .audit import DatasetAudit
 from .benchmark import eval_yaml
-from .dataset_card import build_dataset_card, instance_path, kb_path
+from .dataset_card import instance_path, kb_path, render_dataset_card
 from .raw import M3ELFormatError, SkipReport, find_record_files
 from .synth import SYNTH_MARKER
 from .tasks import TOPICS
@@ -215,7 +215,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             report.merge(kb_report)
         shutil.rmtree(staging / ".work")
         synthetic = _synth_marker(config.raw)
-        build_dataset_card(audit, report, config.topics, synthetic=synthetic is not None).save(staging / "README.md")
+        card = render_dataset_card(audit, report, config.topics, synthetic=synthetic is not None)
+        (staging / "README.md").write_text(card, encoding="utf-8", newline="")
         (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
         _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
         replace_dir(staging, out, config.overwrite)

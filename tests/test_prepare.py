@@ -314,7 +314,7 @@ def test_interrupted_prepare_leaves_old_output_untouched(prepared, raw_release, 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("m3el_hf.prepare.build_dataset_card", boom)
+    monkeypatch.setattr("m3el_hf.prepare.render_dataset_card", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareConfig(raw=raw_release, out=out, topics=TOPICS, overwrite=True))
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
