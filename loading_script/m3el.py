@@ -11,7 +11,9 @@ used directly:
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from itertools import islice, product
 from pathlib import Path
@@ -21,6 +23,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets.builder import Key
+from datasets.utils import tqdm as hf_tqdm
 
 from m3el_hf.dataset_card import CITATION, instance_path
 from m3el_hf.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
@@ -134,9 +137,15 @@ class M3EL(datasets.ArrowBasedBuilder):
         else:
             raise ValueError("M3EL needs the raw release: pass data_dir='path/to/release' (the folder of movies.json).")
         self.row_builder = RowBuilder(images=images, columns=columns, on_error=self.config.on_error)
+        if images is not None and not self.config.kb and not dl_manager.is_streaming:
+            # Every split gets built: one pass over the records writes each split's rows to an Arrow file in
+            # the downloads cache, as an extracted archive would be, instead of one pass per split.
+            files = self._write_split_files(Path(dl_manager.download_config.cache_dir))
+            for generator in generators:
+                generator.gen_kwargs["rows_file"] = str(files[generator.name])
         return generators
 
-    def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
+    def _generate_tables(self, split: str, rows_file: str | None = None) -> Iterator[tuple[Key, pa.Table]]:
         topics, builder = self.config.topics, self.row_builder
         if self.config.kb:
             # Topic by topic, so that a multi-topic knowledge base is its topics' ones one after the other.
@@ -145,10 +154,35 @@ class M3EL(datasets.ArrowBasedBuilder):
                 for topic in topics
                 for table in builder.kb_tables(batch for s in SPLITS for batch in self._instance_batches(s, topic))
             )
+        elif rows_file:
+            tables = _read_split_file(Path(rows_file))
         else:
             tables = (pa.Table.from_batches([batch]) for t in topics for batch in self._instance_batches(split, t))
         for index, table in enumerate(tables):
             yield Key(0, index), table
+
+    def _write_split_files(self, folder: Path) -> dict[str, Path]:
+        """Validate and row every record once, appending each row to its split's Arrow file in `folder`."""
+        builder = self.row_builder
+        folder.mkdir(parents=True, exist_ok=True)
+        # Each file is removed once read, the folder with the last one (or with the builder, if generation stops).
+        self._split_folder = tempfile.TemporaryDirectory(prefix="m3el-splits-", dir=folder, ignore_cleanup_errors=True)
+        paths = {split: Path(self._split_folder.name) / f"{split}.arrow" for split in SPLITS}
+        schema = self.info.features.arrow_schema
+        records = iter_records(self.config.data_dir, self.config.topics, self.config.on_error, builder.report)
+        pending: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        with ExitStack() as stack:
+            writers = {split: stack.enter_context(pa.ipc.new_stream(str(p), schema)) for split, p in paths.items()}
+            rows = hf_tqdm(builder.rows(records), desc=f"Reading {self.config.name} records", unit=" instances")
+            for split, _, row in rows:
+                pending[split].append(row)
+                if len(pending[split]) == BATCH_ROWS:
+                    writers[split].write_batch(pa.RecordBatch.from_pylist(pending[split], schema=schema))
+                    pending[split].clear()
+            for split, rest in pending.items():
+                if rest:
+                    writers[split].write_batch(pa.RecordBatch.from_pylist(rest, schema=schema))
+        return paths
 
     def _instance_batches(self, split: str, topic: str) -> Iterator[pa.RecordBatch]:
         """One topic's rows of one split, with the row builder's columns, from the prepared files or the raw release."""
@@ -157,9 +191,10 @@ class M3EL(datasets.ArrowBasedBuilder):
             for path in self._prepared_files(topic, split):
                 yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(builder.columns))
             return
-        # Each split pass validates only its own records (matched on their raw key fields), so every
-        # record is validated, and its error counted, once. Errors that cannot be matched to a
-        # split (malformed lines) recur in every pass and are counted in the first pass only.
+        # A pass per split (streaming, or a knowledge base from the raw release). Each validates only its own
+        # records (matched on their raw key fields), so every record is validated, and its error counted,
+        # once. Errors that cannot be matched to a split (malformed lines) recur in every pass and are
+        # counted in the first pass only.
         first = split == next(iter(SPLITS))
         records = iter_records(
             config.data_dir,
@@ -172,7 +207,7 @@ class M3EL(datasets.ArrowBasedBuilder):
         # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
         # as tables: no per-example encoding by datasets.
         schema = datasets.Features({name: INSTANCE_FEATURES[name] for name in builder.columns}).arrow_schema
-        for batch in _batches((row for _, row in builder.rows(records, split)), BATCH_ROWS):
+        for batch in _batches((row for _, _, row in builder.rows(records, split)), BATCH_ROWS):
             yield pa.RecordBatch.from_pylist(batch, schema=schema)
 
     def _prepared_files(self, topic: str, split: str) -> list[Path]:
@@ -182,6 +217,16 @@ class M3EL(datasets.ArrowBasedBuilder):
     def skip_report(self) -> SkipReport:
         """What was skipped while generating (``on_error="skip"``)."""
         return self.row_builder.report
+
+
+def _read_split_file(path: Path) -> Iterator[pa.Table]:
+    """The tables of a split file written by `M3EL._write_split_files`, memory-mapped; removes the file after."""
+    with pa.memory_map(str(path)) as source:
+        for batch in pa.ipc.open_stream(source):
+            yield pa.Table.from_batches([batch])
+    path.unlink()
+    with suppress(OSError):  # not empty yet: other splits are still to be read
+        path.parent.rmdir()
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

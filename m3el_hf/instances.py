@@ -167,16 +167,17 @@ class RowBuilder:
     def __post_init__(self) -> None:
         self._wanted = frozenset(self.columns)
 
-    def rows(self, records: Iterable[RawRecord], split: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(id, row)`` for the records that fall in `split`."""
+    def rows(self, records: Iterable[RawRecord], split: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Yield ``(split, id, row)`` for the records, or for those that fall in `split` only."""
         for record in records:
             key = record.content_key
-            if split_of(key) != split:
+            record_split = split_of(key)
+            if split is not None and record_split != split:
                 continue
             self._seen[key] += 1
             n = self._seen[key]
             row_id = f"{record.topic}-{key}" + (f"-{n}" if n > 1 else "")
-            yield row_id, self._row(record, row_id, split, duplicate=n > 1)
+            yield record_split, row_id, self._row(record, row_id, record_split, duplicate=n > 1)
 
     def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> dict[str, Any] | None:
         if image is None:

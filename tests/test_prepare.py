@@ -18,6 +18,7 @@ from m3el_hf.atomic import process_umask
 from m3el_hf.cli import main
 from m3el_hf.data import load_topic_splits
 from m3el_hf.features import INSTANCE_FEATURES, task_columns
+from m3el_hf.loading_script import m3el as m3el_builder
 from m3el_hf.loading_script.m3el import M3EL, config_names
 from m3el_hf.prepare import REPORT_NAME, PrepareConfig, prepare
 from m3el_hf.raw import M3ELFormatError, iter_raw_dicts
@@ -114,17 +115,23 @@ def test_stock_streaming_yields_the_same_first_rows(prepared):
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_builder_matches_prepared_files_and_the_raw_records(prepared, raw_release, tmp_path, streaming):
+def test_builder_matches_prepared_files_and_the_raw_records(prepared, raw_release, tmp_path, streaming, monkeypatch):
+    passes = []
+    read_records = m3el_builder.iter_records
+    monkeypatch.setattr(m3el_builder, "iter_records", lambda *a, **k: passes.append(a) or read_records(*a, **k))
     builder = M3EL(config_name="movies", data_dir=str(raw_release), cache_dir=str(tmp_path))
     if streaming:
         built = builder.as_streaming_dataset(split="test")
     else:
         builder.download_and_prepare()
         built = builder.as_dataset(split="test")
+        # One pass wrote every split's rows to a file in the downloads cache; all are gone once read.
+        assert not [p for p in tmp_path.rglob("*") if "m3el-splits-" in str(p)]
     files = sorted(str(p) for p in (prepared.out / "data/movies").glob("test-*.parquet"))
     loaded = datasets.load_dataset("parquet", data_files={"test": files}, split="test")
     loaded = loaded.cast_column("mention_image", datasets.Image(decode=False))
     rows = list(built)
+    assert len(passes) == 1  # building: one pass for the three splits; streaming: one for the split asked
     assert [r["id"] for r in rows] == list(loaded["id"])
     raw = {(r["Qid"], r["sentence"]): r for r in raw_records(raw_release, "movies")}
     for row, stored in zip(rows, loaded, strict=True):
