@@ -1,7 +1,7 @@
 """Reading and validating the raw M³EL release: record files per topic and image folders.
 
-The release is one records file per topic (a JSON array, JSON lines, or one Python-literal
-dict per line) next to ``{topic}_candidates_images/`` folders. Records look like::
+The release is one records file per topic (a JSON array, JSON lines, one Python-literal dict
+per line, or a Python-literal list) next to ``{topic}_candidates_images/`` folders. Records look like::
 
     {'Qid': 'Q42', 'name': 'Douglas Adams', 'description': 'English author and humourist',
      'sentence': '...', 'image': [commons_file, url, '/M3EL/person_candidates_images/...'],
@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import stat
+import tokenize
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -191,11 +192,11 @@ def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dic
 def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tuple[int, int | None, Any]]:
     """Yield ``(record index, line number or None, parsed value)`` from a records file.
 
-    Reads a JSON array incrementally (memory does not grow with the file), or one JSON or
-    Python-literal object per line (a literal may span several lines). A malformed line is
-    yielded as an `M3ELFormatError` value, so a caller may skip it and go on; a malformed
-    JSON array cannot be re-synchronised and raises. Errors name the file as `source`
-    (default: `path`).
+    Reads a JSON array or a Python-literal list incrementally (memory does not grow with the file),
+    or one JSON or Python-literal object per line (a literal may span several lines). A malformed
+    line or list element is yielded as an `M3ELFormatError` value, so a caller may skip it and go
+    on; a malformed JSON array cannot be re-synchronised and raises. Errors name the file as
+    `source` (default: `path`).
     """
     path = Path(path)
     source = source or str(path)
@@ -238,14 +239,71 @@ def _iter_json_array(path: Path, source: str, f, buffer: str) -> Iterator[tuple[
 
 
 def _literal_array(path: Path, source: str) -> Iterator[tuple[int, int | None, Any]]:
-    """A whole-file Python-literal list (single quotes), as in the published README."""
-    try:
-        values = ast.literal_eval(path.read_text(encoding="utf-8-sig").strip())
-    except (ValueError, SyntaxError) as error:
-        raise M3ELFormatError(f"neither a JSON array nor a Python literal list ({error})", source, 0) from None
-    if not isinstance(values, list):
-        raise M3ELFormatError(f"expected a list of records, got {type(values).__name__}", source)
-    yield from ((i, None, v) for i, v in enumerate(values))
+    """A whole-file Python-literal list (single quotes), one element at a time.
+
+    Python's tokenizer finds where each top-level element ends, so memory holds one element, never the
+    file (evaluating a whole 20 MB list at once takes over 1 GB). An element that is not a literal is
+    yielded as an `M3ELFormatError` value, like a malformed line; a file that is not a list raises.
+    """
+    with path.open("r", encoding="utf-8-sig") as f:
+        lines: list[str] = []  # the lines since the current element began; lines[0] is line `first`
+        first, depth, start, index = 1, 0, None, 0
+
+        def readline() -> str:
+            lines.append(f.readline())
+            return lines[-1]
+
+        def element(end: tuple[int, int]) -> str:
+            nonlocal first
+            (start_row, start_col), (end_row, end_col) = start, end
+            chunk = lines[start_row - first : end_row - first + 1]
+            del lines[: end_row - first]
+            first = end_row
+            if len(chunk) == 1:
+                return chunk[0][start_col:end_col]
+            return chunk[0][start_col:] + "".join(chunk[1:-1]) + chunk[-1][:end_col]
+
+        try:
+            for token in tokenize.generate_tokens(readline):
+                if token.type in _LAYOUT_TOKENS:
+                    continue
+                closes = token.type == tokenize.OP and token.string in ")]}"
+                if depth == 1 and (closes or token.string == ","):
+                    if start is not None:
+                        text, line = element(token.start), start[0]
+                        try:
+                            yield index, line, ast.literal_eval(text)
+                        except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
+                            yield (
+                                index,
+                                line,
+                                M3ELFormatError(
+                                    f"malformed record: not a Python literal ({error})", source, index, line
+                                ),
+                            )
+                        index, start = index + 1, None
+                elif depth == 1 and start is None:
+                    start = token.start
+                elif depth == 0 and not (token.type == tokenize.OP and token.string == "["):
+                    raise M3ELFormatError(
+                        f"neither a JSON array nor a Python literal list (found {token.string!r})",
+                        source,
+                        index,
+                        token.start[0],
+                    )
+                if token.type == tokenize.OP and token.string in "([{":
+                    depth += 1
+                elif closes:
+                    depth -= 1
+        except (tokenize.TokenError, SyntaxError) as error:
+            raise M3ELFormatError(f"Python literal list is not closed or malformed ({error})", source, index) from None
+        if depth:
+            raise M3ELFormatError("Python literal list is not closed", source, index)
+
+
+_LAYOUT_TOKENS = frozenset(
+    {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+)
 
 
 def _iter_lines(source: str, lines: Iterable[str]) -> Iterator[tuple[int, int | None, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -114,6 +115,38 @@ def test_every_file_format_reads_the_same_records(tmp_path, form):
     else:
         path.write_text(repr(records), encoding="utf-8")
     assert [value for _, _, value in iter_raw_dicts(path)] == records
+
+
+def test_python_literal_list_is_evaluated_one_record_at_a_time(tmp_path, monkeypatch):
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(6)]
+    path = tmp_path / "movies.txt"
+    # pprint's layout: records span lines; one record is not a literal.
+    text = "[" + ",\n ".join(repr(r).replace(", '", ",\n  '") for r in records) + "]\n"
+    bad = repr(records[3])
+    text = text.replace(bad.replace(", '", ",\n  '"), "{'Qid': 'Q3', 'name': undefined_name}")
+    path.write_text(text, encoding="utf-8")
+    evaluated = []
+    literal_eval = ast.literal_eval
+    monkeypatch.setattr(ast, "literal_eval", lambda t: evaluated.append(t) or literal_eval(t))
+    read = list(iter_raw_dicts(path, "movies.txt"))
+    assert [value for _, _, value in read if not isinstance(value, M3ELFormatError)] == records[:3] + records[4:]
+    error = read[3][2]
+    assert isinstance(error, M3ELFormatError) and str(error).startswith("movies.txt, record 3 (line ")
+    assert "not a Python literal" in str(error)
+    assert len(evaluated) == 6 and all(t.lstrip().startswith("{") and t.rstrip().endswith("}") for t in evaluated)
+    assert [line for _, line, _ in read] == [1 + text[: text.index(f"'Q{i}'")].count("\n") for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[{'Qid': 'Q1'},", "not closed"), ("[{'Qid': 'Q1'}] extra", "neither a JSON array nor a Python literal list")],
+)
+def test_broken_python_literal_list_raises_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "movies.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(M3ELFormatError, match=message) as caught:
+        list(iter_raw_dicts(path))
+    assert caught.value.file.endswith("movies.txt")
 
 
 def test_json_array_larger_than_the_read_chunk_streams(tmp_path, monkeypatch):
