@@ -140,7 +140,8 @@ class M3EL(datasets.ArrowBasedBuilder):
         if images is not None and not self.config.kb and not dl_manager.is_streaming:
             # Every split gets built: one pass over the records writes each split's rows to an Arrow file in
             # the downloads cache, as an extracted archive would be, instead of one pass per split.
-            files = self._write_split_files(Path(dl_manager.download_config.cache_dir))
+            downloads = dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH
+            files = self._write_split_files(Path(downloads))
             for generator in generators:
                 generator.gen_kwargs["rows_file"] = str(files[generator.name])
         return generators
