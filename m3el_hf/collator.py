@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration_clipnd import TEMPLATE_FIELDS, check_template
-from .processing import FastImagePreprocessor
+from .processing import FastImagePreprocessor, tokenize
 from .tasks import TASK_NAMES, Task, get_task
 
 __all__ = ["M3ELCollator", "draw_task", "lazy_images", "qid_to_int"]
@@ -326,13 +326,7 @@ class M3ELCollator:
         """Tokenise all texts and process all images of one side, each in a single call."""
         out: dict[str, torch.Tensor] = {}
         if collected.texts:
-            tokens = self.tokenizer(
-                collected.texts,
-                padding="longest",
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
+            tokens = tokenize(self.tokenizer, collected.texts, self.max_length)
             out[f"{side}_input_ids"] = tokens["input_ids"]
             out[f"{side}_attention_mask"] = tokens["attention_mask"]
             out[f"{side}_text_rows"] = torch.tensor(collected.text_rows, dtype=torch.long)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write
 from .collator import M3ELCollator
 from .metrics import Ties, ranking_metrics
-from .processing import FastImagePreprocessor
+from .processing import FastImagePreprocessor, tokenize
 from .tasks import TASK_NAMES, Modality, Task, get_task
 
 __all__ = [
@@ -362,10 +362,9 @@ class _Encoders:
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc=f"Encoding {len(texts)} texts", unit="batch", disable=not self.progress):
             batch = [texts[i] for i in order[start : start + self.batch_size]]
-            tokens = self.tokenizer(
-                batch, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.model.device)
-            chunks.append(self.model.encode_text(tokens["input_ids"], tokens["attention_mask"]))
+            tokens = tokenize(self.tokenizer, batch, self.max_length)
+            device = self.model.device
+            chunks.append(self.model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
         out = chunks[0].new_empty(len(texts), chunks[0].shape[1])
         out[torch.tensor(order, device=out.device)] = torch.cat(chunks)
         return out

@@ -15,7 +15,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from m3el_hf.collator import M3ELCollator
-from m3el_hf.processing import FastImagePreprocessor, load_processor
+from m3el_hf.processing import FastImagePreprocessor, load_processor, tokenize
 
 # (width, height): smaller and larger than both targets, both orientations, odd sizes where the crop offset
 # rounds, and a 1-pixel-wide extreme.
@@ -73,6 +73,8 @@ def test_same_pixel_values_as_the_processor(tiny_processor: Any, which: str) -> 
     result = fast(images)
     assert result.dtype == torch.float32 and result.is_contiguous()
     torch.testing.assert_close(result, reference, atol=0, rtol=0)
+    # Again, with the output sizes remembered from the first call, and in another order.
+    torch.testing.assert_close(fast(images[::-1]), reference.flip(0), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -157,3 +159,16 @@ def test_collator_pixel_values_are_the_processors(tiny_processor: Any, tiny_clip
     # Replacing the image processor is honoured, not served from the cached fast path.
     collator.image_processor = vit_b_32()
     assert collator(rows[:1])["mention_pixel_values"].shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("max_length", [5, 77])
+def test_tokenize_gives_the_tokenizers_tensors(tiny_clip_path: Path, max_length: int) -> None:
+    tokenizer = load_processor(tiny_clip_path)[0]
+    texts = ["", "a", "Douglas Adams : English author", "Ünïcödé · 東京 and a much longer sentence " * 4, "x y"]
+    expected = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    got = tokenize(tokenizer, texts, max_length)
+    assert set(got) == {"input_ids", "attention_mask"}
+    for key, value in got.items():
+        assert value.dtype == expected[key].dtype == torch.int64
+        assert torch.equal(value, expected[key]), key
+    assert got["input_ids"].shape[1] == (5 if max_length == 5 else expected["input_ids"].shape[1])
