@@ -26,16 +26,16 @@ import datasets
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from m3el_hf.collator import M3ELCollator
-from m3el_hf.data import load_topic_splits
-from m3el_hf.evaluation import evaluate_model
-from m3el_hf.metrics import ranking_metrics
-from m3el_hf.modeling_clipnd import CLIPNDModel
-from m3el_hf.prepare import PrepareConfig, prepare
-from m3el_hf.processing import FastImagePreprocessor, load_processor
-from m3el_hf.synth import SynthConfig, synthesize
+from m3el_hf.data.loading import load_topic_splits
+from m3el_hf.data.prepare import PrepareConfig, prepare
+from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.evaluation.evaluator import evaluate_model
+from m3el_hf.evaluation.metrics import ranking_metrics
+from m3el_hf.modeling.collator import M3ELCollator
+from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
+from m3el_hf.modeling.processing import FastImagePreprocessor, load_processor
+from m3el_hf.modeling.tiny import build_tiny_clip
 from m3el_hf.tasks import TASKS, TOPICS
-from m3el_hf.tiny import build_tiny_clip
 
 
 def build(work: Path, instances: int) -> tuple[Path, Path]:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from m3el_hf.synth import SynthConfig, synthesize
+from m3el_hf.data.synth import SynthConfig, synthesize
 
 
 def io_floor(root: Path) -> tuple[float, int, int]:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     side = f", max_image_side={args.max_image_side}" if args.max_image_side else ""
     code = (
         "from pathlib import Path\n"
-        "from m3el_hf.prepare import PrepareConfig, prepare\n"
+        "from m3el_hf.data.prepare import PrepareConfig, prepare\n"
         f"prepare(PrepareConfig(raw=Path({str(raw)!r}), out=Path({str(out)!r}){side}))\n"
     )
     wall, peak = run_child(code, work)

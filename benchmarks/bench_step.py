@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPConfig, CLIPModel
 
-from m3el_hf.collator import M3ELCollator, lazy_images
-from m3el_hf.configuration_clipnd import CLIPNDConfig
-from m3el_hf.modeling_clipnd import CLIPNDModel
-from m3el_hf.prepare import PrepareConfig, prepare
-from m3el_hf.synth import SynthConfig, synthesize
-from m3el_hf.tiny import build_tiny_clip
+from m3el_hf.data.prepare import PrepareConfig, prepare
+from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.modeling.collator import M3ELCollator, lazy_images
+from m3el_hf.modeling.configuration_clipnd import CLIPNDConfig
+from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
+from m3el_hf.modeling.tiny import build_tiny_clip
 
 
 def timed_steps(

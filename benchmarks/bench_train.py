@@ -28,12 +28,12 @@ from accelerate.state import AcceleratorState, GradientState
 from bench_eval import build
 from bench_step import timed_steps
 
-from m3el_hf.collator import M3ELCollator
-from m3el_hf.data import load_topic_splits
-from m3el_hf.modeling_clipnd import CLIPNDModel
+from m3el_hf.data.loading import load_topic_splits
+from m3el_hf.modeling.collator import M3ELCollator
+from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.tasks import TOPICS
-from m3el_hf.training import SUMMARY_NAME, train
-from m3el_hf.training_args import TrainConfig, recipe_path
+from m3el_hf.training.config import SUMMARY_NAME, TrainConfig, recipe_path
+from m3el_hf.training.loop import train
 
 
 def epoch_rate(config: TrainConfig) -> tuple[float, dict]:

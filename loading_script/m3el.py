@@ -25,10 +25,11 @@ import pyarrow.parquet as pq
 from datasets.builder import Key
 from datasets.utils import tqdm as hf_tqdm
 
-from m3el_hf.dataset_card import CITATION, instance_path
-from m3el_hf.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
-from m3el_hf.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of
-from m3el_hf.raw import OnError, SkipReport, find_record_files, iter_records
+from m3el_hf.data.dataset_card import CITATION, instance_path
+from m3el_hf.data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
+from m3el_hf.data.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of
+from m3el_hf.data.raw_files import find_record_files
+from m3el_hf.data.records import OnError, SkipReport, iter_records
 from m3el_hf.tasks import TASK_NAMES, TOPICS
 
 __all__ = ["M3EL", "M3ELConfig", "config_names"]

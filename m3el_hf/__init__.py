@@ -2,37 +2,44 @@
 
 Public names are imported on first use, as transformers does: ``import m3el_hf`` stays fast for the
 data commands, and torch is imported only by what needs it. CLIP_ND is registered with transformers'
-Auto classes at once or when they are imported (`m3el_hf.auto_registration`).
+Auto classes at once or when they are imported (`m3el_hf.modeling.auto_registration`).
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .auto_registration import register_auto_classes
+from .modeling.auto_registration import register_auto_classes
 
 if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getattr__` imports on first use
-    from .collator import M3ELCollator, qid_to_int
-    from .configuration_clipnd import CLIPNDConfig
-    from .features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
-    from .loss import ContrastiveMELLoss
-    from .metrics import accuracy_at_1, evaluate_module_path, gold_ranks, hits_at_k, mrr, ranking_metrics
-    from .modeling_clipnd import CLIPNDModel, CLIPNDOutput, rank_candidates, score
-    from .processing import load_processor
+    from .data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
+    from .evaluation.metrics import accuracy_at_1, evaluate_module_path, gold_ranks, hits_at_k, mrr, ranking_metrics
+    from .modeling.collator import M3ELCollator, qid_to_int
+    from .modeling.configuration_clipnd import CLIPNDConfig
+    from .modeling.loss import ContrastiveMELLoss
+    from .modeling.modeling_clipnd import CLIPNDModel, CLIPNDOutput, rank_candidates, score
+    from .modeling.processing import load_processor
+    from .modeling.tiny import build_tiny_clip
     from .tasks import TASK_NAMES, TASKS, TOPICS, Task, get_task
-    from .tiny import build_tiny_clip
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "collator": ("M3ELCollator", "qid_to_int"),
-    "configuration_clipnd": ("CLIPNDConfig",),
-    "features": ("INSTANCE_FEATURES", "KB_FEATURES", "KB_SPLIT", "SPLITS", "task_columns", "task_features"),
-    "loss": ("ContrastiveMELLoss",),
-    "metrics": ("accuracy_at_1", "evaluate_module_path", "gold_ranks", "hits_at_k", "mrr", "ranking_metrics"),
-    "modeling_clipnd": ("CLIPNDModel", "CLIPNDOutput", "rank_candidates", "score"),
-    "processing": ("load_processor",),
+    "modeling.collator": ("M3ELCollator", "qid_to_int"),
+    "modeling.configuration_clipnd": ("CLIPNDConfig",),
+    "data.features": ("INSTANCE_FEATURES", "KB_FEATURES", "KB_SPLIT", "SPLITS", "task_columns", "task_features"),
+    "modeling.loss": ("ContrastiveMELLoss",),
+    "evaluation.metrics": (
+        "accuracy_at_1",
+        "evaluate_module_path",
+        "gold_ranks",
+        "hits_at_k",
+        "mrr",
+        "ranking_metrics",
+    ),
+    "modeling.modeling_clipnd": ("CLIPNDModel", "CLIPNDOutput", "rank_candidates", "score"),
+    "modeling.processing": ("load_processor",),
     "tasks": ("TASK_NAMES", "TASKS", "TOPICS", "Task", "get_task"),
-    "tiny": ("build_tiny_clip",),
+    "modeling.tiny": ("build_tiny_clip",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

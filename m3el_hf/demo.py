@@ -53,8 +53,8 @@ class DemoConfig:
 
 
 def _train(config: DemoConfig, base: Path, data: Path, name: str, augment: bool) -> Path:
-    from .training import train
-    from .training_args import TrainConfig, recipe_path
+    from .training.config import TrainConfig, recipe_path
+    from .training.loop import train
 
     overrides = {"max_steps": config.max_steps} if config.max_steps else {}
     recipe = TrainConfig.from_yaml(
@@ -74,11 +74,11 @@ def run_demo(config: DemoConfig) -> Path:
 
     Raises `ValueError` when CLIP_ND does not beat each baseline by `config.min_margin` (see `check_margins`).
     """
-    from .evaluate_cli import EvaluateConfig, run_evaluate
-    from .hub import PushDatasetConfig, PushModelConfig, run_push_dataset, run_push_model
-    from .prepare import PrepareConfig, prepare
-    from .synth import SynthConfig, synthesize
-    from .tiny import build_tiny_clip
+    from .data.prepare import PrepareConfig, prepare
+    from .data.synth import SynthConfig, synthesize
+    from .evaluation.command import EvaluateConfig, run_evaluate
+    from .hub.push import PushDatasetConfig, PushModelConfig, run_push_dataset, run_push_model
+    from .modeling.tiny import build_tiny_clip
 
     out = config.out
     raw = synthesize(SynthConfig(out=out / "raw", instances=config.instances, seed=config.seed, overwrite=True))

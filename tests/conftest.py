@@ -13,6 +13,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random `model_type: clip` checkpoint folder (model, tokenizer, PIL image processor), seed 0."""
-    from m3el_hf.tiny import build_tiny_clip
+    from m3el_hf.modeling.tiny import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)

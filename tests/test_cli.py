@@ -6,8 +6,8 @@ import pytest
 
 from m3el_hf.arguments import dataclass_from_namespace
 from m3el_hf.cli import COMMANDS, build_parser, main
-from m3el_hf.evaluate_cli import EvaluateConfig
-from m3el_hf.synth import SynthConfig
+from m3el_hf.data.synth import SynthConfig
+from m3el_hf.evaluation.command import EvaluateConfig
 from m3el_hf.tasks import TOPICS
 
 

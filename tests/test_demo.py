@@ -10,7 +10,7 @@ from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import DatasetCard, ModelCard
 
 from m3el_hf.demo import MODEL_NAMES, DemoConfig, check_margins, run_demo
-from m3el_hf.evaluation import read_results
+from m3el_hf.evaluation.results import read_results
 
 
 @pytest.fixture(autouse=True)

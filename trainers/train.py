@@ -5,7 +5,7 @@ Also runnable as ``accelerate launch -m m3el_hf.trainers.train`` and as ``m3el-h
 
 import sys
 
-from m3el_hf.training import main
+from m3el_hf.training.loop import main
 
 __all__ = ["main"]
 

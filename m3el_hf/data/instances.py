@@ -1,0 +1,292 @@
+"""From validated raw records to rows of the public schema: splits, ids, images and task coverage."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import pyarrow as pa
+
+from ..tasks import TASKS
+from .audit import DatasetAudit
+from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
+from .image_paths import ImagePathResolver
+from .raw_files import M3ELFormatError
+from .records import OnError, RawImage, RawRecord, SkipReport
+
+__all__ = ["KB_SOURCE_COLUMNS", "ImageReader", "RowBuilder", "split_of", "usable_tasks"]
+
+KB_SOURCE_COLUMNS = ("topic", "candidates", "candidate_images", "candidate_image_sources")
+"""The instance columns a knowledge base is built from (`RowBuilder.kb_tables`)."""
+
+
+def split_of(content_key: str) -> str:
+    """The split of an instance, from the digest of its content (`RawRecord.content_key`).
+
+    Seed-free and stable under reordering or adding records; exact duplicates share a split, so
+    a duplicated instance never sits in train and test at once.
+    """
+    bucket = int(hashlib.blake2b(content_key.encode(), digest_size=8).hexdigest(), 16) % 10_000 / 10_000
+    cumulative = 0.0
+    for split, ratio in SPLITS.items():
+        cumulative += ratio
+        if bucket < cumulative:
+            return split
+    return split
+
+
+def usable_tasks(has_mention_image: bool, has_gold_image: bool) -> list[str]:
+    """The task names an instance can serve, given which images it has."""
+    return list(_usable_tasks(bool(has_mention_image), bool(has_gold_image)))
+
+
+@functools.cache
+def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, ...]:
+    return tuple(
+        task.name
+        for task in TASKS
+        if (has_mention_image or not task.mention_needs_image) and (has_gold_image or not task.entity_needs_image)
+    )
+
+
+@dataclass
+class ImageReader:
+    """Reads release images as bytes, checks that they are whole images, and optionally shrinks them.
+
+    The check is what catches truncated downloads and files that are not images, without decoding
+    pixels: a JPEG must start with the SOI marker followed by another marker and end with the EOI
+    marker (trailing whitespace or zero padding allowed); a PNG must have the signature, an
+    ``IHDR`` first chunk and the ``IEND`` chunk at the end. Any other format is opened and
+    verified by PIL (which does not decode pixels either; for JPEG it only parses the headers).
+    Corruption inside the compressed data of an otherwise whole file is not detected. With
+    `max_image_side`, images larger than it are fully decoded and re-encoded.
+
+    Args:
+        root (`Path`): the release root; image paths are resolved under it and never outside.
+        max_image_side (`int`, *optional*): longer side above which an image is downscaled and re-encoded.
+    """
+
+    root: Path
+    max_image_side: int | None = None
+    _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
+
+    def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
+        """Return ``{"bytes", "path": None}`` for the Image feature; raise `M3ELFormatError` when unusable.
+
+        No file name is kept. A mention's image is stored in the release as the gold entity's file
+        (``.../{mention}-{gold Qid}/{Qid}.jpg``), so its name would give the answer away; the provenance
+        columns keep the Commons file name and URL; and `datasets` re-checks every named image on write.
+        """
+        if self._paths is None:
+            self._paths = ImagePathResolver(self.root)
+        try:
+            data = self._paths.read_bytes(image.local)
+        except FileNotFoundError as error:
+            raise M3ELFormatError(f"missing image: {error}", source, index) from None
+        except ValueError as error:
+            raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
+        except OSError as error:  # e.g. no permission to read it
+            raise M3ELFormatError(f"unreadable image: {image.local!r} ({error})", source, index) from None
+        try:
+            if self.max_image_side or not _is_whole_jpeg_or_png(data):
+                data = _pil_check(data, self.max_image_side)
+        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+            raise M3ELFormatError(f"undecodable image: {image.local!r} ({error})", source, index) from None
+        return {"bytes": data, "path": None}
+
+
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_PADDING = b"\x00 \t\r\n"
+
+
+def _is_whole_jpeg_or_png(data: bytes) -> bool:
+    """True for a JPEG or PNG with its start and end markers; raises `OSError` for one without its end.
+
+    False for other formats, which go to PIL.
+    """
+    if data[:2] == _JPEG_SOI and data[2:3] == b"\xff":
+        if not data.rstrip(_PADDING).endswith(_JPEG_EOI):
+            raise OSError("JPEG file has no end-of-image marker (truncated?)")
+        return True
+    if data[:8] == _PNG_SIGNATURE:
+        if data[12:16] != b"IHDR":
+            raise OSError("PNG file does not start with an IHDR chunk")
+        if not data.rstrip(_PADDING).endswith(_PNG_IEND):
+            raise OSError("PNG file has no IEND chunk at the end (truncated?)")
+        return True
+    return False
+
+
+def _pil_check(data: bytes, max_side: int | None) -> bytes:
+    """Open `data` with PIL: verify it, or shrink it when its longer side exceeds `max_side`."""
+    with PIL.Image.open(io.BytesIO(data)) as im:
+        if max_side and max(im.size) > max_side:
+            return _shrink(im, max_side)
+        im.verify()
+    return data
+
+
+def _shrink(im: PIL.Image.Image, max_side: int) -> bytes:
+    fmt = "JPEG" if im.format in ("JPEG", "MPO") else "PNG"
+    im = im.convert("RGB") if fmt == "JPEG" else im
+    im.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    im.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _source(image: RawImage | None) -> dict[str, str] | None:
+    return {"file": image.file, "url": image.url} if image else None
+
+
+@dataclass
+class RowBuilder:
+    """Turns `RawRecord`s of one split into rows of `INSTANCE_FEATURES` (or a subset of its columns).
+
+    Image files are read, by `images`, only when an image column is kept (`images` may be None for a
+    builder that only turns instance rows into a knowledge base, `kb_tables`). Under ``on_error="skip"``
+    an unusable image becomes null and is counted in `report`; otherwise it raises. Counts for the
+    dataset card go to `audit` when all columns are kept.
+    """
+
+    images: ImageReader | None
+    columns: tuple[str, ...] = tuple(INSTANCE_FEATURES)
+    on_error: OnError = "raise"
+    report: SkipReport = field(default_factory=SkipReport)
+    audit: DatasetAudit = field(default_factory=DatasetAudit)
+    _seen: Counter = field(default_factory=Counter, repr=False)
+
+    def __post_init__(self) -> None:
+        self._wanted = frozenset(self.columns)
+
+    def rows(self, records: Iterable[RawRecord], split: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Yield ``(split, id, row)`` for the records, or for those that fall in `split` only."""
+        for record in records:
+            key = record.content_key
+            record_split = split_of(key)
+            if split is not None and record_split != split:
+                continue
+            self._seen[key] += 1
+            n = self._seen[key]
+            row_id = f"{record.topic}-{key}" + (f"-{n}" if n > 1 else "")
+            yield record_split, row_id, self._row(record, row_id, record_split, duplicate=n > 1)
+
+    def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> dict[str, Any] | None:
+        if image is None:
+            return None
+        if image.local not in cache:
+            try:
+                cache[image.local] = self.images.read(image, record.source, record.index)
+            except M3ELFormatError as error:
+                if self.on_error == "raise":
+                    raise
+                self.report.add("image", error)
+                cache[image.local] = None
+        return cache[image.local]
+
+    def _row(self, record: RawRecord, row_id: str, split: str, duplicate: bool) -> dict[str, Any]:
+        wanted = self._wanted
+        cache: dict[str, Any] = {}
+        mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
+        candidate_images = (
+            [self._image(c.image, record, cache) for c in record.candidates] if "candidate_images" in wanted else None
+        )
+        label = record.label
+        if candidate_images is not None:
+            has_gold = candidate_images[label] is not None
+        else:
+            has_gold = record.candidates[label].image is not None
+        has_mention = mention_image is not None if "mention_image" in wanted else record.image is not None
+        row = {
+            "id": row_id,
+            "topic": record.topic,
+            "mention": record.name,
+            "sentence": record.sentence,
+            "mention_image": mention_image,
+            "mention_image_source": _source(record.image) if mention_image else None,
+            "candidates": [{"qid": c.qid, "name": c.name, "description": c.description} for c in record.candidates],
+            "candidate_images": candidate_images,
+            "candidate_image_sources": None
+            if candidate_images is None
+            else [
+                _source(c.image) if img else None for c, img in zip(record.candidates, candidate_images, strict=True)
+            ],
+            "label": label,
+            "gold_qid": record.qid,
+            "tasks": usable_tasks(has_mention, has_gold),
+            "extra": json.dumps(record.extra, sort_keys=True, default=str) if record.extra else None,
+        }
+        if len(wanted) == len(INSTANCE_FEATURES):
+            self._observe(record, row, split, duplicate)
+        return {name: row[name] for name in self.columns}
+
+    def _observe(self, record: RawRecord, row: dict[str, Any], split: str, duplicate: bool) -> None:
+        gold = row["candidate_images"][row["label"]]
+        mention = row["mention_image"]
+        self.audit.topic(record.topic).observe(
+            split,
+            num_candidates=len(record.candidates),
+            label=row["label"],
+            tasks=row["tasks"],
+            mention_image_missing=mention is None,
+            candidate_images_missing=sum(img is None for img in row["candidate_images"]),
+            mention_image_is_gold_image=mention is not None and gold is not None and mention["bytes"] == gold["bytes"],
+            duplicate=duplicate,
+        )
+
+    def kb_tables(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+        """Tables of `KB_FEATURES` from batches of instance columns `KB_SOURCE_COLUMNS`: one row per entity of a topic.
+
+        An entity is taken from its first occurrence that has an image; entities that never have one
+        come last, each from its first occurrence. Images stay in Arrow (never converted to Python);
+        memory holds the keys seen and the text of image-less entities.
+        """
+        schema = KB_FEATURES.arrow_schema
+        done: set[tuple[str, str]] = set()
+        imageless: dict[tuple[str, str], dict[str, Any]] = {}
+        for batch in batches:
+            lists = batch.column("candidates")
+            columns = {
+                "topic": batch.column("topic").take(lists.value_parent_indices()),
+                **{name: lists.flatten().field(name) for name in ("qid", "name", "description")},
+                "image": batch.column("candidate_images").flatten(),
+                "image_source": batch.column("candidate_image_sources").flatten(),
+            }
+            if not len(columns["image"]) == len(columns["image_source"]) == len(columns["qid"]):
+                raise ValueError("candidate_images and candidate_image_sources must be aligned with candidates")
+            keys = list(zip(columns["topic"].to_pylist(), columns["qid"].to_pylist(), strict=True))
+            picked, first_without = [], []
+            has_images = columns["image"].is_valid().to_pylist()
+            for position, (key, has_image) in enumerate(zip(keys, has_images, strict=True)):
+                if key in done:
+                    continue
+                if has_image:
+                    done.add(key)
+                    imageless.pop(key, None)
+                    picked.append(position)
+                    self.audit.topic(key[0]).kb_entities += 1
+                elif key not in imageless:
+                    imageless[key] = {}  # its place in the order of first occurrences; filled below
+                    first_without.append(position)
+            if first_without:
+                text = pa.table({k: columns[k] for k in ("topic", "qid", "name", "description")})
+                for row in text.take(first_without).to_pylist():
+                    key = (row["topic"], row["qid"])
+                    if key in imageless:  # not if a later occurrence in this batch had an image
+                        imageless[key] = {**row, "image": None, "image_source": None}
+            if picked:
+                yield pa.Table.from_arrays([columns[name].take(picked) for name in schema.names], schema=schema)
+        for topic, _ in imageless:
+            self.audit.topic(topic).kb_entities += 1
+        if imageless:
+            yield pa.Table.from_pylist(list(imageless.values()), schema=schema)

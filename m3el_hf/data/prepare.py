@@ -1,0 +1,276 @@
+"""``m3el-hf prepare``: run the M³EL builder and write the Hub layout (Parquet shards + dataset card).
+
+The folder it writes loads with stock ``datasets.load_dataset(folder, config)``, also streaming,
+and is what ``push-dataset`` uploads::
+
+    m3el/
+      README.md                                  dataset card; its YAML declares every config
+      prepare_report.json                        counts, data audit, what was skipped, synthetic or not
+      data/{topic}/{split}-00000-of-0000N.parquet
+      kb/{topic}/kb-00000-of-0000N.parquet
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets.exceptions import DatasetGenerationError
+
+from ..atomic import replace_dir
+from ..tasks import TOPICS
+from .audit import DatasetAudit
+from .benchmark import eval_yaml
+from .dataset_card import instance_path, kb_path, render_dataset_card
+from .raw_files import M3ELFormatError, find_record_files
+from .records import SkipReport
+from .synth import SYNTH_MARKER
+
+__all__ = [
+    "REPORT_NAME",
+    "PrepareConfig",
+    "PrepareResult",
+    "is_synthetic",
+    "prepare",
+    "run_prepare",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "prepare_report.json"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Options of ``m3el-hf prepare``.
+
+    >>> PrepareConfig(raw=Path("raw"), out=Path("m3el"), topics=("movies",)).on_error
+    'raise'
+    """
+
+    raw: Path = field(metadata={"help": "Raw M³EL release: the folder holding movies.json … and *_candidates_images/."})
+    out: Path = field(metadata={"help": "Output folder; name it m3el to load it as load_dataset('m3el', ...)."})
+    topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to prepare."})
+    max_image_side: int | None = field(
+        default=None, metadata={"help": "Downscale images whose longer side exceeds this (default: embed as-is)."}
+    )
+    on_error: Literal["raise", "skip"] = field(
+        default="raise",
+        metadata={"help": "On a bad record or image: stop with an error naming it, or skip it and count it."},
+    )
+    max_shard_size: str = field(default="500MB", metadata={"help": "Largest Parquet shard, e.g. 500MB."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output folder."})
+    num_proc: int = field(
+        default=min(2, os.cpu_count() or 1),
+        metadata={
+            "help": "Topics built at once, in this process and num_proc - 1 worker processes (default: "
+            "min(2, CPU count)). Scripts that call prepare() with more than 1 need an "
+            "`if __name__ == '__main__':` guard."
+        },
+    )
+
+    def __post_init__(self):
+        unknown = [t for t in self.topics if t not in TOPICS]
+        if unknown or not self.topics or len(set(self.topics)) != len(self.topics):
+            raise ValueError(f"topics must be distinct, some of {', '.join(TOPICS)}; got {list(self.topics)}.")
+        if self.max_image_side is not None and self.max_image_side < 8:
+            raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+        if self.num_proc < 1:
+            raise ValueError(f"num_proc must be at least 1, got {self.num_proc}.")
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare`` wrote: the folder, its counts and what was skipped."""
+
+    out: Path
+    audit: DatasetAudit
+    report: SkipReport
+
+
+def _build(config: PrepareConfig, config_name: str, work: Path, **options: Any):
+    from m3el_hf.loading_script.m3el import M3EL
+
+    builder = M3EL(
+        config_name=config_name,
+        data_dir=str(config.raw),
+        cache_dir=str(work / "cache"),
+        on_error=config.on_error,
+        max_image_side=config.max_image_side,
+        **options,
+    )
+    built = work / "build" / config_name
+    try:
+        builder.download_and_prepare(output_dir=str(built), file_format="parquet", max_shard_size=config.max_shard_size)
+    except DatasetGenerationError as error:
+        # datasets wraps every generator error; the user needs ours, which names the file and record.
+        if isinstance(error.__cause__, M3ELFormatError):
+            raise error.__cause__ from None
+        raise
+    return builder, built
+
+
+def _move_shards(built: Path, split: str, pattern: str, staging: Path) -> None:
+    """Rename ``m3el-{split}[-i-of-n].parquet`` to the Hub names ``{split}-{i:05d}-of-{n:05d}.parquet``."""
+    shards = sorted(built.glob(f"*-{split}.parquet")) or sorted(built.glob(f"*-{split}-*-of-*.parquet"))
+    if not shards:
+        raise RuntimeError(f"The builder wrote no {split!r} shard in {built}.")
+    target = staging / Path(pattern).parent
+    target.mkdir(parents=True, exist_ok=True)
+    for i, shard in enumerate(shards):
+        shard.rename(target / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
+
+
+def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tuple[DatasetAudit, SkipReport]:
+    """Build one topic's instance (``movies``) or knowledge-base (``movies-kb``) config into `staging`.
+
+    A knowledge base is built from its topic's instance files, already in `staging`: images are not
+    read again. Returns what it counted; runs in a worker process when ``num_proc > 1``.
+    """
+    topic, kb = config_name.removesuffix("-kb"), config_name.endswith("-kb")
+    work = staging / ".work" / config_name
+    builder, built = _build(config, config_name, work, **({"instances_dir": str(staging)} if kb else {}))
+    for split in builder.info.splits:
+        _move_shards(built, split, kb_path(topic) if kb else instance_path(topic, split), staging)
+    shutil.rmtree(work)
+    return builder.row_builder.audit, builder.skip_report
+
+
+def _needs(config_name: str) -> str | None:
+    """The config that must be built before `config_name`: a knowledge base's topic."""
+    return config_name.removesuffix("-kb") if config_name.endswith("-kb") else None
+
+
+def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> list[tuple[DatasetAudit, SkipReport]]:
+    """`_build_config` for every name, `config.num_proc` at a time; results in the order of `names`.
+
+    This process builds configs too, in a thread, next to ``num_proc - 1`` worker processes: it does not
+    idle while the workers start, and this loop hands out the next config the moment any of them
+    finishes one. `names` lists the larger configs first, so the small ones fill the end; a knowledge
+    base waits for its topic's instances (`_build_config`).
+    """
+    workers = min(config.num_proc, len(names)) - 1
+    if workers == 0:
+        return [_build_config(config, name, staging) for name in names]
+    # Not "fork": the child would inherit the parent's threads and locks (pyarrow's pools among
+    # them). The fork server imports the package once and workers are forked from it, so later
+    # prepare calls in the same process start their workers quickly.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([_build_config.__module__, "m3el_hf.loading_script.m3el"])
+    pending, results = list(names), {}
+    with ThreadPoolExecutor(1) as here, ProcessPoolExecutor(max_workers=workers, mp_context=context) as there:
+        running: dict[Future, tuple[str, Executor]] = {}
+        try:
+            while pending or running:
+                # This process first: the first submit to the workers waits while the fork server imports the
+                # package, and this process's thread works meanwhile.
+                for executor, slots in ((here, 1), (there, workers)):
+                    while sum(e is executor for _, e in running.values()) < slots:
+                        name = next((n for n in pending if _needs(n) in (None, *results)), None)
+                        if name is None:  # only knowledge bases whose topic is still being built
+                            break
+                        pending.remove(name)
+                        running[executor.submit(_build_config, config, name, staging)] = (name, executor)
+                if not running:
+                    raise RuntimeError(f"Nothing runs, yet {pending} wait: a knowledge base lacks its topic.")
+                for future in wait(running, return_when=FIRST_COMPLETED).done:
+                    results[running.pop(future)[0]] = future.result()
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+    return [results[name] for name in names]
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
+    find_record_files(config.raw, config.topics)
+    out = config.out.resolve()
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    audit, report = DatasetAudit(), SkipReport()
+    # The staging folder is a hidden sibling: an interrupted run leaves nothing that loads as `out`.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        logger.info("Preparing topics %s in %d process(es)", ", ".join(config.topics), config.num_proc)
+        # Instance configs first: they are the larger jobs, and the knowledge bases fill in behind them.
+        names = [*config.topics, *(f"{topic}-kb" for topic in config.topics)]
+        results = dict(zip(names, _build_configs(config, names, staging), strict=True))
+        # Merged in topic order, so the counts and the report's examples do not depend on num_proc.
+        for topic in config.topics:
+            (instance_audit, instance_report), (kb_audit, kb_report) = results[topic], results[f"{topic}-kb"]
+            audit.merge(instance_audit)
+            report.merge(instance_report)
+            audit.merge(kb_audit)
+            report.merge(kb_report)
+        shutil.rmtree(staging / ".work")
+        synthetic = _synth_marker(config.raw)
+        card = render_dataset_card(audit, report, config.topics, synthetic=synthetic is not None)
+        (staging / "README.md").write_text(card, encoding="utf-8", newline="")
+        (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
+        _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
+        replace_dir(staging, out, config.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if report.total:
+        records, images = sum(report.records_skipped.values()), sum(report.images_skipped.values())
+        logger.warning("Skipped %d records and %d images; see %s", records, images, out / REPORT_NAME)
+    return PrepareResult(out=out, audit=audit, report=report)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it or write it again.") from None
+
+
+def _synth_marker(raw: Path) -> dict[str, Any] | None:
+    path = raw / SYNTH_MARKER
+    return _read_json(path) if path.is_file() else None
+
+
+def is_synthetic(data: str | os.PathLike[str]) -> bool | None:
+    """Whether prepared data holds a synthetic release (``m3el-hf synth``), as its ``prepare_report.json`` says.
+
+    Returns None when `data` is not a local prepared folder (a Hub id): then nothing is known.
+    """
+    path = Path(data) / REPORT_NAME
+    if not path.is_file():
+        return None
+    return _read_json(path).get("synthetic") is not None
+
+
+def _write_report(
+    path: Path, config: PrepareConfig, audit: DatasetAudit, report: SkipReport, synthetic: dict[str, Any] | None
+) -> None:
+    options = asdict(config)
+    options["raw"] = config.raw.name  # no local absolute paths in a file meant for the Hub
+    options["out"] = config.out.name
+    del options["num_proc"]  # changes the speed, not the output: the folder is the same on every machine
+    payload = {"options": options, "synthetic": synthetic, "audit": audit.to_dict(), "skipped": report.to_dict()}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_prepare(config: PrepareConfig) -> PrepareResult:
+    """``m3el-hf prepare``: prepare, then print where the folder is and its size per topic."""
+    result = prepare(config)
+    for topic, stats in result.audit.topics.items():
+        splits = ", ".join(f"{split} {n}" for split, n in stats.splits.items())
+        print(f"{topic:8s} {stats.instances:7d} instances ({splits}); {stats.kb_entities} KB entities")
+    skipped = f"; skipped: {result.report.to_dict()}" if result.report.total else ""
+    print(f"Wrote {result.out}{skipped}")
+    print(f"Load it with: datasets.load_dataset({str(result.out)!r}, 'all')")
+    return result

@@ -1,1 +1,0 @@
-"""`evaluate` modules shipped with m3el_hf; load them with `m3el_hf.metrics.evaluate_module_path()`."""

@@ -1,0 +1,211 @@
+"""``m3el-hf evaluate``: evaluate one or more checkpoints on a prepared M³EL release and write one report."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
+from ..data.features import KB_SPLIT
+from ..data.loading import load_topic_splits
+from ..data.prepare import is_synthetic
+from ..hub.leaderboard import write_eval_results
+from ..tasks import TASK_NAMES, TOPICS, get_task
+from .evaluator import PROTOCOLS, evaluate_model
+from .plots import plot_accuracy
+from .results import EvaluationResult, format_table, write_results
+
+__all__ = ["EvaluateConfig", "run_evaluate"]
+
+logger = logging.getLogger(__name__)
+
+_EXPORT_FOLDERS = ("final", "best")  # what `train` writes under a run folder: the run's name labels them
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Options of ``m3el-hf evaluate``.
+
+    >>> EvaluateConfig(model=("ckpt",), data="m3el", output=Path("results.json")).protocol
+    ('candidates',)
+    """
+
+    model: tuple[str, ...] = field(
+        metadata={
+            "help": "Checkpoint folder(s) or Hub id(s), CLIP or CLIP_ND, each evaluated with its own config's "
+            "templates and description augmentation; list several after one --model to compare them."
+        }
+    )
+    data: str = field(metadata={"help": "Prepared M³EL folder or Hub dataset id."})
+    output: Path = field(metadata={"help": "JSON file to write every model's records to."})
+    model_name: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Label of each --model in the report (default: the checkpoint's folder name, or its run "
+            "folder's name for a trainer export such as run/final)."
+        },
+    )
+    topics: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Topics to evaluate (default: every topic the data has)."}
+    )
+    tasks: tuple[str, ...] = field(default=TASK_NAMES, metadata={"help": "Tasks to evaluate."})
+    split: str = field(default="test", metadata={"help": "Split of the instances to evaluate."})
+    protocol: tuple[Literal["candidates", "kb"], ...] = field(
+        default=("candidates",),
+        metadata={"help": "candidates: rank each mention's candidate list (M³EL); kb: rank the topic's whole KB."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Texts or images per encoder forward pass."})
+    ties: Literal["expected", "pessimistic"] = field(
+        default="expected",
+        metadata={"help": "Tied scores: expected value under random tie-breaking, or counted as errors."},
+    )
+    max_instances: int | None = field(
+        default=None, metadata={"help": "Evaluate only the first N instances of each topic (smoke runs)."}
+    )
+    plot: Path | None = field(default=None, metadata={"help": "Also draw accuracy per task and topic to this PNG."})
+    device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+    eval_results: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Also write each model's Hub leaderboard entries to EVAL_RESULTS/<label>/.eval_results/, "
+            "ready for `m3el-hf push-model EVAL_RESULTS/<label> --repo OWNER/MODEL --create-pr`; needs --dataset-id."
+        },
+    )
+    dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub id of the M³EL benchmark dataset the leaderboard entries refer to."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("Pass at least one checkpoint with --model.")
+        if self.model_name and len(self.model_name) != len(self.model):
+            raise ValueError(
+                f"--model-name gives {len(self.model_name)} label(s) for {len(self.model)} --model value(s); "
+                "give one label per model, in the same order, or none."
+            )
+        for task in self.tasks:
+            get_task(task)
+        unknown = [t for t in self.topics or () if t not in TOPICS]
+        if unknown:
+            raise ValueError(f"Unknown topic(s) {unknown}; expected some of {', '.join(TOPICS)}.")
+        bad = [p for p in self.protocol if p not in PROTOCOLS]
+        if bad or not self.protocol:
+            raise ValueError(f"--protocol must list some of {', '.join(PROTOCOLS)}, got {list(self.protocol)}.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.max_instances is not None and self.max_instances < 1:
+            raise ValueError(f"--max-instances must be at least 1, got {self.max_instances}.")
+        if self.output.suffix != ".json":
+            raise ValueError(f"--output must be a .json file, got {self.output}.")
+        if self.plot is not None and importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib: pip install 'm3el-hf[plot]', or leave out --plot.")
+        if self.eval_results is not None and self.dataset_id is None:
+            raise ValueError("--eval-results needs --dataset-id, the Hub id of the M³EL benchmark dataset.")
+        if self.eval_results is not None and (
+            self.split != BENCHMARK_SPLIT
+            or HEADLINE_PROTOCOL not in self.protocol
+            or self.ties != "expected"
+            or self.max_instances is not None
+        ):
+            raise ValueError(
+                f"--eval-results writes the leaderboard's scores: the whole {BENCHMARK_SPLIT!r} split, protocol "
+                f"{HEADLINE_PROTOCOL!r}, ties 'expected'; got --split {self.split} --protocol "
+                f"{' '.join(self.protocol)} --ties {self.ties} --max-instances {self.max_instances}."
+            )
+        labels = self.labels()
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"Two --model values share the label(s) {repeated}; name each with --model-name.")
+
+    def labels(self) -> tuple[str, ...]:
+        """Each model's label in the report: its --model-name, else the folder name (run/final -> run)."""
+        if self.model_name:
+            return self.model_name
+        paths = [Path(path) for path in self.model]
+        return tuple(
+            str(path.parent.name if path.name in _EXPORT_FOLDERS and path.parent.name else path.name or model)
+            for path, model in zip(paths, self.model, strict=True)
+        )
+
+
+def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
+    """Evaluate every ``--model`` on the same data, print the tables, write the JSON (and the plot)."""
+    import torch
+
+    from ..modeling.modeling_clipnd import CLIPNDModel
+    from ..modeling.processing import load_processor
+
+    dataset, kb = _load_data(config)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = []
+    for path, name in zip(config.model, config.labels(), strict=True):
+        logger.info("Evaluating %s (%s) on %d instances", name, path, dataset.num_rows)
+        model = CLIPNDModel.from_pretrained(path).to(device)
+        tokenizer, image_processor = load_processor(path)
+        result = evaluate_model(
+            model,
+            tokenizer,
+            image_processor,
+            dataset,
+            kb=kb,
+            tasks=config.tasks,
+            protocols=config.protocol,
+            model_name=name,
+            checkpoint=str(path),
+            split=config.split,
+            ties=config.ties,
+            batch_size=config.batch_size,
+        )
+        print(result.table(), end="\n\n")
+        results.append(result)
+    if len(results) > 1:
+        print(format_table([record for result in results for record in result.records]), end="\n\n")
+    print(f"Wrote {write_results(config.output, results, dataset=config.data, synthetic=is_synthetic(config.data))}")
+    records = [record for result in results for record in result.records]
+    if config.plot is not None:
+        print(f"Wrote {plot_accuracy(records, config.plot, protocol=config.protocol[0])}")
+    if config.eval_results is not None:
+        _write_leaderboard_entries(config, records)
+    return results
+
+
+def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
+    for name in config.labels():
+        slug = re.sub(r"[^\w.-]+", "-", name).strip("-.")
+        if not slug:
+            raise ValueError(f"--model-name {name!r} gives no usable folder name for --eval-results; use letters.")
+        folder = config.eval_results / slug
+        for path in write_eval_results(records, folder, config.dataset_id, name):
+            print(f"Wrote {path}")
+        if folder.is_dir():
+            print(f"Submit {name}'s scores: m3el-hf push-model {folder} --repo OWNER/MODEL --create-pr")
+
+
+def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
+    """The instances of every topic (one split, concatenated) and, for protocol kb, their KB rows."""
+    import datasets
+
+    topics = config.topics or _available_topics(config.data)
+    parts, kbs = [], []
+    for topic, part in load_topic_splits(config.data, topics, config.split).items():
+        if config.max_instances is not None:
+            part = part.select(range(min(config.max_instances, part.num_rows)))
+        parts.append(part)
+        if "kb" in config.protocol:
+            kbs.append(datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT))
+    kb = datasets.concatenate_datasets(kbs) if kbs else None
+    return datasets.concatenate_datasets(parts), kb
+
+
+def _available_topics(data: str) -> tuple[str, ...]:
+    import datasets
+
+    names = set(datasets.get_dataset_config_names(data))
+    topics = tuple(topic for topic in TOPICS if topic in names)
+    if not topics:
+        raise ValueError(f"{data} has no M³EL topic config ({', '.join(TOPICS)}); is it a folder written by prepare?")
+    return topics

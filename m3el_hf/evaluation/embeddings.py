@@ -1,0 +1,254 @@
+"""The evaluator's embedding cache: every unique text and image (by content) encoded once, in batches."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..modeling.collator import M3ELCollator
+from ..modeling.processing import FastImagePreprocessor, tokenize
+from ..tasks import Modality, Task
+
+__all__ = [
+    "INSTANCE_COLUMNS",
+    "KB_COLUMNS",
+    "EmbeddingCache",
+    "Encoders",
+    "ImageStream",
+    "Instances",
+    "Items",
+    "KnowledgeBase",
+    "TextRegistry",
+    "gather_instances",
+    "gather_kb",
+]
+
+
+# Rows read from Arrow at a time while gathering: bounds the image bytes held in Python.
+_READ_BATCH = 512
+INSTANCE_COLUMNS = ("topic", "mention", "sentence", "mention_image", "candidates", "candidate_images", "label")
+KB_COLUMNS = ("topic", "qid", "name", "description", "image")
+
+
+class TextRegistry:
+    """Unique texts, each with a stable row index in the order first seen."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.items: list[str] = []
+
+    def add(self, text: str) -> int:
+        row = self.rows.get(text)
+        if row is None:
+            row = self.rows[text] = len(self.items)
+            self.items.append(text)
+        return row
+
+
+@dataclass
+class Items:
+    """Rows to embed (mentions, candidate occurrences or KB entities): their text and image rows, -1 if none."""
+
+    text: torch.Tensor
+    image: torch.Tensor
+
+
+@dataclass
+class Instances:
+    topics: list[str]
+    mentions: Items
+    candidates: Items  # every candidate occurrence, instance by instance
+    lengths: list[int]  # candidates per instance
+    labels: torch.Tensor
+    gold_qids: list[str]
+
+
+@dataclass
+class KnowledgeBase:
+    entities: dict[str, Items]  # per topic
+    qid_rows: dict[str, dict[str, int]]  # per topic: qid -> row
+
+
+def _batches(dataset: Any, names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
+    """The columns, a block of rows at a time, as Python lists; images stay undecoded ``{"bytes", "path"}``."""
+    for table in dataset.select_columns(list(names)).with_format("arrow").iter(batch_size=_READ_BATCH):
+        yield {name: table.column(name).to_pylist() for name in names}
+
+
+def gather_instances(
+    dataset: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream
+) -> Instances:
+    need = _needs(tasks)
+    topics, mention_text, mention_image, cand_text, cand_image, lengths, labels, gold_qids = ([] for _ in range(8))
+    for block in _batches(dataset, INSTANCE_COLUMNS):
+        for i, candidates in enumerate(block["candidates"]):
+            if need["mention_text"]:
+                mention_text.append(texts.add(collator.mention_text(block["mention"][i], block["sentence"][i])))
+            mention_image.append(images.add(block["mention_image"][i]) if need["mention_image"] else -1)
+            candidate_images = block["candidate_images"][i] or [None] * len(candidates)
+            if len(candidate_images) != len(candidates):
+                raise ValueError(
+                    f"Instance {len(lengths)}: candidate_images has {len(candidate_images)} items for "
+                    f"{len(candidates)} candidates; it must be aligned with `candidates` (null where none)."
+                )
+            for candidate, image in zip(candidates, candidate_images, strict=True):
+                if need["entity_text"]:
+                    cand_text.append(texts.add(collator.entity_text(candidate)))
+                cand_image.append(images.add(image) if need["entity_image"] else -1)
+            lengths.append(len(candidates))
+            gold_qids.append(candidates[block["label"][i]]["qid"])
+        topics += block["topic"]
+        labels += block["label"]
+    return Instances(
+        topics=topics,
+        mentions=_items(mention_text, mention_image),
+        candidates=_items(cand_text, cand_image),
+        lengths=lengths,
+        labels=torch.tensor(labels, dtype=torch.long),
+        gold_qids=gold_qids,
+    )
+
+
+def gather_kb(
+    kb: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream
+) -> KnowledgeBase:
+    need = _needs(tasks)
+    text_rows: dict[str, list[int]] = {}
+    image_rows: dict[str, list[int]] = {}
+    qid_rows: dict[str, dict[str, int]] = {}
+    for block in _batches(kb, KB_COLUMNS):
+        for i, topic in enumerate(block["topic"]):
+            qids, qid = qid_rows.setdefault(topic, {}), block["qid"][i]
+            if qid in qids:
+                raise ValueError(f"The {topic!r} KB lists entity {qid!r} twice; pass each '{{topic}}-kb' config once.")
+            qids[qid] = len(qids)
+            if need["entity_text"]:
+                entity = {"name": block["name"][i], "description": block["description"][i]}
+                text_rows.setdefault(topic, []).append(texts.add(collator.entity_text(entity)))
+            image_rows.setdefault(topic, []).append(images.add(block["image"][i]) if need["entity_image"] else -1)
+    entities = {topic: _items(text_rows.get(topic, []), image_rows[topic]) for topic in qid_rows}
+    return KnowledgeBase(entities, qid_rows)
+
+
+def _needs(tasks: list[Task]) -> dict[str, bool]:
+    return {
+        "mention_text": any(t.mention_needs_text for t in tasks),
+        "mention_image": any(t.mention_needs_image for t in tasks),
+        "entity_text": any(t.entity_needs_text for t in tasks),
+        "entity_image": any(t.entity_needs_image for t in tasks),
+    }
+
+
+def _items(text_rows: list[int], image_rows: list[int]) -> Items:
+    image = torch.tensor(image_rows, dtype=torch.long)
+    text = torch.tensor(text_rows, dtype=torch.long) if text_rows else torch.full_like(image, -1)
+    return Items(text, image)
+
+
+@dataclass
+class Encoders:
+    model: Any
+    tokenizer: Any
+    image_processor: Any
+    max_length: int
+    batch_size: int
+    progress: bool
+
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings of `texts`, batched by length so that little padding is encoded."""
+        if not texts:
+            return torch.empty(0, self.model.config.projection_dim, device=self.model.device)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks = []
+        starts = range(0, len(texts), self.batch_size)
+        for start in tqdm(starts, desc=f"Encoding {len(texts)} texts", unit="batch", disable=not self.progress):
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            tokens = tokenize(self.tokenizer, batch, self.max_length)
+            device = self.model.device
+            chunks.append(self.model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
+        out = chunks[0].new_empty(len(texts), chunks[0].shape[1])
+        out[torch.tensor(order, device=out.device)] = torch.cat(chunks)
+        return out
+
+    def __post_init__(self) -> None:
+        from datasets import Image
+
+        self.decoder = Image()
+        # The collator's preprocessing (same pixel values as the image processor, faster), RGB conversion included.
+        self.preprocess = FastImagePreprocessor(self.image_processor)
+
+    def images(self, values: list[Mapping[str, Any]]) -> torch.Tensor:
+        """Embeddings of undecoded ``{"bytes", "path"}`` images."""
+        pixels = self.preprocess([self.decoder.decode_example(dict(value)) for value in values])
+        return self.model.encode_image(pixels.to(self.model.device))
+
+
+class ImageStream:
+    """Unique images by content, encoded a batch at a time as they are met, so that the bytes of at most one
+    batch are held (a full M³EL split holds gigabytes of images)."""
+
+    def __init__(self, encoders: Encoders) -> None:
+        self.encoders = encoders
+        self.rows: dict[Hashable, int] = {}
+        self.pending: list[Mapping[str, Any]] = []
+        self.chunks: list[torch.Tensor] = []
+        self.bar = tqdm(desc="Encoding images", unit="image", disable=not encoders.progress)
+
+    def add(self, value: Mapping[str, Any] | None) -> int:
+        """The row of the image `value` (encoded now or later), or -1 if there is none."""
+        if value is None or not (value.get("bytes") or value.get("path")):
+            return -1
+        # Keyed by content: the same picture (e.g. a mention image that is also its gold's) is encoded once.
+        key = hashlib.blake2b(value["bytes"], digest_size=16).digest() if value.get("bytes") else value["path"]
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = len(self.rows)
+            self.pending.append(value)
+            if len(self.pending) == self.encoders.batch_size:
+                self._flush()
+        return row
+
+    def embeddings(self) -> torch.Tensor:
+        """All the images' embeddings, by row."""
+        self._flush()
+        self.bar.close()
+        if not self.chunks:
+            return torch.empty(0, self.encoders.model.config.projection_dim, device=self.encoders.model.device)
+        return torch.cat(self.chunks)
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.chunks.append(self.encoders.images(self.pending))
+            self.bar.update(len(self.pending))
+            self.pending = []
+
+
+class EmbeddingCache:
+    """The unique text and image embeddings, and per-modality embeddings of rows built from them."""
+
+    def __init__(self, model: Any, text: torch.Tensor, image: torch.Tensor) -> None:
+        self.model, self.text, self.image = model, text, image
+
+    def embed(self, items: Items, modality: Modality) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(embeddings, usable)` of `items` for `modality`; rows lacking a needed input are unusable (zeros)."""
+        has_text, has_image = items.text >= 0, items.image >= 0
+        if modality == "T":
+            return self.text[items.text.clamp(min=0)], has_text
+        if modality == "I":
+            return self.image[items.image.clamp(min=0)], has_image
+        usable = has_text & has_image
+        pairs, inverse = torch.unique(torch.stack([items.text, items.image], 1)[usable], dim=0, return_inverse=True)
+        fused = _fuse(self.model, self.text[pairs[:, 0]], self.image[pairs[:, 1]])
+        out = fused.new_zeros(len(usable), fused.shape[1])
+        out[usable.to(out.device)] = fused[inverse.to(out.device)]
+        return out, usable
+
+
+def _fuse(model: Any, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Fuse cached text and image embeddings row by row, with the model's own fusion (`CLIPNDModel.combine`)."""
+    return model.combine(texts=text, images=image)

@@ -1,0 +1,295 @@
+"""Evaluating CLIP_ND (or any CLIP) on M³EL: the nine tasks × topics, by candidate list and by whole KB.
+
+Every unique text and every unique image (by content) is encoded once; the nine tasks and both protocols
+reuse those embeddings, and a text+image (TI) row fuses the cached text and image embeddings with the
+model's own fusion. Cost is one forward pass per unique mention, entity text and image, not per
+candidate occurrence.
+
+Protocols:
+
+- ``"candidates"`` (M³EL's): each mention ranks its own candidate list; the label is the gold's position.
+- ``"kb"`` (MIMIC-style): each mention ranks every entity of its topic's knowledge base (the
+  ``{topic}-kb`` config); the gold is the KB row carrying the instance's ``gold_qid``.
+
+An instance is *excluded* from a task (and counted) when its mention or its gold entity lacks an image
+the task needs. Any other entity lacking a needed image is scored ``-inf``: it ranks last and never
+counts as a hit (see `m3el_hf.evaluation.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..modeling.collator import M3ELCollator
+from ..tasks import TASK_NAMES, Task, get_task
+from .embeddings import (
+    INSTANCE_COLUMNS,
+    KB_COLUMNS,
+    EmbeddingCache,
+    Encoders,
+    ImageStream,
+    Instances,
+    KnowledgeBase,
+    TextRegistry,
+    gather_instances,
+    gather_kb,
+)
+from .metrics import Ties, ranking_metrics
+from .results import ALL_TOPICS, METRIC_KEYS, RECORD_KEYS, EvaluationResult
+
+__all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "evaluate_model",
+]
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["candidates", "kb"]
+PROTOCOLS: tuple[str, ...] = ("candidates", "kb")
+
+_KS = (1, 3, 5)
+# Score-matrix elements per whole-KB chunk (mentions × KB entities): ~64 MB of float32 at a time.
+_KB_CHUNK_ELEMENTS = 1 << 24
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    image_processor: Any,
+    dataset: Any,
+    *,
+    kb: Any | None = None,
+    tasks: Sequence[str] = TASK_NAMES,
+    protocols: Sequence[str] = ("candidates",),
+    model_name: str = "model",
+    checkpoint: str = "",
+    split: str = "test",
+    ties: Ties = "expected",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate a CLIP_ND model on M³EL instances, every task × topic, with cached embeddings.
+
+    Mention text is the config's `mention_template` over `mention` and `sentence`; entity text is name and
+    description (`augment_description`) or the name only: both come from [`M3ELCollator`], so evaluation
+    sees exactly the training texts. The model is put in eval mode and restored to its mode afterwards.
+
+    Args:
+        model (`CLIPNDModel`):
+            The model; its `encode_text` / `encode_image` give the embeddings and its device is used.
+        tokenizer (`PreTrainedTokenizerBase`): Its tokenizer.
+        image_processor (`BaseImageProcessor`): Its image processor (PIL backend).
+        dataset (`datasets.Dataset`):
+            Instance rows of one split, any mix of topics (grouped by the `topic` column).
+        kb (`datasets.Dataset`, *optional*):
+            Knowledge-base rows (the `{topic}-kb` configs) of the evaluated topics; needed for protocol ``"kb"``.
+        tasks (`Sequence[str]`, *optional*, defaults to all nine): Tasks to evaluate.
+        protocols (`Sequence[str]`, *optional*, defaults to `("candidates",)`): Any of ``"candidates"``, ``"kb"``.
+        model_name (`str`, *optional*, defaults to `"model"`): The `model` label of the records.
+        checkpoint (`str`, *optional*, defaults to `""`): The `checkpoint` of the records.
+        split (`str`, *optional*, defaults to `"test"`): The `split` of the records.
+        ties (`str`, *optional*, defaults to `"expected"`): Tie handling of [`ranking_metrics`].
+        batch_size (`int`, *optional*, defaults to 64): Texts or images per encoder forward pass.
+        progress (`bool`, *optional*, defaults to `True`): Show progress bars.
+
+    Returns:
+        [`EvaluationResult`]
+    """
+    task_list, protocols = _check_arguments(model, dataset, kb, tasks, protocols, ties, batch_size)
+    collator = M3ELCollator.from_pretrained(model, tokenizer=tokenizer, image_processor=image_processor)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            encoders = Encoders(model, tokenizer, image_processor, collator.max_length, batch_size, progress)
+            texts, images = TextRegistry(), ImageStream(encoders)
+            instances = gather_instances(dataset, collator, task_list, texts, images)
+            entities = gather_kb(kb, collator, task_list, texts, images) if "kb" in protocols else None
+            cache = EmbeddingCache(model, encoders.texts(texts.items), images.embeddings())
+            cells = {}
+            if "candidates" in protocols:
+                cells["candidates"] = _score_candidates(instances, cache, task_list, ties)
+            if entities is not None:
+                cells["kb"] = _score_kb(instances, entities, cache, task_list, ties)
+    finally:
+        model.train(was_training)
+    header = {"model": model_name, "checkpoint": checkpoint, "split": split, "ties": ties}
+    records = [
+        _record(header, protocol, topic, task, metrics, evaluated, excluded)
+        for protocol, by_cell in cells.items()
+        for (task, topic), (metrics, evaluated, excluded) in by_cell.items()
+    ]
+    return EvaluationResult(records)
+
+
+def _check_arguments(
+    model: Any, dataset: Any, kb: Any, tasks: Sequence[str], protocols: Sequence[str], ties: str, batch_size: int
+) -> tuple[list[Task], tuple[str, ...]]:
+    for method in ("encode_text", "encode_image", "encode"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(
+                f"evaluate_model needs a CLIPNDModel (it has no `{method}`), got {type(model).__name__}; load "
+                "plain CLIP checkpoints with `CLIPNDModel.from_pretrained(path)`."
+            )
+    task_list = [get_task(task) for task in ([tasks] if isinstance(tasks, str) else tasks)]
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+    if not task_list or not protocols:
+        raise ValueError(f"Nothing to evaluate: tasks={list(tasks)!r}, protocols={list(protocols)!r}.")
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"Unknown protocol(s) {unknown}; expected some of {PROTOCOLS}.")
+    if "kb" in protocols and kb is None:
+        raise ValueError(
+            "Protocol 'kb' ranks against each topic's knowledge base: pass `kb=` (the rows of the '{topic}-kb' "
+            "configs, split 'kb'), or use protocols=('candidates',)."
+        )
+    if ties not in ("expected", "pessimistic"):
+        raise ValueError(f"`ties` must be 'expected' or 'pessimistic', got {ties!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    missing = [c for c in INSTANCE_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The dataset lacks the column(s) {missing}; evaluate on a topic config (e.g. 'movies'), which has "
+            "every column, not on a task config."
+        )
+    if kb is not None and "kb" in protocols and not set(KB_COLUMNS) <= set(kb.column_names):
+        raise ValueError(
+            f"`kb` must hold the columns {list(KB_COLUMNS)} (a '{{topic}}-kb' config), got {kb.column_names}."
+        )
+    return task_list, protocols
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering: what to encode, and which cached embedding each mention and candidate uses
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding: each unique text and image once, in batches
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and metrics
+# ---------------------------------------------------------------------------------------------
+
+_Cell = tuple[dict[str, float], int, int]  # metrics, evaluated, excluded
+
+
+def _score_candidates(
+    instances: Instances, cache: EmbeddingCache, tasks: list[Task], ties: Ties
+) -> dict[tuple[str, str], _Cell]:
+    owner = torch.repeat_interleave(torch.arange(len(instances.lengths)), torch.tensor(instances.lengths))
+    gold_rows = torch.cumsum(torch.tensor([0, *instances.lengths[:-1]]), 0) + instances.labels
+    mentions = {m: cache.embed(instances.mentions, m) for m in {t.mention for t in tasks}}
+    entities = {e: cache.embed(instances.candidates, e) for e in {t.entity for t in tasks}}
+    by_topic = _by_topic(instances.topics)
+    cells: dict[tuple[str, str], _Cell] = {}
+    for task in tasks:
+        mention_embeds, mention_ok = mentions[task.mention]
+        entity_embeds, entity_ok = entities[task.entity]
+        device = entity_embeds.device
+        scores = (mention_embeds[owner.to(device)] * entity_embeds).sum(-1)
+        scores = scores.masked_fill(~entity_ok.to(device), float("-inf")).cpu()
+        per_instance = torch.split(scores, instances.lengths)
+        keep = (mention_ok & entity_ok[gold_rows]).tolist()
+        for topic, indices in by_topic.items():
+            kept = [i for i in indices if keep[i]]
+            metrics = ranking_metrics([per_instance[i] for i in kept], instances.labels[kept], ks=_KS, ties=ties)
+            cells[task.name, topic] = (metrics, len(kept), len(indices) - len(kept))
+        cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
+    return cells
+
+
+def _score_kb(
+    instances: Instances, kb: KnowledgeBase, cache: EmbeddingCache, tasks: list[Task], ties: Ties
+) -> dict[tuple[str, str], _Cell]:
+    by_topic = _by_topic(instances.topics)
+    gold = {topic: _kb_gold_rows(instances, kb, topic, indices) for topic, indices in by_topic.items()}
+    mentions = {m: cache.embed(instances.mentions, m) for m in {t.mention for t in tasks}}
+    entities = {(topic, e): cache.embed(kb.entities[topic], e) for topic in by_topic for e in {t.entity for t in tasks}}
+    cells: dict[tuple[str, str], _Cell] = {}
+    for task in tasks:
+        mention_embeds, mention_ok = mentions[task.mention]
+        for topic, indices in by_topic.items():
+            entity_embeds, entity_ok = entities[topic, task.entity]
+            index = torch.tensor(indices, dtype=torch.long)
+            keep = mention_ok[index] & entity_ok[gold[topic]]
+            metrics = _rank_against(mention_embeds[index[keep]], entity_embeds, entity_ok, gold[topic][keep], ties)
+            evaluated = int(keep.sum())
+            cells[task.name, topic] = (metrics, evaluated, len(indices) - evaluated)
+        cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
+    return cells
+
+
+def _kb_gold_rows(instances: Instances, kb: KnowledgeBase, topic: str, indices: list[int]) -> torch.Tensor:
+    if topic not in kb.qid_rows:
+        raise ValueError(f"The KB has no entity of topic {topic!r}; pass the rows of the '{topic}-kb' config in `kb`.")
+    rows = []
+    for i in indices:
+        row = kb.qid_rows[topic].get(instances.gold_qids[i])
+        if row is None:
+            raise ValueError(
+                f"Gold entity {instances.gold_qids[i]!r} of a {topic!r} instance is not in the {topic!r} KB; "
+                "the KB must come from the same prepared release as the instances."
+            )
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _rank_against(
+    mentions: torch.Tensor, entities: torch.Tensor, usable: torch.Tensor, gold: torch.Tensor, ties: Ties
+) -> dict[str, float]:
+    """Metrics of ranking the whole KB for each mention, in chunks of mentions to bound memory."""
+    unusable = ~usable.to(entities.device)
+    step = max(1, _KB_CHUNK_ELEMENTS // max(len(entities), 1))
+    parts = []
+    for start in range(0, len(mentions), step):
+        scores = (mentions[start : start + step] @ entities.T).masked_fill(unusable, float("-inf"))
+        parts.append((ranking_metrics(scores.cpu(), gold[start : start + step], ks=_KS, ties=ties), 0, 0))
+    return _pool(parts)[0] if parts else ranking_metrics([], [], ks=_KS, ties=ties)
+
+
+def _pool(cells: Iterable[_Cell]) -> _Cell:
+    """Combine cells by a count-weighted mean of their metrics (metrics are means over mentions)."""
+    cells = list(cells)
+    count = sum(int(metrics["count"]) for metrics, _, _ in cells)
+    pooled: dict[str, float] = {"count": count}
+    for key in METRIC_KEYS:
+        total = math.fsum(m[key] * m["count"] for m, _, _ in cells if m["count"])
+        pooled[key] = total / count if count else float("nan")
+    return pooled, sum(c[1] for c in cells), sum(c[2] for c in cells)
+
+
+def _by_topic(topics: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, topic in enumerate(topics):
+        groups.setdefault(topic, []).append(i)
+    return groups
+
+
+def _record(
+    header: dict[str, str],
+    protocol: str,
+    topic: str,
+    task: str,
+    metrics: Mapping[str, float],
+    evaluated: int,
+    excluded: int,
+) -> dict[str, Any]:
+    values = {key: float(metrics[key]) if evaluated else float("nan") for key in METRIC_KEYS}
+    record = {**header, "protocol": protocol, "topic": topic, "task": task, **values}
+    record.update(evaluated=evaluated, excluded=excluded)
+    return {key: record[key] for key in RECORD_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting: JSON, tables, plot
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""Evaluation results: the records' format, `EvaluationResult`, the results JSON file and the terminal tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write
+
+__all__ = [
+    "ALL_TOPICS",
+    "METRIC_KEYS",
+    "RECORD_KEYS",
+    "EvaluationResult",
+    "format_table",
+    "is_missing",
+    "percent",
+    "read_results",
+    "unique",
+    "write_results",
+]
+
+
+ALL_TOPICS = "all"
+"""The `topic` of the records pooling every evaluated topic (a mention-weighted mean)."""
+
+
+METRIC_KEYS: tuple[str, ...] = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
+
+
+RECORD_KEYS: tuple[str, ...] = (
+    "model",
+    "checkpoint",
+    "protocol",
+    "topic",
+    "task",
+    "split",
+    *METRIC_KEYS,
+    "evaluated",
+    "excluded",
+    "ties",
+)
+"""The keys of every record, in order; metrics are ``NaN`` (``null`` in JSON) when nothing was evaluated."""
+
+
+@dataclass
+class EvaluationResult:
+    """The records of one model's evaluation: one per (protocol, topic, task), pooled topic ``"all"`` included.
+
+    >>> result = evaluate_model(model, tokenizer, image_processor, test_set)  # doctest: +SKIP
+    >>> result.mean_accuracy()  # doctest: +SKIP
+    0.83
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def mean_accuracy(self, protocol: str = "candidates", topic: str = ALL_TOPICS) -> float:
+        """Macro mean accuracy over the tasks evaluated for `protocol` and `topic` (``NaN`` if none was)."""
+        return _mean_accuracy(self.records, protocol, topic)
+
+    def table(self) -> str:
+        """Accuracy (%) per task (rows) and topic (columns), one block per protocol, for the terminal."""
+        blocks = []
+        for protocol in unique(r["protocol"] for r in self.records):
+            records = [r for r in self.records if r["protocol"] == protocol]
+            topics = unique(r["topic"] for r in records)
+            cells = {(r["task"], r["topic"]): r["accuracy"] for r in records}
+            tasks = unique(r["task"] for r in records)
+            rows = [[task, *(percent(cells.get((task, topic))) for topic in topics)] for task in tasks]
+            rows.append(["mean", *(percent(_mean_accuracy(records, protocol, topic)) for topic in topics)])
+            title = f"{records[0]['model']}: accuracy (%), protocol {protocol!r}, split {records[0]['split']!r}"
+            blocks.append(_render(title, ["task", *topics], rows))
+        return "\n\n".join(blocks)
+
+
+def write_results(
+    path: str | os.PathLike[str],
+    results: Sequence[EvaluationResult],
+    dataset: str,
+    synthetic: bool | None = None,
+) -> Path:
+    """Write every model's records to one JSON file, atomically; empty cells are ``null``.
+
+    The file is ``{"dataset": ..., "synthetic": ..., "ties": ..., "records": [...]}``, the input of model
+    cards and plots.
+
+    Args:
+        path (`str` or `os.PathLike`): The JSON file to write; its folder is created.
+        results (`Sequence[EvaluationResult]`): One per model, all with the same tie handling.
+        dataset (`str`): The evaluated data: a prepared folder or Hub id.
+        synthetic (`bool`, *optional*): Whether that data is a synthetic release; None when unknown.
+
+    Returns:
+        `Path`: `path`.
+    """
+    records = [record for result in results for record in result.records]
+    ties = unique(record["ties"] for record in records)
+    if len(ties) > 1:
+        raise ValueError(f"The results mix tie handlings {ties}; evaluate every model with the same `ties`.")
+    nulled = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
+    payload = {"dataset": dataset, "synthetic": synthetic, "ties": ties[0] if ties else None, "records": nulled}
+    text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a file written by [`write_results`]; ``null`` metrics come back as ``NaN``."""
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))["records"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not an evaluation results file written by write_results ({error!r}).") from None
+    for i, record in enumerate(records):
+        missing = [key for key in RECORD_KEYS if key not in record]
+        if missing:
+            raise ValueError(f"{path}: record {i} lacks {missing}; rewrite the file with `m3el-hf evaluate`.")
+        record.update({key: float("nan") for key in METRIC_KEYS if record[key] is None})
+    return records
+
+
+def format_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """Accuracy (%) of each model (columns) per task (rows), pooled over topics, one block per protocol."""
+    blocks = []
+    for protocol in unique(r["protocol"] for r in records):
+        pooled = [r for r in records if r["protocol"] == protocol and r["topic"] == ALL_TOPICS]
+        models = unique(r["model"] for r in pooled)
+        cells = {(r["task"], r["model"]): r["accuracy"] for r in pooled}
+        tasks = unique(r["task"] for r in pooled)
+        rows = [[task, *(percent(cells.get((task, model))) for model in models)] for task in tasks]
+        means = [_mean_accuracy([r for r in pooled if r["model"] == m], protocol, ALL_TOPICS) for m in models]
+        rows.append(["mean", *map(percent, means)])
+        blocks.append(_render(f"Accuracy (%), protocol {protocol!r}, all topics", ["task", *models], rows))
+    return "\n\n".join(blocks)
+
+
+def _mean_accuracy(records: Iterable[Mapping[str, Any]], protocol: str, topic: str) -> float:
+    values = [r["accuracy"] for r in records if r["protocol"] == protocol and r["topic"] == topic]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+def unique(values: Iterable[Any]) -> list[Any]:
+    """`values` without repeats, in the order first seen."""
+    return list(dict.fromkeys(values))
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a metric is absent: ``None`` (JSON ``null``) or ``NaN`` (how `read_results` returns it)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value: float | None) -> str:
+    """A score in percent with one decimal, or ``—`` where it is missing (``None`` or ``NaN``)."""
+    return "—" if is_missing(value) else f"{100 * value:.1f}"
+
+
+def _render(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # The first column (task names) reads left-aligned, the numbers right-aligned.
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([title, line(header), "  ".join("-" * w for w in widths), *map(line, rows)])

@@ -1,0 +1,224 @@
+"""Staging: the exact folder a push uploads (or a dry run writes), built from a prepared dataset or a checkpoint."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import DatasetCard
+
+from ..data.benchmark import eval_yaml
+from ..data.prepare import REPORT_NAME
+from ..training.config import SUMMARY_NAME
+from .leaderboard import EVAL_RESULTS_DIR, eval_results_files
+from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
+
+__all__ = [
+    "DATASET_IGNORE_PATTERNS",
+    "MODEL_IGNORE_PATTERNS",
+    "list_files",
+    "refresh_dataset_card",
+    "stage_dataset",
+    "stage_model",
+]
+
+logger = logging.getLogger(__name__)
+
+
+_COMMON_IGNORE = (".work/*", "*/.work/*", "*.tmp", ".cache/*", ".git/*", "*.partial-*/*", "__pycache__/*")
+
+
+DATASET_IGNORE_PATTERNS: tuple[str, ...] = _COMMON_IGNORE
+"""Never uploaded from a prepared folder: build leftovers."""
+
+
+MODEL_IGNORE_PATTERNS: tuple[str, ...] = (
+    *_COMMON_IGNORE,
+    # Training state, not model: resumable checkpoints, optimizer / scheduler / RNG states, tracker logs.
+    "checkpoints/*",
+    "checkpoint-*/*",
+    "optimizer*",
+    "*/optimizer*",
+    "scheduler*",
+    "*/scheduler*",
+    "random_states*",
+    "rng_state*",
+    "*.pt",
+    "*.pkl",
+    "training_args.bin",
+    "runs/*",
+    "logs/*",
+)
+"""Never uploaded from a checkpoint folder."""
+
+
+def _ignored(relpath: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(relpath, pattern) for pattern in patterns)
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    """Hard-link `src` to `dst` when allowed and possible (no copy of large shards), else copy it."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass  # another filesystem, or links not supported: copy instead
+    shutil.copy2(src, dst)
+
+
+def _copy_tree(src: Path, dst: Path, ignore: Sequence[str], link: bool) -> None:
+    for path in sorted(src.rglob("*")):
+        relpath = path.relative_to(src).as_posix()
+        if path.is_file() and not path.is_symlink() and not _ignored(relpath, ignore):
+            _place(path, dst / relpath, link)
+
+
+def _write_text(path: Path, text: str) -> None:
+    # Unlink first: the staged file may be a hard link to the user's own file, which must stay untouched.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def list_files(folder: Path) -> dict[str, int]:
+    """Every file of `folder` (path relative to it → size in bytes), sorted."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _prepare_report(folder: Path) -> dict[str, Any]:
+    path = folder / REPORT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a folder written by `m3el-hf prepare`.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el") -> DatasetCard:
+    """Re-render a prepared folder's dataset card from its ``prepare_report.json``, for `repo_id`. Pure.
+
+    The counts and the audit are the ones `prepare` measured; only the repo id in the loading
+    snippets changes, so ``refresh_dataset_card(folder)`` reproduces the card `prepare` wrote.
+    """
+    from ..data.audit import DatasetAudit
+    from ..data.dataset_card import build_dataset_card
+    from ..data.records import SkipReport
+
+    report = _prepare_report(Path(folder))
+    skipped = report.get("skipped", {})
+    skips = SkipReport()
+    skips.records_skipped.update(skipped.get("records_skipped", {}))
+    skips.images_skipped.update(skipped.get("images_skipped", {}))
+    skips.examples.extend(skipped.get("examples", []))
+    audit = DatasetAudit.from_dict(report["audit"])
+    return build_dataset_card(
+        audit, skips, _topics(report), repo_id=repo_id, synthetic=report.get("synthetic") is not None
+    )
+
+
+def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(report.get("options", {}).get("topics") or report["audit"])
+
+
+def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str, link: bool = True) -> None:
+    """Fill `staging` with what the dataset repo should hold: the prepared folder, its card for `repo_id`, eval.yaml."""
+    folder = Path(folder)
+    card = refresh_dataset_card(folder, repo_id=repo_id)
+    if not any(folder.glob("data/*/*.parquet")):
+        raise FileNotFoundError(f"{folder} holds no data/*/*.parquet shard; run `m3el-hf prepare` again.")
+    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml"), link)
+    _write_text(staging / "README.md", str(card))
+    _write_text(staging / "eval.yaml", eval_yaml(_topics(_prepare_report(folder))))
+
+
+def _stage_plot(staging: Path, plot: Path | None, records: Sequence[Mapping[str, Any]]) -> Path | None:
+    target = staging / PLOT_NAME
+    target.unlink(missing_ok=True)
+    if plot is not None:
+        if not Path(plot).is_file():
+            raise FileNotFoundError(f"Plot {plot} not found; pass the PNG written by m3el-hf evaluate, or omit --plot.")
+        shutil.copy2(plot, target)
+        return target
+    if not any(r["protocol"] == "candidates" for r in records):
+        return None
+    from ..evaluation.plots import plot_accuracy
+
+    try:
+        return plot_accuracy(records, target)
+    except ImportError as error:  # matplotlib is an optional dependency
+        logger.warning("No accuracy plot in the card (%s); pass --plot or install m3el-hf[plot].", error)
+        return None
+
+
+def stage_model(
+    checkpoint_dir: str | os.PathLike[str],
+    staging: Path,
+    *,
+    repo_id: str,
+    dataset_id: str | None,
+    records: Sequence[Mapping[str, Any]] = (),
+    plot: str | os.PathLike[str] | None = None,
+    base_model: str | None = None,
+    model_name: str = MODEL_NAME,
+    link: bool = True,
+    synthetic: bool | None = None,
+) -> None:
+    """Fill `staging` with what the model repo should hold (see the module docstring)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    generated = eval_results_files(records, dataset_id, model=model_name) if records and dataset_id else {}
+    if not (checkpoint_dir / "config.json").is_file():
+        if not generated and not any(checkpoint_dir.glob(f"{EVAL_RESULTS_DIR}/*.yaml")):
+            raise FileNotFoundError(
+                f"{checkpoint_dir} holds neither a checkpoint (config.json) nor {EVAL_RESULTS_DIR}/*.yaml: pass an "
+                "exported checkpoint, or a folder written by m3el_hf.hub.leaderboard.write_eval_results."
+            )
+        logger.info(
+            "No config.json in %s: pushing the %s entries only, no model card.", checkpoint_dir, EVAL_RESULTS_DIR
+        )
+        _copy_tree(checkpoint_dir / EVAL_RESULTS_DIR, staging / EVAL_RESULTS_DIR, ("*.tmp",), link)
+    else:
+        if dataset_id is None:
+            raise ValueError("Pushing a checkpoint needs --dataset-id, the M³EL benchmark repo its card refers to.")
+        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME, SUMMARY_NAME), link)
+        if (checkpoint_dir / SUMMARY_NAME).is_file():
+            summary = json.loads((checkpoint_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+            _write_text(staging / SUMMARY_NAME, json.dumps(_without_local_paths(summary), indent=2) + "\n")
+        plot_path = _stage_plot(staging, Path(plot) if plot else None, records)
+        card = build_model_card(
+            checkpoint_dir,
+            records,
+            repo_id=repo_id,
+            dataset_id=dataset_id,
+            plot_path=plot_path,
+            base_model=base_model,
+            model=model_name,
+            synthetic=synthetic,
+        )
+        _write_text(staging / "README.md", str(card))
+    for name, text in generated.items():
+        _write_text(staging / EVAL_RESULTS_DIR / name, text)
+
+
+def _without_local_paths(summary: dict[str, Any]) -> dict[str, Any]:
+    """The training summary with each local path of its options reduced to its last part (Hub ids stay)."""
+    config = dict(summary.get("config", {}))
+    for key in ("model", "data", "output_dir", "resume_from"):
+        value = config.get(key)
+        if isinstance(value, str) and (os.path.isabs(value) or Path(value).exists()):
+            config[key] = Path(value).name
+    return {**summary, "config": config}
+
+
+def staging_near(source: Path) -> Path:
+    """A private folder on the source's filesystem, so staged shards are hard links, not copies."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".m3el-push-", dir=source.resolve().parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="m3el-push-"))

@@ -1,0 +1,399 @@
+"""CLIP_ND: config validation, checkpoint compatibility with stock CLIP, encoders, forward and scoring."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+
+from m3el_hf.modeling.configuration_clipnd import CLIPNDConfig
+from m3el_hf.modeling.loss import ContrastiveMELLoss
+from m3el_hf.modeling.modeling_clipnd import CLIPNDModel, CLIPNDOutput, rank_candidates, score
+from m3el_hf.modeling.processing import load_processor
+from m3el_hf.tasks import TASKS, Task
+
+TEXTS = ["Titanic : 1997 film", "Paris : city in France", "John Smith : English player", "red novel"]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_clip_path: Path) -> CLIPNDModel:
+    return CLIPNDModel.from_pretrained(tiny_clip_path).eval()
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_clip_path: Path) -> dict[str, torch.Tensor]:
+    tokenizer, _ = load_processor(tiny_clip_path)
+    return dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
+
+
+@pytest.fixture(scope="module")
+def pixels() -> torch.Tensor:
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_entity_template() -> None:
+    config = CLIPNDConfig()
+    assert config.model_type == "clipnd" and config.fusion == "mean"
+    assert config.entity_text_template == "{name} : {description}"
+    assert CLIPNDConfig(augment_description=False).entity_text_template == "{name}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fusion": "sum"}, r"fusion='sum' is not supported"),
+        ({"fusion": "weighted", "fusion_text_weight": 1.5}, r"outside \[0, 1\]"),
+        ({"fusion_text_weight": "half"}, "must be a number"),
+        ({"mention_template": "{mention} {entity}"}, r"fields \['mention', 'sentence'\]"),
+        ({"entity_template": "plain text"}, "must use at least one of the fields"),
+        ({"entity_name_template": "{name"}, "not a valid format string"),
+        ({"hard_negatives": "yes"}, "hard_negatives must be True or False"),
+    ],
+)
+def test_config_rejects_invalid_settings(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        CLIPNDConfig(**kwargs)
+
+
+def test_config_warns_when_text_weight_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="m3el_hf.modeling.configuration_clipnd"):
+        CLIPNDConfig(fusion="mean", fusion_text_weight=0.3)
+    assert "fusion_text_weight=0.3 is ignored" in caplog.text
+
+
+def test_config_from_clip_config_keeps_towers() -> None:
+    clip = CLIPConfig(projection_dim=16, text_config={"hidden_size": 32, "num_attention_heads": 4})
+    config = CLIPNDConfig.from_clip_config(clip, fusion="weighted", fusion_text_weight=0.25)
+    assert config.projection_dim == 16 and config.text_config.hidden_size == 32
+    assert (config.model_type, config.fusion, config.fusion_text_weight) == ("clipnd", "weighted", 0.25)
+
+
+def test_config_from_pretrained_rejects_other_models(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="holds a 'bert' checkpoint"):
+        CLIPNDConfig.from_pretrained(tmp_path)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------
+
+
+def test_from_plain_clip_checkpoint(tiny_clip_path: Path) -> None:
+    model = CLIPNDModel.from_pretrained(tiny_clip_path, fusion="weighted", fusion_text_weight=0.7)
+    assert isinstance(model.config, CLIPNDConfig)
+    assert (model.config.fusion, model.config.fusion_text_weight) == ("weighted", 0.7)
+    clip = CLIPModel.from_pretrained(tiny_clip_path)
+    for name, tensor in clip.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+    with pytest.raises(ValueError, match="fusion='bogus'"):
+        CLIPNDModel.from_pretrained(tiny_clip_path, fusion="bogus")
+
+
+def test_init_accepts_clip_config() -> None:
+    clip = CLIPConfig(
+        projection_dim=8,
+        text_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16},
+        vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16},
+    )
+    assert isinstance(CLIPNDModel(clip).config, CLIPNDConfig)
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tiny_clip_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = CLIPNDModel.from_pretrained(tiny_clip_path, fusion="weighted", fusion_text_weight=0.3, hard_negatives=True)
+    path = tmp_path_factory.mktemp("clipnd-checkpoint")
+    model.save_pretrained(path)
+    return path
+
+
+def test_checkpoint_is_self_describing(saved_checkpoint: Path, tiny_clip_path: Path) -> None:
+    config = json.loads((saved_checkpoint / "config.json").read_text())
+    assert config["model_type"] == "clipnd" and config["architectures"] == ["CLIPNDModel"]
+    reloaded = CLIPNDModel.from_pretrained(saved_checkpoint)
+    assert (reloaded.config.fusion, reloaded.config.fusion_text_weight) == ("weighted", 0.3)
+    assert reloaded.config.hard_negatives is True
+    # No parameter or buffer beyond CLIP's: the fusion is configuration, not weights.
+    assert (
+        load_file(saved_checkpoint / "model.safetensors").keys()
+        == load_file(tiny_clip_path / "model.safetensors").keys()
+    )
+
+
+def test_auto_classes_resolve_to_clipnd(saved_checkpoint: Path) -> None:
+    assert isinstance(AutoConfig.from_pretrained(saved_checkpoint), CLIPNDConfig)
+    assert type(AutoModel.from_pretrained(saved_checkpoint)) is CLIPNDModel
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import m3el_hf\nfrom transformers import AutoConfig, AutoModel",
+        "from transformers import AutoConfig, AutoModel\nimport m3el_hf",
+    ],
+    ids=["m3el_hf-first", "transformers-first"],
+)
+def test_import_registers_auto_classes_in_either_order(saved_checkpoint: Path, imports: str) -> None:
+    """A fresh interpreter: ``import m3el_hf`` imports neither torch nor transformers, yet the Auto classes
+    resolve to CLIP_ND whichever is imported first."""
+    code = (
+        "import sys\n"
+        "import m3el_hf\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'import m3el_hf imported torch or transformers'\n"
+        f"{imports}\n"
+        f"config = AutoConfig.from_pretrained({str(saved_checkpoint)!r})\n"
+        f"model = AutoModel.from_pretrained({str(saved_checkpoint)!r})\n"
+        "print(type(config).__name__, type(model).__name__, type(model) is m3el_hf.CLIPNDModel)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["CLIPNDConfig", "CLIPNDModel", "True"]
+
+
+def test_a_failing_registration_never_breaks_importing_transformers() -> None:
+    code = (
+        "import copy, importlib.util, logging, sys\n"
+        "logging.basicConfig()\n"
+        "import m3el_hf.modeling.auto_registration as registration\n"
+        "copy.copy(importlib.util.find_spec('transformers').loader)  # the wrapped loader copies\n"
+        "registration.REGISTERING_MODULE = 'm3el_hf.no_such_module'\n"
+        "import transformers\n"
+        "print(transformers.__version__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CLIP_ND is not registered with transformers' Auto classes yet" in done.stderr
+    assert "No module named 'm3el_hf.no_such_module'" in done.stderr
+
+
+def test_lazy_public_names() -> None:
+    import ast
+    import inspect
+
+    import m3el_hf
+
+    # The TYPE_CHECKING imports (for type checkers) name exactly the lazily exported names.
+    tree = ast.parse(inspect.getsource(m3el_hf))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    static = {(node.module, alias.name) for node in block.body for alias in node.names}
+    assert static == {(module, name) for name, module in m3el_hf._MODULE_OF.items()}
+
+    assert set(m3el_hf.__all__) <= set(dir(m3el_hf))
+    assert all(getattr(m3el_hf, name) is not None for name in m3el_hf.__all__)
+    assert m3el_hf.CLIPNDModel is CLIPNDModel
+    with pytest.raises(AttributeError, match="no attribute 'CLIPND'"):
+        m3el_hf.CLIPND  # noqa: B018
+
+
+def test_stock_clip_loads_checkpoint_with_same_embeddings(
+    saved_checkpoint: Path, tokens: dict[str, torch.Tensor], pixels: torch.Tensor
+) -> None:
+    ours, stock = CLIPNDModel.from_pretrained(saved_checkpoint).eval(), CLIPModel.from_pretrained(saved_checkpoint)
+    assert type(stock) is CLIPModel
+    with torch.no_grad():
+        for method, inputs in (("get_text_features", tokens), ("get_image_features", {"pixel_values": pixels})):
+            expected = getattr(stock.eval(), method)(**inputs).pooler_output
+            torch.testing.assert_close(getattr(ours, method)(**inputs).pooler_output, expected)
+
+
+def test_stock_transformers_alone_loads_the_checkpoint(saved_checkpoint: Path, tokens: dict) -> None:
+    """In a fresh interpreter that never imports m3el_hf: no registration, no trust_remote_code."""
+    code = (
+        "import json, sys, torch\n"
+        "from transformers import CLIPModel\n"
+        f"model = CLIPModel.from_pretrained({str(saved_checkpoint)!r}).eval()\n"
+        f"ids = torch.tensor({tokens['input_ids'].tolist()})\n"
+        f"mask = torch.tensor({tokens['attention_mask'].tolist()})\n"
+        "with torch.no_grad():\n"
+        "    out = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output\n"
+        "assert not any(name.startswith('m3el_hf') for name in sys.modules)\n"
+        "print(type(model).__name__, json.dumps(out.flatten().tolist()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, values = done.stdout.split(" ", 1)
+    with torch.no_grad():
+        expected = CLIPNDModel.from_pretrained(saved_checkpoint).eval().get_text_features(**tokens).pooler_output
+    assert name == "CLIPModel"
+    torch.testing.assert_close(torch.tensor(json.loads(values)).reshape(expected.shape), expected)
+
+
+# --- encoders ------------------------------------------------------------------------------------------------
+
+
+def test_encode_single_modalities(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    with torch.no_grad():
+        texts = F.normalize(model.get_text_features(**tokens).pooler_output)
+        images = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output)
+        torch.testing.assert_close(model.encode_text(**tokens), texts)
+        torch.testing.assert_close(model.encode_image(pixels), images)
+        torch.testing.assert_close(model.encode(**tokens), texts)
+        torch.testing.assert_close(model.encode(pixel_values=pixels), images)
+
+
+def test_encode_mean_fusion(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    with torch.no_grad():
+        t, i = model.encode_text(**tokens), model.encode_image(pixels)
+        fused = model.encode(**tokens, pixel_values=pixels, text_rows=torch.arange(4), image_rows=torch.arange(4))
+    torch.testing.assert_close(fused, F.normalize((F.normalize(t) + F.normalize(i)) / 2))
+
+
+def test_encode_weighted_fusion(tiny_clip_path: Path, tokens: dict, pixels: torch.Tensor) -> None:
+    model = CLIPNDModel.from_pretrained(tiny_clip_path, fusion="weighted", fusion_text_weight=0.0).eval()
+    with torch.no_grad():
+        t, i = model.encode_text(**tokens), model.encode_image(pixels)
+        # Row 0 text only, row 1 image only, row 2 fused: weight 0 ignores its text but keeps row 0's.
+        out = model.encode(
+            tokens["input_ids"][:2],
+            tokens["attention_mask"][:2],
+            torch.tensor([0, 2]),
+            pixels[:2],
+            torch.tensor([1, 2]),
+            num_rows=3,
+        )
+    torch.testing.assert_close(out, torch.stack([t[0], i[0], i[1]]))
+
+
+def test_encode_mixed_batch_equals_per_row(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    text_rows, image_rows = torch.tensor([3, 0, 2]), torch.tensor([2, 1, 4])
+    with torch.no_grad():
+        out = model.encode(
+            **{k: v[:3] for k, v in tokens.items()}, text_rows=text_rows, pixel_values=pixels[:3], image_rows=image_rows
+        )
+        t, i = model.encode_text(**tokens), model.encode_image(pixels)
+    expected = torch.stack([t[1], i[1], F.normalize(t[2] + i[0], dim=0), t[0], i[2]])
+    assert out.shape == (5, 16)
+    torch.testing.assert_close(out, expected)
+
+
+def test_encode_is_differentiable(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    model.zero_grad()
+    model.encode(**tokens, pixel_values=pixels, text_rows=torch.arange(4), image_rows=torch.arange(4)).sum().backward()
+    assert model.text_projection.weight.grad is not None and model.visual_projection.weight.grad is not None
+    model.zero_grad()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"text_rows": torch.tensor([0, 1, 2, 4])}, r"rows \[3\] have neither a text nor an image"),
+        ({"text_rows": torch.tensor([0, 1, 1, 2])}, r"rows \[1\] appear more than once in text_rows"),
+        ({"text_rows": torch.tensor([0, 1, 2, 9]), "num_rows": 5}, r"text_rows must lie in \[0, 5\)"),
+        ({"text_rows": torch.tensor([0, 1])}, r"text_rows must have shape \(4,\)"),
+        ({"num_rows": 6}, r"rows \[4, 5\] have neither"),
+    ],
+)
+def test_encode_rejects_invalid_rows(model: CLIPNDModel, tokens: dict, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        model.encode(**tokens, **kwargs)
+
+
+# --- forward -------------------------------------------------------------------------------------------------
+
+
+def _batch(tokens: dict, pixels: torch.Tensor) -> dict:
+    """Two mentions (text, text+image) against three entities (image, text, text), plus ignored extras."""
+    return {
+        "mention_input_ids": tokens["input_ids"][:2],
+        "mention_attention_mask": tokens["attention_mask"][:2],
+        "mention_text_rows": torch.tensor([0, 1]),
+        "mention_pixel_values": pixels[:1],
+        "mention_image_rows": torch.tensor([1]),
+        "entity_input_ids": tokens["input_ids"][2:],
+        "entity_attention_mask": tokens["attention_mask"][2:],
+        "entity_text_rows": torch.tensor([1, 2]),
+        "entity_pixel_values": pixels[1:2],
+        "entity_image_rows": torch.tensor([0]),
+        "labels": torch.tensor([0, 1]),
+        "mention_qids": torch.tensor([11, 22]),
+        "entity_qids": torch.tensor([11, 22, 33]),
+        "task_ids": torch.tensor([0, 4]),
+        "num_dropped": torch.tensor(0),
+    }
+
+
+def test_forward_scores_every_mention_against_every_entity(
+    model: CLIPNDModel, tokens: dict, pixels: torch.Tensor
+) -> None:
+    with torch.no_grad():
+        out = model(**_batch(tokens, pixels))
+    assert isinstance(out, CLIPNDOutput) and out.loss is None
+    assert out.logits_per_mention.shape == (2, 3)
+    torch.testing.assert_close(out.logits_per_mention, out.logit_scale * out.mention_embeds @ out.entity_embeds.T)
+    torch.testing.assert_close(out.logit_scale, model.logit_scale.exp())
+
+
+def test_forward_loss_matches_contrastive_loss(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    batch = _batch(tokens, pixels)
+    out = model(**batch, return_loss=True)
+    expected = ContrastiveMELLoss()(
+        out.mention_embeds,
+        out.entity_embeds,
+        batch["labels"],
+        batch["mention_qids"],
+        batch["entity_qids"],
+        out.logit_scale,
+    )
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert model.logit_scale.grad is not None
+    model.zero_grad()
+
+
+def test_forward_loss_needs_labels_and_qids(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor) -> None:
+    batch = _batch(tokens, pixels)
+    del batch["labels"], batch["entity_qids"]
+    with pytest.raises(ValueError, match="needs labels, entity_qids"):
+        model(**batch, num_mentions=2, num_entities=3, return_loss=True)
+
+
+# --- scoring for the nine tasks ------------------------------------------------------------------------------
+
+
+def _side_inputs(modality: str, n: int, tokens: dict, pixels: torch.Tensor) -> dict:
+    inputs = {}
+    if "T" in modality:
+        inputs |= {"input_ids": tokens["input_ids"][:n], "attention_mask": tokens["attention_mask"][:n]}
+    if "I" in modality:
+        inputs |= {"pixel_values": pixels[:n], "image_rows": torch.arange(n)}
+    return inputs
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda task: task.name)
+def test_scores_for_every_task(model: CLIPNDModel, tokens: dict, pixels: torch.Tensor, task: Task) -> None:
+    batch_size, num_candidates = 2, 2
+    with torch.no_grad():
+        mentions = model.encode(**_side_inputs(task.mention, batch_size, tokens, pixels), num_rows=batch_size)
+        entities = model.encode(
+            **_side_inputs(task.entity, batch_size * num_candidates, tokens, pixels),
+            num_rows=batch_size * num_candidates,
+        )
+    assert score(mentions, entities).shape == (batch_size, batch_size * num_candidates)
+    assert torch.isfinite(score(mentions, entities)).all()
+    mask = torch.tensor([[True, True], [True, False]])  # the last candidate lacks the task's modality
+    ranked = rank_candidates(mentions, entities.view(batch_size, num_candidates, -1), mask)
+    assert ranked.shape == (batch_size, num_candidates)
+    assert torch.isfinite(ranked[mask]).all() and torch.isneginf(ranked[~mask]).all()
+    assert ranked[mask].abs().max() <= 1 + 1e-5
+
+
+def test_score_is_cosine_similarity() -> None:
+    m, e = torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 4.0], [-4.0, 3.0], [0.0, -2.0]])
+    torch.testing.assert_close(score(m, e), torch.tensor([[1.0, 0.0, -0.8]]))
+
+
+def test_rank_candidates_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match=r"candidate_embeds of shape \(B, C, D\)"):
+        rank_candidates(torch.zeros(2, 4), torch.zeros(2, 4))

@@ -1,0 +1,174 @@
+"""FastImagePreprocessor: the same pixel_values as the PIL image processor, its fallbacks, pickling, the collator."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from m3el_hf.modeling.collator import M3ELCollator
+from m3el_hf.modeling.processing import FastImagePreprocessor, load_processor, tokenize
+
+# (width, height): smaller and larger than both targets, both orientations, odd sizes where the crop offset
+# rounds, and a 1-pixel-wide extreme.
+SIZES = [(12, 9), (9, 12), (32, 32), (33, 47), (47, 33), (31, 64), (225, 223), (301, 200), (199, 301), (1, 40)]
+
+
+def vit_b_32() -> CLIPImageProcessorPil:
+    """The settings of openai/clip-vit-base-patch32's preprocessor_config.json, built without a download."""
+    return CLIPImageProcessorPil(
+        do_resize=True,
+        size={"shortest_edge": 224},
+        resample=PILImageResampling.BICUBIC,
+        do_center_crop=True,
+        crop_size={"height": 224, "width": 224},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
+        do_convert_rgb=True,
+    )
+
+
+def varied_images(seed: int = 0) -> list[PIL.Image.Image]:
+    """Random-noise images of every size in SIZES, cycling through the modes a dataset may hold."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i, (width, height) in enumerate(SIZES):
+        rgba = PIL.Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+        mode = ("RGB", "L", "RGBA", "P", "CMYK", "LA", "P+transparency", "RGB+transparency")[i % 8]
+        if mode == "P+transparency":
+            image = rgba.convert("RGB").convert("P")
+            image.info["transparency"] = 3
+        elif mode == "RGB+transparency":
+            image = rgba.convert("RGB")
+            image.info["transparency"] = tuple(int(v) for v in np.asarray(image)[0, 0])
+        else:
+            image = rgba.convert(mode)
+        images.append(image)
+    return images
+
+
+@pytest.fixture(scope="module")
+def tiny_processor(tiny_clip_path: Path) -> Any:
+    return load_processor(tiny_clip_path)[1]
+
+
+@pytest.mark.parametrize("which", ["tiny", "vit-b-32"])
+def test_same_pixel_values_as_the_processor(tiny_processor: Any, which: str) -> None:
+    processor = tiny_processor if which == "tiny" else vit_b_32()
+    fast = FastImagePreprocessor(processor)
+    assert fast.unsupported == ""
+    images = varied_images()
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    result = fast(images)
+    assert result.dtype == torch.float32 and result.is_contiguous()
+    torch.testing.assert_close(result, reference, atol=0, rtol=0)
+    # Again, with the output sizes remembered from the first call, and in another order.
+    torch.testing.assert_close(fast(images[::-1]), reference.flip(0), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # Resized smaller than the crop: transformers pads with zeros.
+        {"size": {"shortest_edge": 16}, "crop_size": {"height": 20, "width": 18}},
+        {"size": {"height": 24, "width": 40}, "do_center_crop": False, "resample": PILImageResampling.BILINEAR},
+        {"size": {"shortest_edge": 30, "longest_edge": 40}, "crop_size": {"height": 30, "width": 30}},
+        {"do_normalize": False, "crop_size": {"height": 21, "width": 23}, "size": {"shortest_edge": 25}},
+        {"do_rescale": False, "size": {"shortest_edge": 20}, "crop_size": {"height": 20, "width": 20}},
+    ],
+)
+def test_same_pixel_values_for_other_settings(settings: dict[str, Any]) -> None:
+    processor = CLIPImageProcessorPil(**settings)
+    fast = FastImagePreprocessor(processor)
+    assert fast.unsupported == ""
+    images = varied_images(seed=1)
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast(images), reference, atol=0, rtol=0)
+
+
+def test_unsupported_setting_falls_back_to_the_processor(caplog: pytest.LogCaptureFixture) -> None:
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 20},
+        crop_size={"height": 20, "width": 20},
+        do_pad=True,
+        pad_size={"height": 24, "width": 26},
+    )
+    with caplog.at_level(logging.DEBUG, logger="m3el_hf.modeling.processing"):
+        fast = FastImagePreprocessor(processor)
+    assert fast.unsupported == "do_pad=True"
+    images = varied_images()
+    reference = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert reference.shape == (len(images), 3, 24, 26)
+    torch.testing.assert_close(fast(images), reference, atol=0, rtol=0)
+
+
+def test_overridden_step_falls_back_to_the_processor() -> None:
+    class Flipped(CLIPImageProcessorPil):
+        def center_crop(self, image: np.ndarray, size: Any, **kwargs: Any) -> np.ndarray:
+            return super().center_crop(image, size, **kwargs)[..., ::-1]
+
+    processor = Flipped(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    fast = FastImagePreprocessor(processor)
+    assert fast.unsupported == "Flipped overrides center_crop"
+    images = varied_images()
+    torch.testing.assert_close(fast(images), processor(images=images, return_tensors="pt")["pixel_values"])
+
+
+def test_non_pil_input_falls_back_to_the_processor(tiny_processor: Any) -> None:
+    arrays = [np.asarray(image.convert("RGB")) for image in varied_images()]
+    reference = tiny_processor(images=arrays, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(FastImagePreprocessor(tiny_processor)(arrays), reference, atol=0, rtol=0)
+
+
+def test_pickle_round_trip(tiny_processor: Any) -> None:
+    fast = FastImagePreprocessor(tiny_processor)
+    copy = pickle.loads(pickle.dumps(fast))
+    images = varied_images()
+    torch.testing.assert_close(copy(images), fast(images), atol=0, rtol=0)
+
+
+def test_collator_pixel_values_are_the_processors(tiny_processor: Any, tiny_clip_path: Path) -> None:
+    tokenizer = load_processor(tiny_clip_path)[0]
+    collator = M3ELCollator(tokenizer=tokenizer, image_processor=tiny_processor, tasks=("I-I",))
+    images = varied_images()
+    rows = [
+        {
+            "id": f"row-{i}",
+            "mention_image": images[i],
+            "candidates": [{"qid": f"Q{i + 1}", "name": "n", "description": "d"}],
+            "candidate_images": [images[-1 - i]],
+            "label": 0,
+        }
+        for i in range(4)
+    ]
+    batch = pickle.loads(pickle.dumps(collator))(rows)
+    # The collator hands images over unconverted: RGB conversion (alpha on white) is the processor's.
+    reference = tiny_processor(images=images[:4], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(batch["mention_pixel_values"], reference, atol=0, rtol=0)
+    # Replacing the image processor is honoured, not served from the cached fast path.
+    collator.image_processor = vit_b_32()
+    assert collator(rows[:1])["mention_pixel_values"].shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("max_length", [5, 77])
+def test_tokenize_gives_the_tokenizers_tensors(tiny_clip_path: Path, max_length: int) -> None:
+    tokenizer = load_processor(tiny_clip_path)[0]
+    texts = ["", "a", "Douglas Adams : English author", "Ünïcödé · 東京 and a much longer sentence " * 4, "x y"]
+    expected = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    got = tokenize(tokenizer, texts, max_length)
+    assert set(got) == {"input_ids", "attention_mask"}
+    for key, value in got.items():
+        assert value.dtype == expected[key].dtype == torch.int64
+        assert torch.equal(value, expected[key]), key
+    assert got["input_ids"].shape[1] == (5 if max_length == 5 else expected["input_ids"].shape[1])
