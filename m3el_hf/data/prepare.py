@@ -163,10 +163,12 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
     if workers == 0:
         return [_build_config(config, name, staging) for name in names]
     # Not "fork": the child would inherit the parent's threads and locks (pyarrow's pools among
-    # them). The fork server imports the package once and workers are forked from it, so later
-    # prepare calls in the same process start their workers quickly.
+    # them). Nothing is preloaded into the fork server: up to Python 3.12.7 and 3.13.0 it imports its
+    # preloads with the working directory first on sys.path (CPython gh-117378), so from the root of a
+    # clone it would import that m3el_hf source tree instead of the installed package. A worker
+    # imports what it needs after it has taken this process's sys.path.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([_build_config.__module__, "m3el_hf.loading_script.m3el"])
+    context.set_forkserver_preload([])
     pending, results = list(names), {}
     with ThreadPoolExecutor(1) as here, ProcessPoolExecutor(max_workers=workers, mp_context=context) as there:
         running: dict[Future, tuple[str, Executor]] = {}

@@ -1,4 +1,8 @@
-"""Reading the raw release's records files: a JSON array, JSON lines, or Python-literal dicts, one by one."""
+"""Reading the raw release's records files one record at a time.
+
+The release is one records file per topic (a JSON array, JSON lines, one Python-literal dict per line, or a
+Python-literal list) next to ``{topic}_candidates_images/`` folders. Memory does not grow with the file.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,7 @@ from ..tasks import TOPICS
 __all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_dicts"]
 
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
-
-
 _CHUNK = 1 << 20
-
-
 _MAX_RECORD_CHARS = 16 << 20
 
 

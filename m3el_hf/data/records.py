@@ -1,7 +1,6 @@
-"""Reading and validating the raw M³EL release: record files per topic and image folders.
+"""Parsing and validating the raw release's records: `RawRecord`, `parse_record`, `iter_records`, `SkipReport`.
 
-The release is one records file per topic (a JSON array, JSON lines, one Python-literal dict
-per line, or a Python-literal list) next to ``{topic}_candidates_images/`` folders. Records look like::
+Records look like::
 
     {'Qid': 'Q42', 'name': 'Douglas Adams', 'description': 'English author and humourist',
      'sentence': '...', 'image': [commons_file, url, '/M3EL/person_candidates_images/...'],

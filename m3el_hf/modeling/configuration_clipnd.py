@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from transformers import AutoConfig, CLIPConfig
 
+from .auto_registration import finish_deferred_registration
+
 __all__ = ["FUSION_MODES", "TEMPLATE_FIELDS", "CLIPNDConfig", "check_template"]
 
 logger = logging.getLogger(__name__)
@@ -168,3 +170,5 @@ def check_template(name: str, template: str, allowed: frozenset[str]) -> None:
 
 
 AutoConfig.register(CLIPNDConfig.model_type, CLIPNDConfig, exist_ok=True)
+# When touching CLIPNDConfig first imported transformers, the model's registration waited for this module.
+finish_deferred_registration()

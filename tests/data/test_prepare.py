@@ -362,17 +362,27 @@ def test_non_editable_install_in_a_fresh_venv(tmp_path):
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps"]
     subprocess.run([*pip, "--no-build-isolation", str(REPO)], check=True, capture_output=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+    # The commands run where another m3el_hf source tree lies, as in the root of a clone: neither they nor their
+    # worker processes may import it.
     work = tmp_path / "work"
-    work.mkdir()
+    (work / "m3el_hf").mkdir(parents=True)
+    decoy = work / "m3el_hf" / "imported"
+    (work / "m3el_hf" / "__init__.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('imported').touch()\nraise ImportError('the decoy tree')\n"
+    )
 
     def run(*args):
-        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert not decoy.exists(), f"{args[:2]} imported the m3el_hf tree of the working directory"
+        return done.stdout
 
-    run(str(script), "synth", "--out", "raw", "--instances", "20", "--topics", "sports")
-    run(str(script), "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports")
-    assert (work / "m3el" / "README.md").read_text().count("sports-kb") >= 1
+    run(str(script), "synth", "--out", "raw", "--instances", "40", "--topics", "sports", "books")
+    run(str(script), "prepare", "--raw", "raw", "--out", "m3el", "--topics", "sports", "books", "--num-proc", "2")
+    assert (work / "m3el" / "README.md").read_text().count("books-kb") >= 1
     shipped = run(
         str(python),
+        "-P",  # python -c puts the working directory first on sys.path; -P (safe path) does not
         "-c",
         "import evaluate, m3el_hf, m3el_hf.loading_script.m3el as builder\n"
         "from importlib import resources\n"
@@ -385,7 +395,11 @@ def test_non_editable_install_in_a_fresh_venv(tmp_path):
     assert all(path.startswith(str(site_packages)) for path in shipped[:4]), shipped
     assert shipped[4:] == ["True", "1.0"]
     # Both cards render from the installed templates: the dataset card (above) and a model card.
-    run(str(python), "-c", "from m3el_hf.modeling.tiny import build_tiny_clip; build_tiny_clip('ckpt')")
+    run(str(python), "-P", "-c", "from m3el_hf.modeling.tiny import build_tiny_clip; build_tiny_clip('ckpt')")
+    train = ("--recipe", "tiny-cpu", "--model", "ckpt", "--data", "m3el", "--topics", "sports", "books")
+    run(str(script), "train", *train, "--output-dir", "run", "--max-steps", "2", "--eval-split", "none")
+    run(str(script), "evaluate", "--model", "run/final", "--data", "m3el", "--output", "results.json")
+    assert {r["model"] for r in json.loads((work / "results.json").read_text())["records"]} == {"run"}
     run(str(script), "push-model", "ckpt", "--repo", "me/clipnd", "--dataset-id", "me/m3el", "--dry-run", "staged")
     card = ModelCard.load(work / "staged" / "README.md")
     assert card.data.datasets == ["me/m3el"] and "CLIPModel.from_pretrained" in card.text
