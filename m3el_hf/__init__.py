@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .modeling.auto_registration import register_auto_classes
+from .version import __version__
 
 if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getattr__` imports on first use
     from .data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getat
     from .modeling.tiny import build_tiny_clip
     from .tasks import TASK_NAMES, TASKS, TOPICS, Task, get_task
 
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "modeling.collator": ("M3ELCollator", "qid_to_int"),

@@ -16,3 +16,14 @@ def tiny_clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from m3el_hf.modeling.tiny import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def movies_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared release of one topic, movies: 40 synthetic instances, seed 0."""
+    from m3el_hf.data.prepare import PrepareConfig, prepare
+    from m3el_hf.data.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("hub-data")
+    raw = synthesize(SynthConfig(out=root / "raw", instances=40, seed=0, topics=("movies",)))
+    return prepare(PrepareConfig(raw=raw, out=root / "m3el", topics=("movies",))).out

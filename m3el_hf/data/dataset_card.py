@@ -12,6 +12,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..tasks import TASK_NAMES
+from ..version import __version__
 from .audit import DatasetAudit, TopicAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
 from .records import SkipReport
@@ -157,8 +158,6 @@ def render_dataset_card(
     With `synthetic`, the card says everywhere that the data is a synthetic release (``m3el-hf synth``).
     """
     import jinja2
-
-    from .. import __version__
 
     pretty_name = "M³EL: multi-task multi-topic multi-modal entity linking"
     if synthetic:

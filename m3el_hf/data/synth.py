@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import replace_dir
 from ..tasks import TOPICS
+from ..version import __version__
 
 __all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
 
@@ -357,7 +358,6 @@ def synthesize(config: SynthConfig) -> Path:
             for topic, count in zip(config.topics, counts, strict=True):
                 used, written = _write_topic(topic, count, config, tmp, progress)
                 entities, images = entities + used, images + written
-        from .. import __version__
 
         options = {name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "image_size")}
         marker = {"generator": "m3el-hf synth", "version": __version__, **options}

@@ -22,6 +22,7 @@ from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, task_id
 from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
 from ..training.config import SUMMARY_NAME
+from ..version import __version__
 
 __all__ = ["MODEL_NAME", "PLOT_NAME", "build_model_card", "model_index_results"]
 
@@ -246,7 +247,6 @@ def build_model_card(
     )
     if synthetic is None:
         synthetic = bool(summary.get("synthetic_data"))
-    from .. import __version__
 
     template = resources.files("m3el_hf.model_cards").joinpath("model_card.md").read_text(encoding="utf-8")
     return ModelCard.from_template(

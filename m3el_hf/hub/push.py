@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import replace_dir
+from ..version import __version__
 from .model_card import MODEL_NAME
 from .staging import (
     DATASET_IGNORE_PATTERNS,
@@ -264,7 +265,6 @@ def push_dataset(
     create the repo (unless `create_pr`), the `revision` branch when missing, and upload. The other
     options are those of [`PushDatasetConfig`]; `token` defaults to ``HF_TOKEN`` or the stored login.
     """
-    from .. import __version__
 
     _check_push_args(repo_id, revision, create_pr)
     folder = Path(folder)

@@ -12,12 +12,8 @@ placement, DDP, mixed precision, gradient accumulation, checkpoints), and the co
 
 from __future__ import annotations
 
-import argparse
-import logging
 import math
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,6 @@ from .config import SUMMARY_NAME, TrainConfig
 
 __all__ = [
     "evaluate_and_select",
-    "main",
     "train",
     "train_one_epoch",
     "training_step",
@@ -303,25 +298,3 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``accelerate launch trainers/train.py`` (and ``-m m3el_hf.trainers.train``)."""
-    parser = TrainConfig.add_arguments(
-        argparse.ArgumentParser(prog="train.py", description="Train CLIP_ND on M³EL with Accelerate.")
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = TrainConfig.from_namespace(args)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ..cli import user_errors
-
-    try:
-        train(config)
-    except user_errors() as error:  # bad data or options found once running: one clear line, as `m3el-hf train`
-        logger.debug("train.py failed", exc_info=True)
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    return 0

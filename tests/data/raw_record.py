@@ -1,0 +1,19 @@
+"""A valid raw M³EL record to build test inputs from; a module, not a fixture: parametrize lists use it."""
+
+from __future__ import annotations
+
+
+def record(qid="Q1", others=("Q2",), **overrides):
+    def cand(q):
+        return {"Qid": q, "name": "Ann", "description": f"desc {q}", "image": ["a.jpg", "u", f"/M3EL/x/{q}.jpg"]}
+
+    raw = {
+        "Qid": qid,
+        "name": "Ann",
+        "description": f"desc {qid}",
+        "sentence": "Ann wrote a book.\n",
+        "image": ["a.jpg", "https://commons.wikimedia.org/wiki/Special:FilePath/a.jpg", f"/M3EL/x/{qid}.jpg"],
+        "candidates": [cand(q) for q in (*others, qid)],
+    }
+    raw.update(overrides)
+    return raw

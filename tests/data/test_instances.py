@@ -1,0 +1,128 @@
+"""instances: reading and checking images, splits, usable tasks and the knowledge-base tables."""
+
+from __future__ import annotations
+
+import io
+
+import datasets
+import PIL.Image
+import pyarrow as pa
+import pytest
+
+from m3el_hf.data.features import INSTANCE_FEATURES
+from m3el_hf.data.image_paths import ImagePathResolver
+from m3el_hf.data.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of, usable_tasks
+from m3el_hf.data.raw_files import M3ELFormatError
+from m3el_hf.data.records import RawImage
+from m3el_hf.tasks import TASK_NAMES
+
+
+def test_image_reader_checks_decoding_and_shrinks(tmp_path, make_image):
+    make_image(tmp_path / "imgs" / "big.jpg", size=(64, 32))
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not an image")
+    reader = ImageReader(tmp_path)
+    out = reader.read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "movies.json", 3)
+    assert out == {"bytes": (tmp_path / "imgs" / "big.jpg").read_bytes(), "path": None}
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 3: undecodable image: '/M3EL/imgs/bad\.jpg'"):
+        reader.read(RawImage("f", "u", "/M3EL/imgs/bad.jpg"), "movies.json", 3)
+    with pytest.raises(M3ELFormatError, match=r"record 3: missing image"):
+        reader.read(RawImage("f", "u", "/M3EL/imgs/gone.jpg"), "movies.json", 3)
+    small = ImageReader(tmp_path, max_image_side=16).read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "m", 0)
+
+    assert PIL.Image.open(io.BytesIO(small["bytes"])).size == (16, 8)
+
+
+def test_split_of_is_deterministic_and_close_to_the_ratios():
+    keys = [f"{i:016x}" for i in range(4000)]
+    splits = [split_of(k) for k in keys]
+    assert splits == [split_of(k) for k in keys]
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "validation", "test")}
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["test"] - 0.1) < 0.02
+
+
+def test_usable_tasks_follow_the_images_present():
+    assert usable_tasks(True, True) == list(TASK_NAMES)
+    assert usable_tasks(False, True) == ["T-T", "T-I", "T-TI"]
+    assert usable_tasks(True, False) == ["T-T", "I-T", "TI-T"]
+    assert usable_tasks(False, False) == ["T-T"]
+
+
+def test_image_reader_names_an_unreadable_image(tmp_path, monkeypatch, make_image):
+    make_image(tmp_path / "imgs" / "a.jpg")
+
+    def denied(self, local):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ImagePathResolver, "read_bytes", denied)
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 2: unreadable image: '/M3EL/imgs/a\.jpg'"):
+        ImageReader(tmp_path).read(RawImage("f", "u", "/M3EL/imgs/a.jpg"), "movies.json", 2)
+
+
+def test_kb_tables_take_an_entity_once_even_when_its_image_comes_later_in_the_batch():
+    schema = datasets.Features({name: INSTANCE_FEATURES[name] for name in KB_SOURCE_COLUMNS}).arrow_schema
+    image, source = {"bytes": b"jpeg", "path": None}, {"file": "f.jpg", "url": "u"}
+
+    def row(topic, *candidates):
+        return {
+            "topic": topic,
+            "candidates": [{"qid": q, "name": f"name {q}", "description": f"about {q}"} for q, _ in candidates],
+            "candidate_images": [image if has else None for _, has in candidates],
+            "candidate_image_sources": [source if has else None for _, has in candidates],
+        }
+
+    batch = pa.RecordBatch.from_pylist(
+        [
+            row("movies", ("Q1", False), ("Q2", False)),
+            row("movies", ("Q1", True), ("Q3", True)),
+            row("books", ("Q1", False)),
+        ],
+        schema=schema,
+    )
+    builder = RowBuilder(images=None, columns=KB_SOURCE_COLUMNS)
+    kb = pa.concat_tables(builder.kb_tables([batch])).to_pylist()
+    assert [(e["topic"], e["qid"], e["image"] is not None) for e in kb] == [
+        ("movies", "Q1", True),
+        ("movies", "Q3", True),
+        ("movies", "Q2", False),
+        ("books", "Q1", False),
+    ]
+    assert kb[0] == {
+        "topic": "movies",
+        "qid": "Q1",
+        "name": "name Q1",
+        "description": "about Q1",
+        "image": image,
+        "image_source": source,
+    }
+    assert (builder.audit.topic("movies").kb_entities, builder.audit.topic("books").kb_entities) == (3, 1)
+
+
+def image_bytes(fmt):
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (12, 10), (1, 2, 3)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (image_bytes("JPEG") + b"\0\0\n", None),
+        (image_bytes("PNG"), None),
+        (image_bytes("GIF"), None),
+        (image_bytes("JPEG")[:-40], "JPEG file has no end-of-image marker"),
+        (image_bytes("PNG")[:-5], "PNG file has no IEND chunk"),
+        (image_bytes("GIF")[:5], "cannot identify image file"),
+        (b"\xff\xd8garbage\xff\xd9", "cannot identify image file"),
+    ],
+)
+def test_image_check_catches_truncated_and_non_image_files(tmp_path, data, problem):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "x.img").write_bytes(data)
+    read = ImageReader(tmp_path).read
+    if problem is None:
+        assert read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)["bytes"] == data
+    else:
+        with pytest.raises(
+            M3ELFormatError, match=rf"m\.json, record 0: undecodable image: '/M3EL/imgs/x\.img' \({problem}"
+        ):
+            read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)

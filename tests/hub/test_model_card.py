@@ -1,0 +1,51 @@
+"""model_card: the model card parses back with results, baselines and usage, and says when data was synthetic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from huggingface_hub import DatasetCard, ModelCard
+
+from m3el_hf.data.prepare import is_synthetic
+from m3el_hf.hub.model_card import build_model_card
+
+
+def test_a_synthetic_release_is_named_synthetic_from_synth_to_the_model_card(
+    movies_release, checkpoint, records, tmp_path
+):
+    report = json.loads((movies_release / "prepare_report.json").read_text(encoding="utf-8"))
+    assert report["synthetic"]["generator"] == "m3el-hf synth" and report["synthetic"]["instances"] == 40
+    assert is_synthetic(movies_release) is True and is_synthetic("me/m3el") is None
+    card = DatasetCard.load(movies_release / "README.md")
+    assert card.data.pretty_name.startswith("Synthetic") and "synthetic" in card.data.tags
+    assert "This is a synthetic release" in card.text
+    # The model card learns it from what training recorded about its data (see test_training).
+    summary = json.loads((checkpoint / "training_summary.json").read_text(encoding="utf-8"))
+    for recorded, flagged in ((True, True), (None, False), (False, False)):
+        folder = tmp_path / f"ckpt-{recorded}"
+        shutil.copytree(checkpoint, folder)
+        summary["synthetic_data"] = recorded
+        (folder / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        text = build_model_card(folder, records, repo_id="me/clipnd", dataset_id="me/m3el").text
+        assert ("These scores come from a synthetic release" in text) is flagged
+
+
+def test_model_card_parses_back_with_results_baselines_and_usage(checkpoint, records, tmp_path):
+    card = build_model_card(checkpoint, records, repo_id="me/clipnd", dataset_id="me/m3el", plot_path="x.png")
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    ours = [r for r in records if r["model"] == "CLIP_ND" and r["accuracy"] is not None]
+    got = {(e.dataset_config, e.metric_config): e.metric_value for e in loaded.data.eval_results}
+    assert got == {(f"{r['topic']}-{r['task']}", r["protocol"]): r["accuracy"] for r in ours}
+    assert {e.dataset_type for e in loaded.data.eval_results} == {"me/m3el"}
+    assert loaded.data.base_model == "openai/clip-vit-base-patch32" and loaded.data.datasets == ["me/m3el"]
+    text = loaded.text
+    for heading in (line for line in text.splitlines() if line.startswith("###")):
+        assert "protocol" in heading, heading
+    assert "| task | zero-shot CLIP | CLIP_ND (name only) | CLIP_ND |" in text
+    assert "![" in text and "(accuracy.png)" in text
+    assert 'CLIPNDModel.from_pretrained("me/clipnd")' in text and 'CLIPModel.from_pretrained("me/clipnd")' in text
+    assert "trust_remote_code" in text and "I-I" in text and "augment_description | True" in text
+    assert "| hardware | device_type: cpu, device_name: cpu, num_processes: 1, mixed_precision: no |" in text
+    assert "/home/someone" not in text  # local paths stay local
