@@ -107,6 +107,8 @@ def run_demo(config: DemoConfig) -> Path:
             plot=plot,
             dataset_id=config.dataset_repo,
             model_name=MODEL_NAMES[-1],
+            # The base is the tiny random CLIP this package builds, not a Hub model: its weights are ours.
+            license="apache-2.0",
             dry_run=out / "publish" / "model",
         )
     )

@@ -5,6 +5,7 @@ and is what ``push-dataset`` uploads::
 
     m3el/
       README.md                                  dataset card; its YAML declares every config
+      LICENSE.md                                 the terms of the data (Commons images, Wikidata text, the release)
       prepare_report.json                        counts, data audit, what was skipped, synthetic or not
       data/{topic}/{split}-00000-of-0000N.parquet
       kb/{topic}/kb-00000-of-0000N.parquet
@@ -29,7 +30,7 @@ from ..atomic import replace_dir
 from ..tasks import TOPICS
 from .audit import DatasetAudit
 from .benchmark import eval_yaml
-from .dataset_card import instance_path, kb_path, render_dataset_card
+from .dataset_card import LICENSE_FILE, dataset_sizes, instance_path, kb_path, license_text, render_dataset_card
 from .raw_files import M3ELFormatError, find_record_files
 from .records import SkipReport
 from .synth import SYNTH_MARKER
@@ -218,8 +219,10 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             report.merge(kb_report)
         shutil.rmtree(staging / ".work")
         synthetic = _synth_marker(config.raw)
-        card = render_dataset_card(audit, report, config.topics, synthetic=synthetic is not None)
+        sizes = dataset_sizes(staging, config.topics)
+        card = render_dataset_card(audit, report, config.topics, synthetic=synthetic is not None, sizes=sizes)
         (staging / "README.md").write_text(card, encoding="utf-8", newline="")
+        (staging / LICENSE_FILE).write_text(license_text(synthetic is not None), encoding="utf-8")
         (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
         _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
         replace_dir(staging, out, config.overwrite)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -21,10 +20,20 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, task_id
 from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
-from ..training.config import SUMMARY_NAME
+from ..modeling.configuration_clipnd import settings_of
+from ..training.config import PATH_OPTIONS, SUMMARY_NAME
 from ..version import __version__
 
-__all__ = ["MODEL_NAME", "PLOT_NAME", "build_model_card", "model_index_results"]
+__all__ = [
+    "HUB_TASK_TYPES",
+    "MODEL_NAME",
+    "PLOT_NAME",
+    "base_model_of",
+    "build_model_card",
+    "hub_task_type",
+    "model_index_results",
+    "without_local_paths",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +41,20 @@ MODEL_NAME = "CLIP_ND"
 """The `model` of our own records in a results file; the others are baselines."""
 PLOT_NAME = "accuracy.png"
 
+# The Hub has no multi-modal entity linking task; each M³EL task gets the Hub task whose inputs and outputs are
+# closest to its modalities: a text query ranking texts, an image (with or without text) classified against
+# entity names, an image matched to images, and a query ranking image or image+text entries.
+HUB_TASK_TYPES = {
+    "T": "text-ranking",
+    "I": "zero-shot-image-classification",
+    "II": "image-feature-extraction",
+    "retrieval": "visual-document-retrieval",
+}
+_PROTOCOL_NAMES = {"candidates": "candidate-list protocol", "kb": "whole-KB protocol"}
 _PROTOCOL_TITLES = {
     "candidates": "candidate list (rank the instance's own candidates; the leaderboard metric)",
     "kb": "whole knowledge base (rank every entity of the topic's KB)",
 }
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SUMMARY_KEYS = ("topics", "tasks", "augment_description", "hard_negatives", "seed", "max_steps", "epochs")
 
 
@@ -50,17 +68,31 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    """A summary value for the card: lists joined, local paths reduced to their name."""
+    """A summary value for the card: lists and mappings joined."""
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, Mapping):
         return ", ".join(f"{k}: {_show(v)}" for k, v in value.items())
-    if isinstance(value, str) and (os.path.isabs(value) or value.startswith(("./", "../", "~"))):
-        return Path(value).name
     return str(value)
 
 
+def without_local_paths(summary: dict[str, Any]) -> dict[str, Any]:
+    """The training summary with every path of its options reduced to its last part, wherever this runs.
+
+    `train` already writes them so; a summary of m3el-hf 0.1 kept them as given. Only the Hub ids that the
+    summary records as such (``base_model``, ``dataset``) stay whole.
+    """
+    config = dict(summary.get("config", {}))
+    hub_ids = {summary.get("base_model"), summary.get("dataset")} - {None}
+    for key in PATH_OPTIONS:
+        value = config.get(key)
+        if isinstance(value, str) and value not in hub_ids:
+            config[key] = PurePath(value).name
+    return {**summary, "config": config}
+
+
 def _training_text(summary: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """The recipe: the entity-linking settings (`config`) and the training summary's options and figures."""
     settings = summary.get("config", {})
     lines = [
         "Contrastive (symmetric InfoNCE) fine-tuning of mentions against entities, entity text = "
@@ -170,30 +202,54 @@ def _limitations_text(synthetic: bool) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
+def hub_task_type(task: str) -> str:
+    """The Hub task id (``model-index`` ``task.type``) closest to an M³EL task; see `HUB_TASK_TYPES`.
+
+    >>> hub_task_type("I-T"), hub_task_type("TI-TI")
+    ('zero-shot-image-classification', 'visual-document-retrieval')
+    """
+    mention, entity = task.split("-")
+    if entity == "T":
+        return HUB_TASK_TYPES["T" if mention == "T" else "I"]
+    return HUB_TASK_TYPES["II" if mention == "I" and entity == "I" else "retrieval"]
+
+
 def model_index_results(
     records: Sequence[Mapping[str, Any]], dataset_id: str, *, model: str = MODEL_NAME, dataset_name: str = "M³EL"
 ) -> list[EvalResult]:
-    """One `EvalResult` (accuracy) per record of `model` with a value, for the card's ``model-index``. Pure."""
-    return [
-        EvalResult(
-            task_type="zero-shot-image-classification",
-            task_name=f"Multi-modal entity linking ({r['task']})",
-            dataset_type=dataset_id,
-            dataset_name=dataset_name,
-            dataset_config=task_id(r["topic"], r["task"]),
-            dataset_split=r["split"],
-            metric_type="accuracy",
-            metric_value=float(r["accuracy"]),
-            metric_name=f"Accuracy ({r['protocol']} protocol)",
-            metric_config=r["protocol"],
+    """One `EvalResult` (accuracy) per record of `model` with a value, for the card's ``model-index``. Pure.
+
+    The task type follows the task's modalities (`hub_task_type`); the protocol is named in the free-text
+    task and metric names, the dataset config is the benchmark task (``{topic}-{task}``).
+    """
+    results = []
+    for r in records:
+        if r["model"] != model or is_missing(r["accuracy"]):
+            continue
+        protocol = _PROTOCOL_NAMES.get(r["protocol"], r["protocol"])
+        results.append(
+            EvalResult(
+                task_type=hub_task_type(r["task"]),
+                task_name=f"Multi-modal entity linking, task {r['task']}, {protocol}",
+                dataset_type=dataset_id,
+                dataset_name=dataset_name,
+                dataset_config=task_id(r["topic"], r["task"]),
+                dataset_split=r["split"],
+                metric_type="accuracy",
+                metric_value=float(r["accuracy"]),
+                metric_name=f"Accuracy ({protocol})",
+            )
         )
-        for r in records
-        if r["model"] == model and not is_missing(r["accuracy"])
-    ]
+    return results
 
 
-def _base_model(base_model: str | None, summary: Mapping[str, Any]) -> str | None:
-    return base_model or summary.get("config", {}).get("model") or summary.get("base_model")
+def base_model_of(summary: Mapping[str, Any], base_model: str | None = None) -> str | None:
+    """The Hub id training started from: `base_model` if given, else what the training summary recorded.
+
+    `train` records a Hub id only when the model it loaded was not a local folder, so a local base gives None
+    whatever the working directory.
+    """
+    return base_model or summary.get("base_model")
 
 
 def build_model_card(
@@ -202,6 +258,7 @@ def build_model_card(
     *,
     repo_id: str,
     dataset_id: str,
+    license: str | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     base_model: str | None = None,
     model: str = MODEL_NAME,
@@ -213,16 +270,19 @@ def build_model_card(
         checkpoint_dir (`str` or `os.PathLike`):
             The exported checkpoint: ``config.json`` and, when present, ``training_summary.json``.
         results_records (`Sequence[Mapping]`, *optional*):
-            Records of a results file (`m3el_hf.evaluation.evaluator.read_results`); those of `model` are the card's
-            results, the other models are shown as baselines.
+            Records of a results file (`m3el_hf.evaluation.results.read_results`); those of `model` are the
+            card's results, the other models are shown as baselines.
         repo_id (`str`):
             The model repo, used in the loading snippets.
         dataset_id (`str`):
             The M³EL benchmark dataset repo the scores refer to.
+        license (`str`, *optional*):
+            The card's ``license`` (a Hub licence id such as ``mit``); `push_model` requires one.
         plot_path (`str` or `os.PathLike`, *optional*):
             When given, the card embeds the plot as ``accuracy.png`` (the caller uploads it under that name).
         base_model (`str`, *optional*):
-            The checkpoint training started from; defaults to the ``model`` of ``training_summary.json``.
+            The Hub id training started from; defaults to the one ``training_summary.json`` recorded (none when
+            training started from a local folder).
         model (`str`, *optional*, defaults to `"CLIP_ND"`):
             Which records are this checkpoint's.
         synthetic (`bool`, *optional*):
@@ -231,13 +291,13 @@ def build_model_card(
     """
     checkpoint_dir = Path(checkpoint_dir)
     records = list(results_records or [])
-    config = _read_json(checkpoint_dir / "config.json")
-    summary = _read_json(checkpoint_dir / SUMMARY_NAME)
-    base = _base_model(base_model, summary)
-    hub_base = base if base and _REPO_ID.match(base) and not Path(base).exists() else None
+    settings = settings_of(_read_json(checkpoint_dir / "config.json"))
+    summary = without_local_paths(_read_json(checkpoint_dir / SUMMARY_NAME))
+    base = base_model_of(summary, base_model)
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
-        base_model=hub_base,
+        license=license,
+        base_model=base,
         library_name="transformers",
         pipeline_tag="zero-shot-image-classification",
         tags=["clip", "clipnd", "entity-linking", "multimodal-entity-linking", "m3el"],
@@ -247,26 +307,41 @@ def build_model_card(
     )
     if synthetic is None:
         synthetic = bool(summary.get("synthetic_data"))
-
     template = resources.files("m3el_hf.model_cards").joinpath("model_card.md").read_text(encoding="utf-8")
+    augment = settings.get("augment_description", True)
     return ModelCard.from_template(
         card_data,
         template_str=template,
         title=f"{model}: {repo_id.split('/')[-1]}",
         version=__version__,
-        base_model_text=f"[{hub_base}](https://huggingface.co/{hub_base})"
-        if hub_base
-        else (_show(base) if base else "unknown"),
+        base_model_text=_base_model_text(base, summary),
+        license_text=f"`{license}`" if license else "not declared",
         dataset_id=dataset_id,
         dataset_url=f"https://huggingface.co/datasets/{dataset_id}",
-        training_text=_training_text(summary, config),
+        training_text=_training_text(summary, settings),
         results_text=_results_text(records, model, plot_path is not None),
+        hub_tasks_text=_hub_tasks_text(),
         repo_id=repo_id,
-        entity_template=config.get(
-            "entity_template" if config.get("augment_description", True) else "entity_name_template",
-            "{name} : {description}",
+        entity_template=settings.get(
+            "entity_template" if augment else "entity_name_template", "{name} : {description}" if augment else "{name}"
         ),
-        mention_template=config.get("mention_template", "{mention} : {sentence}"),
+        mention_template=settings.get("mention_template", "{mention} : {sentence}"),
         limitations_text=_limitations_text(synthetic),
         citation=CITATION,
     )
+
+
+def _base_model_text(base: str | None, summary: Mapping[str, Any]) -> str:
+    if base:
+        return f"[{base}](https://huggingface.co/{base})"
+    started = summary.get("config", {}).get("model")
+    if started:
+        return f"`{_show(started)}`, a local checkpoint that is not on the Hub (so no `base_model` is declared)"
+    return "unknown (no training summary was exported with this checkpoint)"
+
+
+def _hub_tasks_text() -> str:
+    rows = ["| M³EL tasks | Hub task in `model-index` |", "|---|---|"]
+    for kind, tasks in (("T", "T-T"), ("I", "I-T, TI-T"), ("II", "I-I"), ("retrieval", "T-I, TI-I, *-TI")):
+        rows.append(f"| {tasks} | `{HUB_TASK_TYPES[kind]}` |")
+    return "\n".join(rows)

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import replace_dir
+from ..training.config import SUMMARY_NAME
 from ..version import __version__
-from .model_card import MODEL_NAME
+from .model_card import MODEL_NAME, base_model_of
 from .staging import (
     DATASET_IGNORE_PATTERNS,
     MODEL_IGNORE_PATTERNS,
@@ -98,7 +99,7 @@ class _PushOptions:
         default=None,
         metadata={
             "help": "Write the exact folder that would be uploaded to this new directory and upload nothing "
-            "(no network, no token needed)."
+            "(no token needed; push-model reads the base model's licence from the Hub unless --license is given)."
         },
     )
 
@@ -158,12 +159,24 @@ class PushModelConfig(_PushOptions):
         metadata={"help": "The model of --results that this folder holds; the other models are baselines."},
     )
     base_model: str | None = field(
-        default=None, metadata={"help": "Hub id training started from (default: from training_summary.json)."}
+        default=None,
+        metadata={
+            "help": "Hub id training started from (default: the one training_summary.json records; none when "
+            "training started from a local folder)."
+        },
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Licence of the weights, a Hub licence id such as mit or apache-2.0 (default: the base "
+            "model's, read from its Hub card). Required when the base model is not on the Hub."
+        },
     )
 
     def __post_init__(self):
         super().__post_init__()
         _check_repo_id(self.dataset_id, "--dataset-id")
+        _check_repo_id(self.base_model, "--base-model")
         if self.results is not None and self.dataset_id is None:
             raise ValueError("--results needs --dataset-id: the benchmark dataset repo the scores refer to.")
 
@@ -178,11 +191,6 @@ class PushResult:
     dry_run_dir: Path | None = None
     commit_url: str | None = None
     pr_url: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Staging: pure file work, no network
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +304,34 @@ def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] 
     return read_results(results), json.loads(Path(results).read_text(encoding="utf-8")).get("synthetic")
 
 
+def _summary(checkpoint_dir: Path) -> dict[str, Any]:
+    path = checkpoint_dir / SUMMARY_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _base_model_license(base_model: str | None, token: str | None) -> str:
+    """The ``license`` of the base model's Hub card; a `ValueError` saying to pass --license when there is none."""
+    if base_model is None:
+        raise ValueError(
+            "The checkpoint was trained from a local folder, so its licence cannot be read from a base model's "
+            "Hub card: pass --license (a Hub licence id, e.g. apache-2.0 or mit)."
+        )
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        card_data = model_info(base_model, token=token).card_data
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        raise ValueError(
+            f"Could not read the licence of base model {base_model} from the Hub ({type(error).__name__}); pass "
+            "--license (a Hub licence id, e.g. mit)."
+        ) from None
+    license = card_data.get("license") if card_data is not None else None
+    if not isinstance(license, str) or not license:
+        raise ValueError(f"Base model {base_model} declares no licence on the Hub; pass --license.")
+    return license
+
+
 def push_model(
     checkpoint_dir: str | os.PathLike[str],
     repo_id: str,
@@ -305,6 +341,7 @@ def push_model(
     dataset_id: str | None = None,
     model_name: str = MODEL_NAME,
     base_model: str | None = None,
+    license: str | None = None,
     private: bool = False,
     revision: str | None = None,
     commit_message: str | None = None,
@@ -316,7 +353,8 @@ def push_model(
 
     A folder without ``config.json`` pushes only its ``.eval_results/`` entries (plus those made from
     `results`), e.g. ``create_pr=True`` on someone else's model. `results` is a results file of
-    ``m3el-hf evaluate`` or its records; the other options are those of [`PushModelConfig`].
+    ``m3el-hf evaluate`` or its records; the other options are those of [`PushModelConfig`]. A checkpoint
+    needs a `license`: given, or read from the Hub card of its base model (the one request a dry run makes).
     """
     _check_push_args(repo_id, revision, create_pr)
     _check_repo_id(dataset_id, "dataset_id")
@@ -329,6 +367,9 @@ def push_model(
             "label this checkpoint had in m3el-hf evaluate."
         )
     full = (checkpoint_dir / "config.json").is_file()
+    if full:
+        base_model = base_model_of(_summary(checkpoint_dir), base_model)
+        license = license or _base_model_license(base_model, token)
 
     def stage(staging: Path, link: bool) -> None:
         stage_model(
@@ -339,6 +380,7 @@ def push_model(
             records=records,
             plot=plot,
             base_model=base_model,
+            license=license,
             model_name=model_name,
             link=link,
             synthetic=synthetic,
@@ -394,6 +436,7 @@ def run_push_model(config: PushModelConfig) -> PushResult:
         dataset_id=config.dataset_id,
         model_name=config.model_name,
         base_model=config.base_model,
+        license=config.license,
         **config.push_options(),
     )
     _report(result)

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import DatasetCard
+from transformers import CLIPProcessor
 
+from ..data.audit import DatasetAudit
 from ..data.benchmark import eval_yaml
+from ..data.dataset_card import LICENSE_FILE, build_dataset_card, dataset_sizes, license_text
 from ..data.prepare import REPORT_NAME
+from ..data.records import SkipReport
+from ..modeling.configuration_clipnd import CLIPNDConfig
+from ..modeling.processing import load_processor
 from ..training.config import SUMMARY_NAME
 from .leaderboard import EVAL_RESULTS_DIR, eval_results_files
-from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
+from .model_card import MODEL_NAME, PLOT_NAME, build_model_card, without_local_paths
 
 __all__ = [
     "DATASET_IGNORE_PATTERNS",
@@ -27,6 +33,7 @@ __all__ = [
     "refresh_dataset_card",
     "stage_dataset",
     "stage_model",
+    "staging_near",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,15 +109,11 @@ def _prepare_report(folder: Path) -> dict[str, Any]:
 
 
 def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el") -> DatasetCard:
-    """Re-render a prepared folder's dataset card from its ``prepare_report.json``, for `repo_id`. Pure.
+    """Re-render a prepared folder's dataset card from its ``prepare_report.json``, for `repo_id`; writes nothing.
 
     The counts and the audit are the ones `prepare` measured; only the repo id in the loading
     snippets changes, so ``refresh_dataset_card(folder)`` reproduces the card `prepare` wrote.
     """
-    from ..data.audit import DatasetAudit
-    from ..data.dataset_card import build_dataset_card
-    from ..data.records import SkipReport
-
     report = _prepare_report(Path(folder))
     skipped = report.get("skipped", {})
     skips = SkipReport()
@@ -118,9 +121,10 @@ def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el
     skips.images_skipped.update(skipped.get("images_skipped", {}))
     skips.examples.extend(skipped.get("examples", []))
     audit = DatasetAudit.from_dict(report["audit"])
-    return build_dataset_card(
-        audit, skips, _topics(report), repo_id=repo_id, synthetic=report.get("synthetic") is not None
-    )
+    topics = _topics(report)
+    synthetic = report.get("synthetic") is not None
+    sizes = dataset_sizes(folder, topics)
+    return build_dataset_card(audit, skips, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes)
 
 
 def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:
@@ -133,8 +137,9 @@ def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str
     card = refresh_dataset_card(folder, repo_id=repo_id)
     if not any(folder.glob("data/*/*.parquet")):
         raise FileNotFoundError(f"{folder} holds no data/*/*.parquet shard; run `m3el-hf prepare` again.")
-    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml"), link)
+    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml", LICENSE_FILE), link)
     _write_text(staging / "README.md", str(card))
+    _write_text(staging / LICENSE_FILE, license_text(_prepare_report(folder).get("synthetic") is not None))
     _write_text(staging / "eval.yaml", eval_yaml(_topics(_prepare_report(folder))))
 
 
@@ -166,6 +171,7 @@ def stage_model(
     records: Sequence[Mapping[str, Any]] = (),
     plot: str | os.PathLike[str] | None = None,
     base_model: str | None = None,
+    license: str | None = None,
     model_name: str = MODEL_NAME,
     link: bool = True,
     synthetic: bool | None = None,
@@ -187,9 +193,10 @@ def stage_model(
         if dataset_id is None:
             raise ValueError("Pushing a checkpoint needs --dataset-id, the M³EL benchmark repo its card refers to.")
         _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME, SUMMARY_NAME), link)
+        _as_stock_clip(checkpoint_dir, staging)
         if (checkpoint_dir / SUMMARY_NAME).is_file():
             summary = json.loads((checkpoint_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
-            _write_text(staging / SUMMARY_NAME, json.dumps(_without_local_paths(summary), indent=2) + "\n")
+            _write_text(staging / SUMMARY_NAME, json.dumps(without_local_paths(summary), indent=2) + "\n")
         plot_path = _stage_plot(staging, Path(plot) if plot else None, records)
         card = build_model_card(
             checkpoint_dir,
@@ -198,6 +205,7 @@ def stage_model(
             dataset_id=dataset_id,
             plot_path=plot_path,
             base_model=base_model,
+            license=license,
             model=model_name,
             synthetic=synthetic,
         )
@@ -206,14 +214,17 @@ def stage_model(
         _write_text(staging / EVAL_RESULTS_DIR / name, text)
 
 
-def _without_local_paths(summary: dict[str, Any]) -> dict[str, Any]:
-    """The training summary with each local path of its options reduced to its last part (Hub ids stay)."""
-    config = dict(summary.get("config", {}))
-    for key in ("model", "data", "output_dir", "resume_from"):
-        value = config.get(key)
-        if isinstance(value, str) and (os.path.isabs(value) or Path(value).exists()):
-            config[key] = Path(value).name
-    return {**summary, "config": config}
+def _as_stock_clip(checkpoint_dir: Path, staging: Path) -> None:
+    """Stage a checkpoint of m3el-hf 0.1 as `export` writes one today: a stock CLIP ``config.json`` (settings
+    under ``clipnd``) and a ``processor_config.json``, so that the Hub's widget and the Auto classes load it."""
+    config = json.loads((checkpoint_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") == CLIPNDConfig.model_type:
+        _write_text(staging / "config.json", CLIPNDConfig.from_pretrained(checkpoint_dir).to_json_string())
+    if not (checkpoint_dir / "processor_config.json").is_file():
+        tokenizer, image_processor = load_processor(checkpoint_dir)
+        with tempfile.TemporaryDirectory() as scratch:  # not in `staging`: its files may be links to the user's
+            CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(scratch)
+            _write_text(staging / "processor_config.json", Path(scratch, "processor_config.json").read_text())
 
 
 def staging_near(source: Path) -> Path:

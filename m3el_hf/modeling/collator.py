@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
 from ..tasks import TASK_NAMES, Task, get_task
-from .configuration_clipnd import TEMPLATE_FIELDS, check_template
+from .configuration_clipnd import TEMPLATE_FIELDS, check_template, settings_of
 from .processing import FastImagePreprocessor, tokenize
 
 __all__ = ["M3ELCollator", "draw_task", "lazy_images", "qid_to_int"]
@@ -225,7 +225,8 @@ class M3ELCollator:
                 Any other field, e.g. ``seed=1`` or ``tokenizer=...``; they win over the config.
         """
         config, source = _config_dict(pretrained_model_name_or_path)
-        kwargs: dict[str, Any] = {key: config[key] for key in _CONFIG_FIELDS if key in config}
+        settings = settings_of(config)
+        kwargs: dict[str, Any] = {key: settings[key] for key in _CONFIG_FIELDS if key in settings}
         text_config = config.get("text_config") or config
         if text_config.get("max_position_embeddings"):
             kwargs["max_length"] = text_config["max_position_embeddings"]

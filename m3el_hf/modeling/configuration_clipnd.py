@@ -12,7 +12,7 @@ from transformers import AutoConfig, CLIPConfig
 
 from .auto_registration import finish_deferred_registration
 
-__all__ = ["FUSION_MODES", "TEMPLATE_FIELDS", "CLIPNDConfig", "check_template"]
+__all__ = ["FUSION_MODES", "SETTINGS_KEY", "TEMPLATE_FIELDS", "CLIPNDConfig", "check_template", "settings_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "entity_name_template": frozenset({"name", "description"}),
 }
 _BOOL_FIELDS = ("augment_description", "hard_negatives", "mask_duplicate_qids")
+SETTINGS_KEY = "clipnd"
+"""The ``config.json`` key that holds the entity-linking settings. The rest of the file is a stock CLIP config
+(``model_type: clip``, ``architectures: [CLIPModel]``), and stock `CLIPConfig` drops keys it does not declare."""
 
 
 class CLIPNDConfig(CLIPConfig):
@@ -56,11 +59,16 @@ class CLIPNDConfig(CLIPConfig):
             Whether the contrastive loss ignores in-batch entity rows that carry the gold QID of a mention but are
             not its gold row: the same entity twice in a batch is not a negative.
 
+    Saved checkpoints are stock CLIP checkpoints: ``config.json`` says ``model_type: clip`` and holds these
+    settings under [`SETTINGS_KEY`], which stock transformers ignores; checkpoints of m3el-hf 0.1
+    (``model_type: clipnd``, settings at the top level) load too.
+
     >>> config = CLIPNDConfig(fusion="weighted", fusion_text_weight=0.7)
-    >>> config.model_type, config.entity_text_template
-    ('clipnd', '{name} : {description}')
+    >>> config.to_dict()["model_type"], config.to_dict()["clipnd"]["fusion"], config.entity_text_template
+    ('clip', 'weighted', '{name} : {description}')
     """
 
+    # What checkpoints of m3el-hf 0.1 say (settings at the top level); it keeps them loading through AutoConfig.
     model_type = "clipnd"
 
     fusion: Literal["mean", "weighted"] = "mean"
@@ -113,7 +121,7 @@ class CLIPNDConfig(CLIPConfig):
         >>> CLIPNDConfig.from_clip_config(CLIPConfig(projection_dim=16), fusion="mean").projection_dim
         16
         """
-        config_dict = clip_config.to_dict()
+        config_dict = _flat(clip_config.to_dict())
         # `model_type` is a class attribute; kept in the dict it would shadow "clipnd" on the instance.
         config_dict.pop("model_type", None)
         config_dict.pop("architectures", None)
@@ -131,14 +139,14 @@ class CLIPNDConfig(CLIPConfig):
         if model_type not in (cls.model_type, CLIPConfig.model_type):
             raise ValueError(
                 f"{pretrained_model_name_or_path} holds a {model_type!r} checkpoint; CLIP_ND starts from a CLIP "
-                f"('clip') or CLIP_ND ('clipnd') checkpoint."
+                f"('clip') or CLIP_ND checkpoint."
             )
         return cls.from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
-        config_dict = {key: value for key, value in config_dict.items() if key != "model_type"}
-        if config_dict.get("architectures") == ["CLIPModel"]:
+        config_dict = {key: value for key, value in _flat(config_dict).items() if key != "model_type"}
+        if config_dict.get("architectures") in (["CLIPModel"], ["CLIPNDModel"]):
             config_dict.pop("architectures")
         # Route MEL overrides through `__init__`, which validates them; `from_dict` would only `setattr` them.
         for name in cls.mel_field_names():
@@ -149,7 +157,40 @@ class CLIPNDConfig(CLIPConfig):
     @classmethod
     def mel_field_names(cls) -> tuple[str, ...]:
         """Names of the entity-linking settings this config adds to [`CLIPConfig`]."""
-        return ("fusion", "fusion_text_weight", *TEMPLATE_FIELDS, *_BOOL_FIELDS)
+        return _MEL_FIELDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict of a stock CLIP config, with the entity-linking settings (all of them) under `SETTINGS_KEY`.
+
+        What ``save_pretrained`` writes: stock tools load the folder as plain CLIP, without a warning.
+        """
+        output = super().to_dict()
+        output[SETTINGS_KEY] = {name: output.pop(name, getattr(self, name)) for name in _MEL_FIELDS}
+        output["model_type"] = CLIPConfig.model_type
+        if output.get("architectures") == ["CLIPNDModel"]:
+            output["architectures"] = ["CLIPModel"]
+        return output
+
+
+_MEL_FIELDS = ("fusion", "fusion_text_weight", *TEMPLATE_FIELDS, *_BOOL_FIELDS)
+
+
+def _flat(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """`config_dict` with the settings under `SETTINGS_KEY` moved to the top level, where `CLIPNDConfig` takes them."""
+    if not isinstance(config_dict.get(SETTINGS_KEY), dict):
+        return config_dict
+    flat = {key: value for key, value in config_dict.items() if key != SETTINGS_KEY}
+    return {**flat, **config_dict[SETTINGS_KEY]}
+
+
+def settings_of(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """The entity-linking settings a checkpoint's ``config.json`` records (either format); {} for plain CLIP.
+
+    >>> settings_of({"model_type": "clip", "clipnd": {"fusion": "mean"}})
+    {'fusion': 'mean'}
+    """
+    flat = _flat(config_dict)
+    return {name: flat[name] for name in _MEL_FIELDS if name in flat}
 
 
 def check_template(name: str, template: str, allowed: frozenset[str]) -> None:

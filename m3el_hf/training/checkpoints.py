@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import datasets
@@ -16,14 +18,16 @@ import torch
 from accelerate import Accelerator
 from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import BaseImageProcessor, PreTrainedTokenizerBase
+from transformers import BaseImageProcessor, CLIPProcessor, PreTrainedTokenizerBase
 
 from ..atomic import replace_dir
 from ..data.prepare import is_synthetic
 from ..modeling.collator import M3ELCollator
-from .config import SUMMARY_NAME, TrainConfig
+from .config import PATH_OPTIONS, SUMMARY_NAME, TrainConfig
 
-__all__ = ["Run", "TrainingState", "export", "resolve_resume", "save_checkpoint", "training_summary"]
+__all__ = ["Run", "TrainingState", "export", "hub_id", "resolve_resume", "save_checkpoint", "training_summary"]
+
+_HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
 
 
 @dataclass
@@ -126,8 +130,9 @@ def export(
 ) -> Path:
     """Write a self-contained CLIP_ND checkpoint: weights (LoRA merged), config, tokenizer, image processor.
 
-    The folder loads with `CLIPNDModel.from_pretrained`, stock `CLIPModel.from_pretrained` and
-    `load_processor`. It is written next to `directory`, with `summary` as ``training_summary.json`` when
+    The folder is a stock CLIP checkpoint (``model_type: clip``) that every Auto class, `AutoProcessor` and the
+    zero-shot-image-classification pipeline load; `CLIPNDModel.from_pretrained` and `load_processor` also restore
+    the entity-linking settings. It is written next to `directory`, with `summary` as ``training_summary.json`` when
     given, and renamed into place.
     """
     if isinstance(model, PeftModel):
@@ -137,8 +142,9 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
     try:
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        image_processor.save_pretrained(staging)
+        # processor_config.json, tokenizer files and the image processor, as CLIPProcessor.save_pretrained writes
+        # them: AutoProcessor and the zero-shot-image-classification pipeline load the folder as it is.
+        CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
         if summary is not None:
             (staging / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         replace_dir(staging, directory, overwrite=True)
@@ -148,11 +154,36 @@ def export(
     return directory
 
 
+def hub_id(value: str | None) -> str | None:
+    """`value` if it names a Hub repo: no file or folder of that name exists here, and it reads as a repo id.
+
+    >>> hub_id("openai/clip-vit-base-patch32")
+    'openai/clip-vit-base-patch32'
+    """
+    if value is None or os.path.isabs(value) or Path(value).exists() or not _HUB_ID.match(value):
+        return None
+    return value
+
+
+def _public_options(config: TrainConfig) -> dict[str, Any]:
+    options = config.to_dict()
+    for key in PATH_OPTIONS:
+        value = options.get(key)
+        if isinstance(value, str) and hub_id(value) is None:
+            options[key] = PurePath(value).name
+    return options
+
+
 def training_summary(run: Run, wall_time: float) -> dict[str, Any]:
+    """What ``training_summary.json`` holds: the options, the progress, validation scores, speed, hardware."""
     accelerator, state = run.accelerator, run.state
     device = accelerator.device
     return {
-        "config": run.config.to_dict(),
+        # No local path: the summary is published with the model. Hub ids are recorded as such, decided here,
+        # where the paths resolve (a card rendered from another folder could not tell a path from an id).
+        "config": _public_options(run.config),
+        "base_model": hub_id(run.config.model),
+        "dataset": hub_id(run.config.data),
         "steps": state.step,
         "epochs": round(state.epoch + state.batches_in_epoch / run.batches_per_epoch, 4),
         "seed": run.config.seed,

@@ -20,7 +20,15 @@ import yaml
 from ..arguments import add_dataclass_arguments, dataclass_from_namespace
 from ..tasks import TASK_NAMES, TOPICS, get_task
 
-__all__ = ["LR_SCHEDULERS", "SUMMARY_NAME", "TRACKERS", "TrainConfig", "available_recipes", "recipe_path"]
+__all__ = [
+    "LR_SCHEDULERS",
+    "PATH_OPTIONS",
+    "SUMMARY_NAME",
+    "TRACKERS",
+    "TrainConfig",
+    "available_recipes",
+    "recipe_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +43,8 @@ Tracker = Literal[
 TRACKERS: tuple[str, ...] = Tracker.__args__
 _ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 _RECIPES = "m3el_hf.trainers"
+PATH_OPTIONS = ("model", "data", "output_dir", "resume_from")
+"""Options that may name local paths: the training summary keeps only their last part (Hub ids stay whole)."""
 SUMMARY_NAME = "training_summary.json"
 """The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 

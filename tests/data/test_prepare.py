@@ -400,9 +400,10 @@ def test_non_editable_install_in_a_fresh_venv(tmp_path):
     run(str(script), "train", *train, "--output-dir", "run", "--max-steps", "2", "--eval-split", "none")
     run(str(script), "evaluate", "--model", "run/final", "--data", "m3el", "--output", "results.json")
     assert {r["model"] for r in json.loads((work / "results.json").read_text())["records"]} == {"run"}
-    run(str(script), "push-model", "ckpt", "--repo", "me/clipnd", "--dataset-id", "me/m3el", "--dry-run", "staged")
+    push = ("push-model", "ckpt", "--repo", "me/clipnd", "--dataset-id", "me/m3el", "--license", "apache-2.0")
+    run(str(script), *push, "--dry-run", "staged")
     card = ModelCard.load(work / "staged" / "README.md")
-    assert card.data.datasets == ["me/m3el"] and "CLIPModel.from_pretrained" in card.text
+    assert card.data.datasets == ["me/m3el"] and 'pipeline("zero-shot-image-classification"' in card.text
 
 
 def test_a_release_too_small_for_every_split_still_loads(tmp_path):

@@ -28,11 +28,13 @@ def checkpoint(tiny_clip_path, training_leftovers, tmp_path_factory) -> Path:
     for file in tiny_clip_path.iterdir():
         if file.suffix in (".json", ".txt") and file.name != "config.json":
             shutil.copy(file, path / file.name)
-    summary = {
+    summary = {  # as `train` writes it: Hub ids recorded as such, local paths reduced to their names
+        "base_model": "openai/clip-vit-base-patch32",
+        "dataset": None,
         "config": {
             "model": "openai/clip-vit-base-patch32",
-            "data": "demo-out/m3el",
-            "output_dir": "/home/someone/private/out",
+            "data": "m3el",
+            "output_dir": "out",
             "topics": ["movies"],
             "tasks": list(TASK_NAMES),
             "augment_description": True,

@@ -32,20 +32,36 @@ def test_a_synthetic_release_is_named_synthetic_from_synth_to_the_model_card(
 
 
 def test_model_card_parses_back_with_results_baselines_and_usage(checkpoint, records, tmp_path):
-    card = build_model_card(checkpoint, records, repo_id="me/clipnd", dataset_id="me/m3el", plot_path="x.png")
+    card = build_model_card(
+        checkpoint, records, repo_id="me/clipnd", dataset_id="me/m3el", license="mit", plot_path="x.png"
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     ours = [r for r in records if r["model"] == "CLIP_ND" and r["accuracy"] is not None]
-    got = {(e.dataset_config, e.metric_config): e.metric_value for e in loaded.data.eval_results}
-    assert got == {(f"{r['topic']}-{r['task']}", r["protocol"]): r["accuracy"] for r in ours}
+    protocol_names = {"candidates": "Accuracy (candidate-list protocol)", "kb": "Accuracy (whole-KB protocol)"}
+    got = {(e.dataset_config, e.metric_name): e.metric_value for e in loaded.data.eval_results}
+    assert got == {(f"{r['topic']}-{r['task']}", protocol_names[r["protocol"]]): r["accuracy"] for r in ours}
+    # The protocol is free text in the names; `config` is the metric's configuration, which accuracy has none of.
+    assert {e.metric_config for e in loaded.data.eval_results} == {None}
+    types = {e.dataset_config.split("-", 1)[1]: e.task_type for e in loaded.data.eval_results}
+    assert types == {
+        "T-T": "text-ranking",
+        "I-T": "zero-shot-image-classification",
+        "TI-T": "zero-shot-image-classification",
+        "I-I": "image-feature-extraction",
+        **{task: "visual-document-retrieval" for task in ("T-I", "TI-I", "T-TI", "I-TI", "TI-TI")},
+    }
     assert {e.dataset_type for e in loaded.data.eval_results} == {"me/m3el"}
     assert loaded.data.base_model == "openai/clip-vit-base-patch32" and loaded.data.datasets == ["me/m3el"]
+    assert loaded.data.license == "mit" and loaded.data.pipeline_tag == "zero-shot-image-classification"
     text = loaded.text
     for heading in (line for line in text.splitlines() if line.startswith("###")):
         assert "protocol" in heading, heading
     assert "| task | zero-shot CLIP | CLIP_ND (name only) | CLIP_ND |" in text
     assert "![" in text and "(accuracy.png)" in text
-    assert 'CLIPNDModel.from_pretrained("me/clipnd")' in text and 'CLIPModel.from_pretrained("me/clipnd")' in text
+    assert 'CLIPNDModel.from_pretrained("me/clipnd")' in text
+    assert 'pipeline("zero-shot-image-classification", model="me/clipnd")' in text
     assert "trust_remote_code" in text and "I-I" in text and "augment_description | True" in text
+    assert "| T-I, TI-I, *-TI | `visual-document-retrieval` |" in text
     assert "| hardware | device_type: cpu, device_name: cpu, num_processes: 1, mixed_precision: no |" in text
     assert "/home/someone" not in text  # local paths stay local

@@ -85,6 +85,8 @@ class HubMock:
                     "events": [],
                 },
             )
+        if method == "GET" and path == "/api/models/openai/clip-vit-base-patch32":
+            return httpx2.Response(200, json={"id": path.removeprefix("/api/models/"), "cardData": {"license": "mit"}})
         if "/commit/" in path:
             kind, repo = path.removeprefix("/api/").split("/commit/")[0].split("/", 1)
             prefix = "" if kind == "models" else f"{kind}/"
@@ -164,7 +166,8 @@ def test_dataset_dry_run_loads_with_stock_datasets(movies_release, tmp_path, no_
     assert main(["push-dataset", str(movies_release), "--repo", "me/m3el", "--dry-run", str(out)]) == 0
     assert not no_network
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files[:3] == [
+    assert files[:4] == [
+        "LICENSE.md",
         "README.md",
         "data/movies/test-00000-of-00001.parquet",
         "data/movies/train-00000-of-00001.parquet",
@@ -191,7 +194,7 @@ def test_model_dry_run_loads_with_stock_clip(
 
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "staged"
-    argv = ["push-model", str(checkpoint), "--repo", "me/clipnd", "--dataset-id", "me/m3el"]
+    argv = ["push-model", str(checkpoint), "--repo", "me/clipnd", "--dataset-id", "me/m3el", "--license", "mit"]
     assert main([*argv, "--results", str(results_file), "--plot", str(plot), "--dry-run", str(out)]) == 0
     assert not no_network
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -199,10 +202,10 @@ def test_model_dry_run_loads_with_stock_clip(
     assert "training_summary.json" in files and not files & set(training_leftovers)
     published = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))["config"]
     assert published["output_dir"] == "out" and published["model"] == "openai/clip-vit-base-patch32"
-    assert json.loads((checkpoint / "training_summary.json").read_text())["config"]["output_dir"].startswith("/home")
     assert (out / "accuracy.png").read_bytes() == plot.read_bytes()
     card = ModelCard.load(out / "README.md")
     assert card.data.eval_results and "These scores come from a synthetic" not in card.text  # not synthetic
+    assert card.data.license == "mit" and card.data.base_model == "openai/clip-vit-base-patch32"
     assert (checkpoint / "README.md").read_text(encoding="utf-8") == "old card\n"
     model = CLIPModel.from_pretrained(out)
     assert type(model) is CLIPModel and model.config.projection_dim == 16
@@ -216,7 +219,7 @@ def test_model_dry_run_draws_the_plot_and_flags_synthetic_data(checkpoint, recor
     payload = {"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}
     results.write_text(json.dumps(payload), "utf-8")
     out = tmp_path / "staged"
-    push_model(checkpoint, "me/clipnd", results=results, dataset_id="me/m3el", dry_run_dir=out)
+    push_model(checkpoint, "me/clipnd", results=results, dataset_id="me/m3el", license="mit", dry_run_dir=out)
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "(accuracy.png)" in text and "These scores come from a synthetic release" in text
@@ -255,6 +258,7 @@ def test_push_model_to_a_new_branch(checkpoint, training_leftovers, results_file
     caplog.set_level(logging.DEBUG)
     info = push_model(checkpoint, "me/clipnd", results=results_file, plot=plot, dataset_id="me/m3el", revision="v1")
     assert hub.calls() == [
+        ("GET", "/api/models/openai/clip-vit-base-patch32"),  # the base model's licence, for the card
         ("POST", "/api/repos/create"),
         ("POST", "/api/models/me/clipnd/branch/v1"),
         ("POST", "/api/validate-yaml"),
@@ -269,6 +273,7 @@ def test_push_model_to_a_new_branch(checkpoint, training_leftovers, results_file
     committed = hub.committed()
     assert set(committed) == set(info.files) and not set(committed) & set(training_leftovers)
     assert {"README.md", "accuracy.png", ".eval_results/m3el.yaml", "model.safetensors"} <= set(committed)
+    assert "\nlicense: mit\n" in committed["README.md"].decode()
     assert (checkpoint / "README.md").read_text(encoding="utf-8") == "old card\n"  # staged by hard link, not edited
     printed = capsys.readouterr()
     assert_no_token(printed.out, printed.err, caplog.text, *committed.values())

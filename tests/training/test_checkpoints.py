@@ -14,6 +14,7 @@ from m3el_hf.modeling.collator import M3ELCollator
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.modeling.processing import load_processor
 from m3el_hf.training import loop
+from m3el_hf.training.checkpoints import hub_id
 from m3el_hf.training.config import SUMMARY_NAME, TrainConfig
 from m3el_hf.training.loop import train
 
@@ -68,3 +69,11 @@ def test_resume_after_a_kill_gives_the_same_weights(
     assert type(image_processor).__name__ == "CLIPImageProcessorPil" and len(tokenizer) > 500
     assert M3ELCollator.from_pretrained(resumed).augment_description is False
     assert summaries[1]["hardware"]["num_processes"] == 1 and summaries[1]["seed"] == 0
+
+
+def test_hub_id_is_decided_where_the_paths_resolve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert hub_id("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32" and hub_id("gpt2") == "gpt2"
+    (tmp_path / "openai" / "clip-vit-base-patch32").mkdir(parents=True)
+    assert hub_id("openai/clip-vit-base-patch32") is None  # a local folder of that name: local
+    assert hub_id(str(tmp_path)) is None and hub_id("runs/x y") is None and hub_id(None) is None

@@ -30,8 +30,13 @@ def test_summary_counts_every_mention_view_and_the_speed(
 ) -> None:
     config = small_config(tmp_path, max_steps=None, epochs=2, save_every=10**6)
     final = train(config)
-    summary = json.loads((final / SUMMARY_NAME).read_text())
+    text = (final / SUMMARY_NAME).read_text()
+    summary = json.loads(text)
     assert summary["synthetic_data"] is True  # m3el_data comes from m3el-hf synth
+    # Published with the model: local folders become their names and are not taken for Hub ids.
+    assert (summary["base_model"], summary["dataset"]) == (None, None)
+    assert summary["config"]["model"] == tiny_clip_path.name and summary["config"]["output_dir"] == tmp_path.name
+    assert str(tmp_path.parent) not in text and str(tiny_clip_path.parent) not in text
     umask = process_umask()
     assert {p.stat().st_mode & 0o777 for p in final.iterdir()} == {0o666 & ~umask}  # not private to the user
     assert final.stat().st_mode & 0o777 == 0o777 & ~umask
