@@ -120,6 +120,13 @@ class TrainConfig:
         default="no", metadata={"help": "Autocast precision; weights and optimizer state stay float32."}
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per device."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={
+            "help": "Seconds a collective waits for the other processes before the run fails (the process-group "
+            "timeout): a process lost on another machine ends the job after at most this long."
+        },
+    )
     cpu_threads: int | None = field(
         default=None,
         metadata={
@@ -206,7 +213,7 @@ class TrainConfig:
 
     def _check_numbers(self) -> None:
         positive = ("epochs", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "lora_r")
-        positive += ("lora_alpha", "max_steps", "eval_max_instances", "save_total_limit", "cpu_threads")
+        positive += ("lora_alpha", "max_steps", "eval_max_instances", "save_total_limit", "cpu_threads", "ddp_timeout")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
