@@ -22,8 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf $(DEMO_OUT)
-	$(BIN)/m3el-hf demo --out $(DEMO_OUT)
+	$(BIN)/m3el-hf demo --out $(DEMO_OUT) --overwrite
 	$(BIN)/m3el-hf show $(DEMO_OUT)/m3el --config movies-I-T
 
 test: $(STAMP)

@@ -30,7 +30,7 @@ from m3el_hf.data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLI
 from m3el_hf.data.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of
 from m3el_hf.data.raw_files import find_record_files
 from m3el_hf.data.records import OnError, SkipReport, iter_records
-from m3el_hf.tasks import TASK_NAMES, TOPICS
+from m3el_hf.tasks import TASK_NAMES, TOPICS, check_topics, get_task
 
 __all__ = ["M3EL", "M3ELConfig", "config_names"]
 
@@ -68,11 +68,9 @@ class M3ELConfig(datasets.BuilderConfig):
     def check(self) -> None:
         """Raise a `ValueError` naming an invalid option (also run at build time: datasets sets overrides
         given to the builder as attributes, after `__post_init__`)."""
-        unknown = [t for t in self.topics if t not in TOPICS]
-        if unknown:
-            raise ValueError(f"Unknown topics {unknown}; expected some of {', '.join(TOPICS)}.")
-        if self.task is not None and self.task not in TASK_NAMES:
-            raise ValueError(f"Unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}.")
+        check_topics(self.topics)
+        if self.task is not None:
+            get_task(self.task)
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
         if self.instances_dir is not None and not self.kb:

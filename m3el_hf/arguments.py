@@ -35,6 +35,8 @@ def _field_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
         kwargs["default"] = field.default_factory()
     else:
         kwargs["required"] = not field.metadata.get("positional", False)
+        if kwargs["required"]:
+            kwargs["help"] += " (required)"
     origin = get_origin(tp)
     if tp is bool:
         kwargs["action"] = argparse.BooleanOptionalAction

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from .arguments import add_dataclass_arguments, dataclass_from_namespace
+from .progress import set_quiet
+from .version import __version__
 
 __all__ = ["COMMANDS", "Command", "main", "user_errors"]
 
@@ -23,6 +25,7 @@ class Command:
     config: str
     run: str
     help: str
+    example: str
 
     def load(self) -> tuple[type, Callable]:
         module = importlib.import_module(self.module)
@@ -35,62 +38,88 @@ COMMANDS: dict[str, Command] = {
         "DemoConfig",
         "run_demo",
         "The main job, offline on a CPU: synth, prepare, train CLIP_ND and baselines, evaluate, dry-run publish.",
+        "m3el-hf demo --out demo-out",
     ),
     "synth": Command(
         "m3el_hf.data.synth",
         "SynthConfig",
         "synthesize",
         "Write a synthetic raw release in the exact M³EL format (for tests, demos and benchmarks).",
+        "m3el-hf synth --out raw --instances 1200 --seed 0",
     ),
     "prepare": Command(
         "m3el_hf.data.prepare",
         "PrepareConfig",
         "run_prepare",
         "Turn a raw M³EL release into the Hub layout (Parquet + dataset card) that load_dataset reads.",
+        "m3el-hf prepare --raw path/to/M3EL --out m3el",
     ),
     "show": Command(
         "m3el_hf.data.show",
         "ShowConfig",
         "show",
         "Load a prepared M³EL folder with stock datasets and print its splits, a row and the card's audit.",
+        "m3el-hf show m3el --config movies-I-T",
     ),
     "evaluate": Command(
         "m3el_hf.evaluation.command",
         "EvaluateConfig",
         "run_evaluate",
         "Evaluate CLIP / CLIP_ND checkpoints on every task × topic (candidate list or whole KB); write JSON.",
+        "m3el-hf evaluate --model runs/clipnd/final --data m3el --output results.json --plot accuracy.png",
     ),
     "train": Command(
         "m3el_hf.training.loop",
         "TrainConfig",
-        "train",
+        "run_train",
         "Train CLIP_ND from a recipe (one process here; `accelerate launch trainers/train.py` for several).",
+        "m3el-hf train --recipe tiny-cpu --model demo-out/tiny-clip --data demo-out/m3el --output-dir runs/tiny",
     ),
     "push-dataset": Command(
         "m3el_hf.hub.push",
         "PushDatasetConfig",
         "run_push_dataset",
         "Push a prepared M³EL folder to a Hub dataset repo (card + eval.yaml: a benchmark), or --dry-run it.",
+        "m3el-hf push-dataset m3el --repo ORG/m3el --dry-run staged",
     ),
     "push-model": Command(
         "m3el_hf.hub.push",
         "PushModelConfig",
         "run_push_model",
         "Push a CLIP_ND checkpoint with its model card and leaderboard entries, or only .eval_results/ as a PR.",
+        "m3el-hf push-model runs/clipnd/final --repo ORG/clipnd --results results.json --dataset-id ORG/m3el",
     ),
 }
+
+
+_QUIET_HELP = (
+    "No progress bars and no log below warnings (also TQDM_DISABLE=1 or HF_DATASETS_DISABLE_PROGRESS_BARS=1); "
+    "results and errors are still printed."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m3el-hf",
         description="M³EL multi-modal entity linking and CLIP_ND on the Hugging Face stack.",
+        epilog="Example: m3el-hf demo  (then m3el-hf COMMAND --help for each command's options)",
     )
+    parser.add_argument("--version", action="version", version=f"m3el-hf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         config_cls, _ = command.load()
-        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        sub = subparsers.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            epilog=f"Example:\n  {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
         # A config class may define its own options (`TrainConfig`: a recipe that only explicit flags override).
         getattr(config_cls, "add_arguments", partial(add_dataclass_arguments, cls=config_cls))(sub)
     return parser
@@ -109,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.quiet:
+        set_quiet()
     config_cls, run = COMMANDS[args.command].load()
     try:
         from_namespace = getattr(config_cls, "from_namespace", partial(dataclass_from_namespace, config_cls))

@@ -14,6 +14,7 @@ then write the folders that ``push-dataset`` / ``push-model`` would upload (dry 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class DemoConfig:
     )
     dataset_repo: str = field(default="m3el-hf/m3el-synthetic-demo", metadata={"help": "Repo id for the dry runs."})
     model_repo: str = field(default="m3el-hf/clipnd-tiny-demo", metadata={"help": "Model repo id for the dry run."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete a non-empty --out first (an earlier demo)."})
     min_margin: float = field(
         default=0.05,
         metadata={
@@ -81,8 +83,14 @@ def run_demo(config: DemoConfig) -> Path:
     from .modeling.tiny import build_tiny_clip
 
     out = config.out
-    raw = synthesize(SynthConfig(out=out / "raw", instances=config.instances, seed=config.seed, overwrite=True))
-    data = prepare(PrepareConfig(raw=raw, out=out / "m3el", overwrite=True)).out
+    if out.is_dir() and any(out.iterdir()):
+        if not config.overwrite:
+            raise FileExistsError(
+                f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
+            )
+        shutil.rmtree(out)
+    raw = synthesize(SynthConfig(out=out / "raw", instances=config.instances, seed=config.seed))
+    data = prepare(PrepareConfig(raw=raw, out=out / "m3el")).out
     base = build_tiny_clip(out / "tiny-clip", seed=config.seed)
     name_only = _train(config, base, data, "clipnd-name-only", augment=False)
     clipnd = _train(config, base, data, "clipnd", augment=True)

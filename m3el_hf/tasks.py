@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["MODALITIES", "TASKS", "TASK_NAMES", "TOPICS", "Modality", "Task", "get_task"]
+__all__ = [
+    "MODALITIES",
+    "TASKS",
+    "TASK_NAMES",
+    "TOPICS",
+    "Modality",
+    "Task",
+    "check_topics",
+    "did_you_mean",
+    "get_task",
+]
 
 Modality = Literal["T", "I", "TI"]
 
@@ -57,4 +69,36 @@ def get_task(name: str | Task) -> Task:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise ValueError(f"Unknown M³EL task {name!r}; expected one of {', '.join(TASK_NAMES)}.") from None
+        raise ValueError(f"Unknown task {name!r}{_choose(name, TASK_NAMES)}.") from None
+
+
+def check_topics(topics: Sequence[str]) -> tuple[str, ...]:
+    """`topics` as a tuple, or a `ValueError` naming the unknown or repeated ones (with a guess) and the choices.
+
+    >>> check_topics(["movies", "books"])
+    ('movies', 'books')
+    """
+    unknown = [topic for topic in topics if topic not in TOPICS]
+    if unknown:
+        raise ValueError(f"Unknown topic(s) {unknown}{_choose(unknown[0], TOPICS)}.")
+    repeated = sorted({topic for topic in topics if list(topics).count(topic) > 1})
+    if repeated or not topics:
+        raise ValueError(
+            f"Topics must be distinct and at least one, got {list(topics)}; choose from {', '.join(TOPICS)}."
+        )
+    return tuple(topics)
+
+
+def _choose(value: str, choices: Sequence[str]) -> str:
+    guess = did_you_mean(value, choices)
+    return f"{guess} Choose from {', '.join(choices)}" if guess else f"; choose from {', '.join(choices)}"
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` for the closest of `choices` to a mistyped `value`, else ``""``.
+
+    >>> did_you_mean("movie", TOPICS)
+    "; did you mean 'movies'?"
+    """
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,8 @@ from huggingface_hub import DatasetCard, ModelCard
 from m3el_hf.demo import MODEL_NAMES, DemoConfig, check_margins, run_demo
 from m3el_hf.evaluation.results import read_results
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
@@ -20,8 +26,18 @@ def fresh_accelerate_state():
     GradientState._reset_state()
 
 
-def test_short_demo_leaves_results_checkpoints_and_publishable_folders(tmp_path: Path, capsys) -> None:
-    out = run_demo(DemoConfig(out=tmp_path / "demo", instances=100, max_steps=3, min_margin=-1.0))
+@pytest.fixture(scope="module")
+def short_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`m3el-hf demo` with 100 instances and 3 updates per training, into a folder named as the README's."""
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
+    run_demo(DemoConfig(out=out, instances=100, max_steps=3, min_margin=-1.0))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return out
+
+
+def test_short_demo_leaves_results_checkpoints_and_publishable_folders(short_demo: Path) -> None:
+    out = short_demo
     records = read_results(out / "results.json")
     assert {r["model"] for r in records} == set(MODEL_NAMES)
     assert json.loads((out / "results.json").read_text())["synthetic"] is True
@@ -34,8 +50,31 @@ def test_short_demo_leaves_results_checkpoints_and_publishable_folders(tmp_path:
     model_card = ModelCard.load(out / "publish" / "model" / "README.md")
     assert model_card.data.eval_results and "These scores come from a synthetic release" in model_card.text
     assert (out / "publish" / "model" / ".eval_results" / "m3el-synthetic-demo.yaml").is_file()
-    printed = capsys.readouterr().out
-    assert "Dry run: wrote" in printed and "README.md" in printed and "CLIP_ND vs zero-shot CLIP:" in printed
+
+
+def test_the_demo_refuses_a_used_folder_unless_told(short_demo: Path) -> None:
+    with pytest.raises(FileExistsError, match="already exists and is not empty; pass --overwrite"):
+        run_demo(DemoConfig(out=short_demo, instances=100, max_steps=3, min_margin=-1.0))
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)
+
+
+def test_every_python_block_of_the_readme_runs_on_the_demo_outputs(short_demo: Path) -> None:
+    """As written, offline, from the folder that holds demo-out/ (where `make demo` leaves it)."""
+    blocks = _python_blocks((REPO / "README.md").read_text(encoding="utf-8"))
+    assert blocks
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block], cwd=short_demo.parent, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip(), "a README snippet prints what it shows"
+        for line in done.stdout.strip().splitlines():
+            assert ":" in line, f"unlabelled output {line!r}"
+    assert "stock CLIPModel gives the same text embedding: True" in done.stdout
 
 
 def test_margins_are_checked_against_each_baseline(capsys) -> None:

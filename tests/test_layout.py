@@ -12,7 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # the evaluator, so evaluation comes before training in this order (the pipeline reads data → modeling →
 # training → evaluation → hub).
 ORDER = ("leaves", "data", "modeling", "evaluation", "training", "hub", "top")
-LEAVES = {"m3el_hf.tasks", "m3el_hf.atomic", "m3el_hf.arguments", "m3el_hf.version"}
+LEAVES = {
+    "m3el_hf.tasks",
+    "m3el_hf.atomic",
+    "m3el_hf.arguments",
+    "m3el_hf.version",
+    "m3el_hf.locations",
+    "m3el_hf.progress",
+}
 # The one edge against the order: `m3el-hf evaluate --eval-results` writes leaderboard entries (formats only).
 EXCEPTIONS = {("m3el_hf.evaluation.command", "m3el_hf.hub.leaderboard")}
 SHIPPED = {"loading_script": "m3el_hf.loading_script", "trainers": "m3el_hf.trainers"}

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from torch.distributed import DistError
 
 from m3el_hf.cli import user_errors
+from m3el_hf.progress import set_quiet
 from m3el_hf.training.config import TrainConfig
-from m3el_hf.training.loop import train
+from m3el_hf.training.loop import run_train
 
 __all__ = ["lost_a_process", "lost_process_message", "main"]
 
@@ -28,14 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = TrainConfig.add_arguments(
         argparse.ArgumentParser(prog="train.py", description="Train CLIP_ND on M³EL with Accelerate.")
     )
+    parser.add_argument("-q", "--quiet", action="store_true", help="No progress bars and no log below warnings.")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig.from_namespace(args)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        set_quiet()
     try:
-        train(config)
+        run_train(config)
     except user_errors() as error:  # bad data or options found once running: one clear line, as `m3el-hf train`
         logger.debug("train.py failed", exc_info=True)
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

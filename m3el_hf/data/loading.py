@@ -7,9 +7,21 @@ from collections.abc import Sequence
 
 import datasets
 
-__all__ = ["load_topic_splits"]
+from ..tasks import did_you_mean
+
+__all__ = ["check_config", "load_topic_splits"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_config(data: str, name: str) -> None:
+    """Refuse a config that a prepared folder does not declare, with the closest name and how to list them."""
+    names = datasets.get_dataset_config_names(data)
+    if name not in names:
+        raise ValueError(
+            f"{data} has no config {name!r}{did_you_mean(name, names) or ';'} it has {len(names)}, e.g. "
+            f"{', '.join(names[:4])} (m3el-hf show {data} --config NAME loads one)."
+        )
 
 
 def load_topic_splits(data: str, topics: Sequence[str], split: str) -> dict[str, datasets.Dataset]:

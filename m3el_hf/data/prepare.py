@@ -19,7 +19,9 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +29,9 @@ from typing import Any, Literal
 from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import replace_dir
-from ..tasks import TOPICS
+from ..locations import check_raw_release
+from ..progress import progress as progress_bar
+from ..tasks import TOPICS, check_topics
 from .audit import DatasetAudit
 from .benchmark import eval_yaml
 from .dataset_card import LICENSE_FILE, dataset_sizes, instance_path, kb_path, license_text, render_dataset_card
@@ -79,9 +83,7 @@ class PrepareConfig:
     )
 
     def __post_init__(self):
-        unknown = [t for t in self.topics if t not in TOPICS]
-        if unknown or not self.topics or len(set(self.topics)) != len(self.topics):
-            raise ValueError(f"topics must be distinct, some of {', '.join(TOPICS)}; got {list(self.topics)}.")
+        check_topics(self.topics)
         if self.max_image_side is not None and self.max_image_side < 8:
             raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
         if self.on_error not in ("raise", "skip"):
@@ -138,6 +140,9 @@ def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tup
     A knowledge base is built from its topic's instance files, already in `staging`: images are not
     read again. Returns what it counted; runs in a worker process when ``num_proc > 1``.
     """
+    import datasets
+
+    datasets.disable_progress_bars()  # in a worker process: the parent draws the one bar of the whole prepare
     topic, kb = config_name.removesuffix("-kb"), config_name.endswith("-kb")
     work = staging / ".work" / config_name
     builder, built = _build(config, config_name, work, **({"instances_dir": str(staging)} if kb else {}))
@@ -152,7 +157,9 @@ def _needs(config_name: str) -> str | None:
     return config_name.removesuffix("-kb") if config_name.endswith("-kb") else None
 
 
-def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> list[tuple[DatasetAudit, SkipReport]]:
+def _build_configs(
+    config: PrepareConfig, names: list[str], staging: Path, bar: Any
+) -> list[tuple[DatasetAudit, SkipReport]]:
     """`_build_config` for every name, `config.num_proc` at a time; results in the order of `names`.
 
     This process builds configs too, in a thread, next to ``num_proc - 1`` worker processes: it does not
@@ -162,7 +169,7 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
     """
     workers = min(config.num_proc, len(names)) - 1
     if workers == 0:
-        return [_build_config(config, name, staging) for name in names]
+        return [_done(bar, name, _build_config(config, name, staging)) for name in names]
     # Not "fork": the child would inherit the parent's threads and locks (pyarrow's pools among
     # them). Nothing is preloaded into the fork server: up to Python 3.12.7 and 3.13.0 it imports its
     # preloads with the working directory first on sys.path (CPython gh-117378), so from the root of a
@@ -187,7 +194,8 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
                 if not running:
                     raise RuntimeError(f"Nothing runs, yet {pending} wait: a knowledge base lacks its topic.")
                 for future in wait(running, return_when=FIRST_COMPLETED).done:
-                    results[running.pop(future)[0]] = future.result()
+                    name = running.pop(future)[0]
+                    results[name] = _done(bar, name, future.result())
         except BaseException:
             for future in running:
                 future.cancel()
@@ -195,12 +203,21 @@ def _build_configs(config: PrepareConfig, names: list[str], staging: Path) -> li
     return [results[name] for name in names]
 
 
+def _done(bar: Any, name: str, result: Any) -> Any:
+    bar.set_postfix_str(f"{name} done", refresh=False)
+    bar.update(1)
+    return result
+
+
 def prepare(config: PrepareConfig) -> PrepareResult:
     """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
+    check_raw_release(config.raw)
     find_record_files(config.raw, config.topics)
     out = config.out.resolve()
     if out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+        raise FileExistsError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     audit, report = DatasetAudit(), SkipReport()
     # The staging folder is a hidden sibling: an interrupted run leaves nothing that loads as `out`.
@@ -209,7 +226,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         logger.info("Preparing topics %s in %d process(es)", ", ".join(config.topics), config.num_proc)
         # Instance configs first: they are the larger jobs, and the knowledge bases fill in behind them.
         names = [*config.topics, *(f"{topic}-kb" for topic in config.topics)]
-        results = dict(zip(names, _build_configs(config, names, staging), strict=True))
+        with _one_bar(), progress_bar(desc=f"Preparing {len(names)} configs", total=len(names), unit="config") as bar:
+            results = dict(zip(names, _build_configs(config, names, staging, bar), strict=True))
         # Merged in topic order, so the counts and the report's examples do not depend on num_proc.
         for topic in config.topics:
             (instance_audit, instance_report), (kb_audit, kb_report) = results[topic], results[f"{topic}-kb"]
@@ -233,6 +251,20 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         records, images = sum(report.records_skipped.values()), sum(report.images_skipped.values())
         logger.warning("Skipped %d records and %d images; see %s", records, images, out / REPORT_NAME)
     return PrepareResult(out=out, audit=audit, report=report)
+
+
+@contextmanager
+def _one_bar() -> Iterator[None]:
+    """datasets' own bars off while building (each process would draw its own): prepare draws one."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

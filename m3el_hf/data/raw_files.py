@@ -17,7 +17,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TOPICS
+from ..tasks import TOPICS, check_topics
 
 __all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_dicts"]
 
@@ -54,9 +54,7 @@ def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dic
         raise FileNotFoundError(f"Raw M³EL release not found: {root} is not a directory.")
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in RECORD_SUFFIXES)
     found: dict[str, list[Path]] = {}
-    for topic in topics:
-        if topic not in TOPICS:
-            raise ValueError(f"Unknown topic {topic!r}; expected some of {', '.join(TOPICS)}.")
+    for topic in check_topics(topics):
         found[topic] = [p for p in files if p.name.lower().startswith(topic)]
         if not found[topic]:
             raise FileNotFoundError(

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..locations import check_prepared
+
 __all__ = ["ShowConfig", "card_sections", "show"]
 
 
@@ -40,6 +42,11 @@ def show(config: ShowConfig) -> None:
     """Print the config's splits and columns, its first row, and sections of the dataset card."""
     import datasets
 
+    from .loading import check_config
+
+    check_prepared(config.path, "path")
+    if Path(config.path).is_dir():
+        check_config(config.path, config.config)
     dataset = datasets.load_dataset(config.path, config.config)
     print(f"load_dataset({config.path!r}, {config.config!r}):")
     for split, part in dataset.items():

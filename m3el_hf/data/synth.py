@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from ..atomic import replace_dir
-from ..tasks import TOPICS
+from ..progress import progress as progress_bar
+from ..tasks import TOPICS, check_topics
 from ..version import __version__
 
 __all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
@@ -131,13 +131,7 @@ class SynthConfig:
             raise ValueError(f"`image_size` must be an integer between 8 and 512, got {self.image_size!r}.")
         if self.format not in _FORMATS:
             raise ValueError(f"`format` must be one of {', '.join(_FORMATS)}, got {self.format!r}.")
-        if not self.topics:
-            raise ValueError(f"`topics` must name at least one of {', '.join(TOPICS)}, got none.")
-        for topic in self.topics:
-            if topic not in TOPICS:
-                raise ValueError(f"Unknown topic {topic!r} in `topics`; expected some of {', '.join(TOPICS)}.")
-        if len(set(self.topics)) != len(self.topics):
-            raise ValueError(f"`topics` lists a topic twice: {self.topics!r}.")
+        check_topics(self.topics)
 
 
 @dataclass(frozen=True)
@@ -296,7 +290,7 @@ def _dump(record: dict[str, Any], fmt: str) -> str:
     return repr(record) if fmt == "python" else json.dumps(record, ensure_ascii=False)
 
 
-def _write_topic(topic: str, count: int, config: SynthConfig, root: Path, progress: tqdm) -> tuple[int, int]:
+def _write_topic(topic: str, count: int, config: SynthConfig, root: Path, progress: Any) -> tuple[int, int]:
     """Write `{topic}.json` and its images under `root`; return (entities used, image files)."""
     entities = _make_entities(topic, count, config.seed)
     rng = random.Random(f"m3el-synth/instances/{config.seed}/{topic}")
@@ -344,8 +338,7 @@ def synthesize(config: SynthConfig) -> Path:
     out = config.out
     if out.exists() and (out.is_file() or any(out.iterdir())) and not config.overwrite:
         raise FileExistsError(
-            f"{out} already exists and is not empty; pass `overwrite=True` (--overwrite) "
-            "to replace it, or choose another `out`."
+            f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -354,7 +347,7 @@ def synthesize(config: SynthConfig) -> Path:
         counts[i] += 1
     entities = images = 0
     try:
-        with tqdm(total=config.instances, desc="Synthesizing M³EL", unit="instance") as progress:
+        with progress_bar(desc="Synthesizing M³EL", total=config.instances, unit="instance") as progress:
             for topic, count in zip(config.topics, counts, strict=True):
                 used, written = _write_topic(topic, count, config, tmp, progress)
                 entities, images = entities + used, images + written

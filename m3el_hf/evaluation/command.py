@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,12 +14,13 @@ from typing import Any, Literal
 from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
-from ..data.prepare import is_synthetic
+from ..data.prepare import REPORT_NAME, is_synthetic
 from ..hub.leaderboard import write_eval_results
-from ..tasks import TASK_NAMES, TOPICS, get_task
+from ..locations import check_checkpoint, check_prepared
+from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 from .evaluator import PROTOCOLS, evaluate_model
 from .plots import plot_accuracy
-from .results import EvaluationResult, format_table, write_results
+from .results import EvaluationResult, format_table, percent, write_results
 
 __all__ = ["EvaluateConfig", "run_evaluate"]
 
@@ -58,6 +61,9 @@ class EvaluateConfig:
         default=("candidates",),
         metadata={"help": "candidates: rank each mention's candidate list (M³EL); kb: rank the topic's whole KB."},
     )
+    metrics: tuple[Literal["accuracy", "hits@1", "hits@3", "hits@5", "mrr"], ...] = field(
+        default=("accuracy",), metadata={"help": "Metrics the tables show (the JSON always holds all of them)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Texts or images per encoder forward pass."})
     ties: Literal["expected", "pessimistic"] = field(
         default="expected",
@@ -78,6 +84,9 @@ class EvaluateConfig:
     dataset_id: str | None = field(
         default=None, metadata={"help": "Hub id of the M³EL benchmark dataset the leaderboard entries refer to."}
     )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace the leaderboard entries of an earlier run in --eval-results."}
+    )
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -89,9 +98,8 @@ class EvaluateConfig:
             )
         for task in self.tasks:
             get_task(task)
-        unknown = [t for t in self.topics or () if t not in TOPICS]
-        if unknown:
-            raise ValueError(f"Unknown topic(s) {unknown}; expected some of {', '.join(TOPICS)}.")
+        if self.topics is not None:
+            check_topics(self.topics)
         bad = [p for p in self.protocol if p not in PROTOCOLS]
         if bad or not self.protocol:
             raise ValueError(f"--protocol must list some of {', '.join(PROTOCOLS)}, got {list(self.protocol)}.")
@@ -139,6 +147,11 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     from ..modeling.modeling_clipnd import CLIPNDModel
     from ..modeling.processing import load_processor
 
+    for model in config.model:
+        check_checkpoint(model)
+    check_prepared(config.data)
+    if config.eval_results is not None:
+        _entry_folders(config)  # refuse a used folder now, not after evaluating
     dataset, kb = _load_data(config)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
@@ -160,10 +173,16 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
             ties=config.ties,
             batch_size=config.batch_size,
         )
-        print(result.table(), end="\n\n")
+        print(result.table(config.metrics), end="\n\n")
         results.append(result)
     if len(results) > 1:
         print(format_table([record for result in results for record in result.records]), end="\n\n")
+    note = leak_note(config.data, config.tasks)
+    if note:
+        print(note, end="\n\n")
+    for result, name in zip(results, config.labels(), strict=True):
+        mean = result.mean_accuracy(config.protocol[0])
+        print(f"{name}: mean accuracy {percent(mean)}% over the tasks ({config.protocol[0]} protocol, all topics)")
     print(f"Wrote {write_results(config.output, results, dataset=config.data, synthetic=is_synthetic(config.data))}")
     records = [record for result in results for record in result.records]
     if config.plot is not None:
@@ -173,12 +192,43 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     return results
 
 
-def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
+def leak_note(data: str, tasks: Sequence[str]) -> str | None:
+    """A note on the image leak the data audit measured (mention image byte-identical to the gold's), if any.
+
+    Read from a local prepared folder's ``prepare_report.json``; None for a Hub id or when nothing leaks.
+    """
+    report = Path(data) / REPORT_NAME
+    if not report.is_file() or not any(get_task(task).mention_needs_image for task in tasks):
+        return None
+    audit = json.loads(report.read_text(encoding="utf-8"))["audit"]
+    leaked = sum(topic["mention_image_is_gold_image"] for topic in audit.values())
+    instances = sum(topic["instances"] for topic in audit.values())
+    if not leaked:
+        return None
+    return (
+        f"Note: in {leaked} of {instances} instances ({100 * leaked / instances:.1f}%) the mention image is the gold "
+        "entity's image byte for byte (data audit): tasks with an image on both sides (I-I, I-TI, TI-I, TI-TI) "
+        "are partly solved by matching the copy."
+    )
+
+
+def _entry_folders(config: EvaluateConfig) -> dict[str, Path]:
+    """Each model's folder under --eval-results; refused when it holds an earlier run's entries (no --overwrite)."""
+    folders = {}
     for name in config.labels():
         slug = re.sub(r"[^\w.-]+", "-", name).strip("-.")
         if not slug:
             raise ValueError(f"--model-name {name!r} gives no usable folder name for --eval-results; use letters.")
-        folder = config.eval_results / slug
+        folders[name] = folder = config.eval_results / slug
+        if folder.is_dir() and any(folder.iterdir()) and not config.overwrite:
+            raise FileExistsError(
+                f"{folder} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
+            )
+    return folders
+
+
+def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
+    for name, folder in _entry_folders(config).items():
         for path in write_eval_results(records, folder, config.dataset_id, name):
             print(f"Wrote {path}")
         if folder.is_dir():

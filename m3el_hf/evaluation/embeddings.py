@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import FastImagePreprocessor, tokenize
+from ..progress import progress as progress_bar
 from ..tasks import Modality, Task
 
 __all__ = [
@@ -74,18 +74,23 @@ class KnowledgeBase:
     qid_rows: dict[str, dict[str, int]]  # per topic: qid -> row
 
 
-def _batches(dataset: Any, names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
-    """The columns, a block of rows at a time, as Python lists; images stay undecoded ``{"bytes", "path"}``."""
+def _batches(dataset: Any, names: Sequence[str], bar: Any) -> Iterator[dict[str, list[Any]]]:
+    """The columns, a block of rows at a time, as Python lists; images stay undecoded ``{"bytes", "path"}``.
+
+    `bar` (a progress bar, or None) advances by the rows of each block once it is done.
+    """
     for table in dataset.select_columns(list(names)).with_format("arrow").iter(batch_size=_READ_BATCH):
         yield {name: table.column(name).to_pylist() for name in names}
+        if bar is not None:
+            bar.update(table.num_rows)
 
 
 def gather_instances(
-    dataset: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream
+    dataset: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
 ) -> Instances:
     need = _needs(tasks)
     topics, mention_text, mention_image, cand_text, cand_image, lengths, labels, gold_qids = ([] for _ in range(8))
-    for block in _batches(dataset, INSTANCE_COLUMNS):
+    for block in _batches(dataset, INSTANCE_COLUMNS, bar):
         for i, candidates in enumerate(block["candidates"]):
             if need["mention_text"]:
                 mention_text.append(texts.add(collator.mention_text(block["mention"][i], block["sentence"][i])))
@@ -115,13 +120,13 @@ def gather_instances(
 
 
 def gather_kb(
-    kb: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream
+    kb: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
 ) -> KnowledgeBase:
     need = _needs(tasks)
     text_rows: dict[str, list[int]] = {}
     image_rows: dict[str, list[int]] = {}
     qid_rows: dict[str, dict[str, int]] = {}
-    for block in _batches(kb, KB_COLUMNS):
+    for block in _batches(kb, KB_COLUMNS, bar):
         for i, topic in enumerate(block["topic"]):
             qids, qid = qid_rows.setdefault(topic, {}), block["qid"][i]
             if qid in qids:
@@ -166,7 +171,10 @@ class Encoders:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         chunks = []
         starts = range(0, len(texts), self.batch_size)
-        for start in tqdm(starts, desc=f"Encoding {len(texts)} texts", unit="batch", disable=not self.progress):
+        bar = progress_bar(
+            starts, desc=f"Encoding {len(texts)} texts", total=len(starts), unit="batch", show=self.progress
+        )
+        for start in bar:
             batch = [texts[i] for i in order[start : start + self.batch_size]]
             tokens = tokenize(self.tokenizer, batch, self.max_length)
             device = self.model.device
@@ -197,7 +205,6 @@ class ImageStream:
         self.rows: dict[Hashable, int] = {}
         self.pending: list[Mapping[str, Any]] = []
         self.chunks: list[torch.Tensor] = []
-        self.bar = tqdm(desc="Encoding images", unit="image", disable=not encoders.progress)
 
     def add(self, value: Mapping[str, Any] | None) -> int:
         """The row of the image `value` (encoded now or later), or -1 if there is none."""
@@ -216,7 +223,6 @@ class ImageStream:
     def embeddings(self) -> torch.Tensor:
         """All the images' embeddings, by row."""
         self._flush()
-        self.bar.close()
         if not self.chunks:
             return torch.empty(0, self.encoders.model.config.projection_dim, device=self.encoders.model.device)
         return torch.cat(self.chunks)
@@ -224,7 +230,6 @@ class ImageStream:
     def _flush(self) -> None:
         if self.pending:
             self.chunks.append(self.encoders.images(self.pending))
-            self.bar.update(len(self.pending))
             self.pending = []
 
 

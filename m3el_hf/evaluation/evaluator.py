@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from ..modeling.collator import M3ELCollator
+from ..progress import progress as progress_bar
 from ..tasks import TASK_NAMES, Task, get_task
 from .embeddings import (
     INSTANCE_COLUMNS,
@@ -109,9 +110,13 @@ def evaluate_model(
         with torch.inference_mode():
             encoders = Encoders(model, tokenizer, image_processor, collator.max_length, batch_size, progress)
             texts, images = TextRegistry(), ImageStream(encoders)
-            instances = gather_instances(dataset, collator, task_list, texts, images)
-            entities = gather_kb(kb, collator, task_list, texts, images) if "kb" in protocols else None
-            cache = EmbeddingCache(model, encoders.texts(texts.items), images.embeddings())
+            rows = dataset.num_rows + (kb.num_rows if "kb" in protocols else 0)
+            # One bar at a time: reading the rows (their images are encoded as they come), then the texts.
+            with progress_bar(desc="Reading rows, encoding images", total=rows, unit="row", show=progress) as bar:
+                instances = gather_instances(dataset, collator, task_list, texts, images, bar)
+                entities = gather_kb(kb, collator, task_list, texts, images, bar) if "kb" in protocols else None
+                image_embeddings = images.embeddings()
+            cache = EmbeddingCache(model, encoders.texts(texts.items), image_embeddings)
             cells = {}
             if "candidates" in protocols:
                 cells["candidates"] = _score_candidates(instances, cache, task_list, ties)

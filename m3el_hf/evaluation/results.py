@@ -63,18 +63,22 @@ class EvaluationResult:
         """Macro mean accuracy over the tasks evaluated for `protocol` and `topic` (``NaN`` if none was)."""
         return _mean_accuracy(self.records, protocol, topic)
 
-    def table(self) -> str:
-        """Accuracy (%) per task (rows) and topic (columns), one block per protocol, for the terminal."""
+    def table(self, metrics: Sequence[str] = ("accuracy",)) -> str:
+        """Each metric (%) per task (rows) and topic (columns), the instances evaluated in brackets; one block
+        per protocol and metric, for the terminal."""
         blocks = []
         for protocol in unique(r["protocol"] for r in self.records):
             records = [r for r in self.records if r["protocol"] == protocol]
-            topics = unique(r["topic"] for r in records)
-            cells = {(r["task"], r["topic"]): r["accuracy"] for r in records}
-            tasks = unique(r["task"] for r in records)
-            rows = [[task, *(percent(cells.get((task, topic))) for topic in topics)] for task in tasks]
-            rows.append(["mean", *(percent(_mean_accuracy(records, protocol, topic)) for topic in topics)])
-            title = f"{records[0]['model']}: accuracy (%), protocol {protocol!r}, split {records[0]['split']!r}"
-            blocks.append(_render(title, ["task", *topics], rows))
+            topics, tasks = unique(r["topic"] for r in records), unique(r["task"] for r in records)
+            cells = {(r["task"], r["topic"]): r for r in records}
+            for metric in metrics:
+                rows = [[task, *(_cell(cells.get((task, topic)), metric) for topic in topics)] for task in tasks]
+                rows.append(["mean", *(percent(_mean_accuracy(records, protocol, t, metric)) for t in topics)])
+                title = (
+                    f"{records[0]['model']}: {metric} (%) (instances evaluated), protocol {protocol!r}, "
+                    f"split {records[0]['split']!r}"
+                )
+                blocks.append(_render(title, ["task", *topics], rows))
         return "\n\n".join(blocks)
 
 
@@ -131,15 +135,21 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
         models = unique(r["model"] for r in pooled)
         cells = {(r["task"], r["model"]): r["accuracy"] for r in pooled}
         tasks = unique(r["task"] for r in pooled)
-        rows = [[task, *(percent(cells.get((task, model))) for model in models)] for task in tasks]
+        evaluated = {r["task"]: r["evaluated"] for r in pooled}  # the same instances for every model
+        rows = [[task, str(evaluated[task]), *(percent(cells.get((task, m))) for m in models)] for task in tasks]
         means = [_mean_accuracy([r for r in pooled if r["model"] == m], protocol, ALL_TOPICS) for m in models]
-        rows.append(["mean", *map(percent, means)])
-        blocks.append(_render(f"Accuracy (%), protocol {protocol!r}, all topics", ["task", *models], rows))
+        rows.append(["mean", "", *map(percent, means)])
+        title = f"Accuracy (%), protocol {protocol!r}, all topics"
+        blocks.append(_render(title, ["task", "instances", *models], rows))
     return "\n\n".join(blocks)
 
 
-def _mean_accuracy(records: Iterable[Mapping[str, Any]], protocol: str, topic: str) -> float:
-    values = [r["accuracy"] for r in records if r["protocol"] == protocol and r["topic"] == topic]
+def _cell(record: Mapping[str, Any] | None, metric: str) -> str:
+    return "—" if record is None else f"{percent(record[metric])} ({record['evaluated']})"
+
+
+def _mean_accuracy(records: Iterable[Mapping[str, Any]], protocol: str, topic: str, metric: str = "accuracy") -> float:
+    values = [r[metric] for r in records if r["protocol"] == protocol and r["topic"] == topic]
     values = [v for v in values if v is not None and not math.isnan(v)]
     return math.fsum(values) / len(values) if values else float("nan")
 

@@ -257,7 +257,7 @@ def build_model_card(
     results_records: Sequence[Mapping[str, Any]] | None,
     *,
     repo_id: str,
-    dataset_id: str,
+    dataset_id: str | None,
     license: str | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     base_model: str | None = None,
@@ -274,8 +274,8 @@ def build_model_card(
             card's results, the other models are shown as baselines.
         repo_id (`str`):
             The model repo, used in the loading snippets.
-        dataset_id (`str`):
-            The M³EL benchmark dataset repo the scores refer to.
+        dataset_id (`str`, *optional*):
+            The M³EL benchmark dataset repo the scores refer to (None: the card names no dataset).
         license (`str`, *optional*):
             The card's ``license`` (a Hub licence id such as ``mit``); `push_model` requires one.
         plot_path (`str` or `os.PathLike`, *optional*):
@@ -301,7 +301,7 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag="zero-shot-image-classification",
         tags=["clip", "clipnd", "entity-linking", "multimodal-entity-linking", "m3el"],
-        datasets=[dataset_id],
+        datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy"],
         eval_results=model_index_results(records, dataset_id, model=model) or None,
     )
@@ -316,8 +316,7 @@ def build_model_card(
         version=__version__,
         base_model_text=_base_model_text(base, summary),
         license_text=f"`{license}`" if license else "not declared",
-        dataset_id=dataset_id,
-        dataset_url=f"https://huggingface.co/datasets/{dataset_id}",
+        dataset_text=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else "not given",
         training_text=_training_text(summary, settings),
         results_text=_results_text(records, model, plot_path is not None),
         hub_tasks_text=_hub_tasks_text(),

@@ -190,8 +190,11 @@ def stage_model(
         )
         _copy_tree(checkpoint_dir / EVAL_RESULTS_DIR, staging / EVAL_RESULTS_DIR, ("*.tmp",), link)
     else:
-        if dataset_id is None:
-            raise ValueError("Pushing a checkpoint needs --dataset-id, the M³EL benchmark repo its card refers to.")
+        if not records:
+            logger.warning(
+                "No --results: the model card holds no scores and no leaderboard entries. Evaluate first "
+                "(m3el-hf evaluate ... --output results.json), then pass --results results.json --dataset-id ORG/m3el."
+            )
         _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME, SUMMARY_NAME), link)
         _as_stock_clip(checkpoint_dir, staging)
         if (checkpoint_dir / SUMMARY_NAME).is_file():

@@ -134,7 +134,11 @@ class CLIPNDConfig(CLIPConfig):
 
         This is what lets `CLIPNDModel.from_pretrained("openai/clip-vit-base-patch32")` work.
         """
-        config_dict, kwargs = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        try:
+            config_dict, kwargs = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        except OSError as error:  # not found locally nor on the Hub, offline, no access: one line, not a traceback
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"Cannot load the checkpoint {pretrained_model_name_or_path}: {first}") from None
         model_type = config_dict.get("model_type")
         if model_type not in (cls.model_type, CLIPConfig.model_type):
             raise ValueError(

@@ -17,7 +17,6 @@ import datasets
 import torch
 from accelerate import Accelerator
 from peft import PeftModel
-from tqdm.auto import tqdm
 from transformers import BaseImageProcessor, CLIPProcessor, PreTrainedTokenizerBase
 
 from ..atomic import replace_dir
@@ -71,7 +70,7 @@ class Run:
     state: TrainingState
     num_updates: int
     batches_per_epoch: int
-    progress: tqdm | None = None
+    progress: Any = None  # the training bar
     # This session's timing (not checkpointed): when it and its loop started, the loop's seconds once it ended,
     # the part spent validating, and where the loop began.
     started: float = 0.0

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from ..arguments import add_dataclass_arguments, dataclass_from_namespace
-from ..tasks import TASK_NAMES, TOPICS, get_task
+from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 
 __all__ = [
     "LR_SCHEDULERS",
@@ -159,6 +159,13 @@ class TrainConfig:
             "output_dir/checkpoints (a fresh start when there is none)."
         },
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete what a non-empty --output-dir holds (an earlier run) and start afresh; without it (or "
+            "--resume-from) such a folder is refused, so that two runs never share one."
+        },
+    )
     report_to: tuple[Tracker, ...] = field(
         default=("none",), metadata={"help": "Trackers to log to (accelerate's), e.g. tensorboard wandb."}
     )
@@ -189,9 +196,7 @@ class TrainConfig:
         self._warn_ignored()
 
     def _check_choices(self) -> None:
-        unknown = [t for t in self.topics if t not in TOPICS]
-        if not self.topics or unknown:
-            raise ValueError(f"TrainConfig: topics={list(self.topics)} must be some of {', '.join(TOPICS)}.")
+        check_topics(self.topics)
         for task in self.tasks:
             get_task(task)
         if not self.tasks:
@@ -283,15 +288,16 @@ class TrainConfig:
         """Add ``--recipe`` and one flag per option to `parser`; flags not given stay absent from the namespace."""
         parser.add_argument(
             "--recipe",
-            help=f"A YAML recipe: a path or a packaged name ({', '.join(available_recipes())}). Flags given "
-            "explicitly override its values.",
+            help=f"A YAML recipe: a path or a packaged name ({', '.join(available_recipes())}). Its values "
+            "replace the defaults shown below, and flags given explicitly override both.",
         )
         add_dataclass_arguments(parser, cls)
         names = {f.name for f in dataclasses.fields(cls)}
         for action in parser._actions:
             if action.dest in names:
-                # Absent unless given, so that a dataclass default never overwrites a recipe value; the help
-                # text already states the default.
+                # Absent unless given, so that a dataclass default never overwrites a recipe value.
+                if action.required:
+                    action.help = action.help.replace(" (required)", " (required, here or in --recipe)")
                 action.default, action.required = argparse.SUPPRESS, False
         return parser
 

@@ -13,7 +13,10 @@ placement, DDP, mixed precision, gradient accumulation, checkpoints), and the co
 from __future__ import annotations
 
 import gc
+import json
 import math
+import os
+import shutil
 import time
 import traceback
 from datetime import timedelta
@@ -26,19 +29,22 @@ from accelerate.logging import get_logger
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
 from peft import PeftModel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..evaluation.evaluator import evaluate_model
+from ..locations import check_checkpoint, check_prepared
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import load_processor
+from ..progress import progress as progress_bar
 from .checkpoints import Run, TrainingState, export, resolve_resume, save_checkpoint, training_summary
 from .components import build_dataloaders, build_model, build_optimizer_and_scheduler, save_adapter
 from .config import SUMMARY_NAME, TrainConfig
 
 __all__ = [
     "evaluate_and_select",
+    "run_train",
     "train",
     "train_one_epoch",
+    "training_report",
     "training_step",
 ]
 
@@ -264,6 +270,8 @@ def train(config: TrainConfig) -> Path:
     >>> train(TrainConfig.from_yaml(recipe_path("tiny-cpu"), model=..., data=..., output_dir="run"))  # doctest: +SKIP
     """
     started = time.perf_counter()
+    check_checkpoint(config.model)
+    check_prepared(config.data)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     accelerator = Accelerator(
@@ -277,6 +285,7 @@ def train(config: TrainConfig) -> Path:
     )
     try:
         _check_trackers(config, accelerator)
+        _claim_output_dir(config, accelerator)
         set_seed(config.seed)
         # Everything prepared lives in the frame of `_prepare_and_train`, gone when it returns.
         return _prepare_and_train(config, accelerator, started)
@@ -307,15 +316,65 @@ def _prepare_and_train(config: TrainConfig, accelerator: Accelerator, started: f
     )
     run.start_step, run.start_mentions = run.state.step, run.state.mentions
     run.started, run.loop_started = started, time.perf_counter()
-    with tqdm(
-        total=run.num_updates, initial=run.state.step, desc="training", disable=not accelerator.is_local_main_process
+    with progress_bar(
+        desc="Training", total=run.num_updates, unit="update", show=accelerator.is_local_main_process
     ) as run.progress:
+        run.progress.update(run.state.step)  # a resumed run starts where it stopped
         _train_loop(run, loader)
     run.loop_seconds = time.perf_counter() - run.loop_started
     _report_drops(run.state)
     accelerator.on_main_process(_finish)(run, time.perf_counter() - started)
     accelerator.wait_for_everyone()
     return config.output_dir / "final"
+
+
+def _claim_output_dir(config: TrainConfig, accelerator: Accelerator) -> None:
+    """Refuse a folder that holds another run, unless resuming it or told to replace it (then empty it)."""
+    out = Path(config.output_dir)
+    taken = out.is_dir() and any(out.iterdir())
+    if taken and config.resume_from is None and not config.overwrite:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(sorted(p.name for p in out.iterdir())[:4])}); pass "
+            "--overwrite to replace it, --resume-from latest to continue it, or choose another --output-dir."
+        )
+    if taken and config.overwrite and config.resume_from is None:
+        if accelerator.is_main_process:
+            logger.warning("--overwrite: deleting the run in %s", out)
+            shutil.rmtree(out)
+        accelerator.wait_for_everyone()
+
+
+def run_train(config: TrainConfig) -> Path:
+    """``m3el-hf train`` and ``trainers/train.py``: train, then print what was written and what to run next."""
+    final = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(training_report(final, config))
+    return final
+
+
+def training_report(final: Path, config: TrainConfig) -> str:
+    """A few lines on a finished run: where its models are, its updates, scores and speed, the next command."""
+    summary = json.loads((final / SUMMARY_NAME).read_text(encoding="utf-8"))
+    validation, speed = summary["validation"], summary["throughput"]
+    best = final.parent / "best"
+    scores = (
+        f"validation mean accuracy: last {_score(validation['final_mean_accuracy'])}, best "
+        f"{_score(validation['best_mean_accuracy'])} (update {validation['best_step']})"
+        if validation["split"]
+        else "no validation (--eval-split none)"
+    )
+    lines = [
+        f"Trained {summary['steps']} updates ({summary['epochs']} epochs) in {summary['wall_time_s']:.1f} s, "
+        f"{speed['train_mentions_per_second'] or 0:.0f} mentions/s; final loss {summary['losses'][-1]:.4f}.",
+        f"  {scores}",
+        f"  final model: {final}" + (f"\n  best model:  {best}" if best.is_dir() else ""),
+        f"Next: m3el-hf evaluate --model {final} --data {config.data} --output results.json",
+    ]
+    return "\n".join(lines)
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _release(accelerator: Accelerator) -> None:

@@ -340,9 +340,9 @@ def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
     assert main(["prepare", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "films"]) == 2
-    assert "topics must be distinct, some of movies, common" in capsys.readouterr().err
+    assert "Unknown topic(s) ['films']; choose from movies, common" in capsys.readouterr().err
     assert main(["prepare", "--raw", str(raw_release), "--out", str(out), "--topics", "books", "books"]) == 2
-    assert "got ['books', 'books']" in capsys.readouterr().err
+    assert "Topics must be distinct and at least one, got ['books', 'books']" in capsys.readouterr().err
     assert main(["show", str(out), "--config", "books-T-T"]) == 0
     assert "Data audit" in capsys.readouterr().out
 

@@ -91,7 +91,7 @@ def test_find_record_files_names_missing_topic(tmp_path):
     assert find_record_files(tmp_path, ("movies",)) == {"movies": [tmp_path / "movies.json"]}
     with pytest.raises(FileNotFoundError, match=r"No records file for topic 'books' in .*found: movies\.json"):
         find_record_files(tmp_path, ("books",))
-    with pytest.raises(ValueError, match="Unknown topic 'film'"):
+    with pytest.raises(ValueError, match=r"Unknown topic\(s\) \['film'\]"):
         find_record_files(tmp_path, ("film",))
 
 

@@ -207,7 +207,10 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match=r"r already exists and is not empty; pass `overwrite=True`"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"r already exists and is not empty; pass --overwrite to replace it",
+    ):
         synthesize(SynthConfig(out=out, instances=3))
     assert (out / "keep.txt").exists()
     synthesize(SynthConfig(out=out, instances=3, overwrite=True))
@@ -220,8 +223,8 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path):
     [
         ({"instances": 0}, r"`instances` must be an integer >= 1, got 0"),
         ({"image_size": 4}, r"`image_size` must be an integer between 8 and 512, got 4"),
-        ({"topics": ("movies", "cars")}, r"Unknown topic 'cars' in `topics`; expected some of movies, common"),
-        ({"topics": ("books", "books")}, r"lists a topic twice"),
+        ({"topics": ("movies", "cars")}, r"Unknown topic\(s\) \['cars'\]; choose from movies, common"),
+        ({"topics": ("books", "books")}, r"Topics must be distinct and at least one, got \['books', 'books'\]"),
         ({"format": "csv"}, r"`format` must be one of json, jsonl, python, got 'csv'"),
     ],
 )

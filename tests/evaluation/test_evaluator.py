@@ -246,7 +246,7 @@ def test_texts_fed_to_the_model(tiny_clip_path, processors, instances, augment, 
 def test_bad_arguments(model, processors, instances):
     with pytest.raises(ValueError, match="pass `kb=`"):
         _evaluate(model, processors, instances, protocols=("kb",))
-    with pytest.raises(ValueError, match="Unknown M³EL task 'X-Y'"):
+    with pytest.raises(ValueError, match="Unknown task 'X-Y'"):
         _evaluate(model, processors, instances, tasks=("X-Y",))
     with pytest.raises(ValueError, match="lacks the column"):
         _evaluate(model, processors, instances.remove_columns("mention_image"))
@@ -263,7 +263,7 @@ def test_cli_writes_json_and_prints_table(tiny_clip_path, release, tmp_path, cap
     args += ["--split", "train", "--protocol", "candidates", "kb", "--max-instances", "5"]
     assert main([*args, "--output", str(output), "--plot", str(tmp_path / "a.png")]) == 0
     printed = capsys.readouterr().out
-    assert "CLIP: accuracy (%), protocol 'candidates'" in printed and "protocol 'kb'" in printed
+    assert "CLIP: accuracy (%) (instances evaluated), protocol 'candidates'" in printed and "protocol 'kb'" in printed
     records = read_results(output)
     assert {r["protocol"] for r in records} == {"candidates", "kb"}
     assert {r["topic"] for r in records} == {*TOPICS, "all"}
@@ -304,5 +304,5 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
 def test_cli_rejects_an_unknown_task(tiny_clip_path, release, tmp_path, capsys):
     args = ["evaluate", "--model", str(tiny_clip_path), "--data", str(release), "--tasks", "T-X"]
     assert main([*args, "--output", str(tmp_path / "r.json")]) == 2
-    assert "Unknown M³EL task 'T-X'" in capsys.readouterr().err
+    assert "Unknown task 'T-X'" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

@@ -100,3 +100,12 @@ def test_the_hub_pipeline_call_runs_on_the_staged_folder(tiny_clip_path, tmp_pat
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "['a : b', 'c : d']" and card.data.library_name == "transformers"
+
+
+def test_a_checkpoint_without_results_is_staged_with_a_warning(checkpoint, tmp_path, caplog):
+    out = tmp_path / "staged"
+    push_model(checkpoint, "me/clipnd", license="mit", dry_run_dir=out)  # no --results, no --dataset-id
+    assert "No --results: the model card holds no scores" in caplog.text
+    card = ModelCard.load(out / "README.md")
+    assert card.data.eval_results is None and card.data.datasets is None
+    assert "**Benchmark data:** not given" in card.text and not (out / ".eval_results").exists()

@@ -206,7 +206,7 @@ def test_truncation_to_max_length(make, processors) -> None:
 
 
 def test_invalid_rows_and_tasks(make) -> None:
-    with pytest.raises(ValueError, match="Unknown M³EL task 'T-X'"):
+    with pytest.raises(ValueError, match="Unknown task 'T-X'"):
         make(tasks=("T-X",))
     with pytest.raises(ValueError, match="distinct tasks"):
         make(tasks=("T-T", "T-T"))

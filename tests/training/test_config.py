@@ -14,8 +14,8 @@ from m3el_hf.training.config import TrainConfig, recipe_path
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"topics": ("films",)}, r"topics=\['films'\] must be some of movies"),
-        ({"tasks": ("T-X",)}, r"Unknown M³EL task 'T-X'"),
+        ({"topics": ("films",)}, r"Unknown topic\(s\) \['films'\]; choose from movies"),
+        ({"tasks": ("T-X",)}, r"Unknown task 'T-X'"),
         ({"learning_rate": 0.0}, r"learning_rate=0.0 must be > 0"),
         ({"per_device_batch_size": 0}, r"per_device_batch_size=0 must be a positive integer"),
         ({"max_steps": -1}, r"max_steps=-1 must be a positive integer"),

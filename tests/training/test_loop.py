@@ -134,3 +134,28 @@ def test_two_processes_match_one_on_the_same_global_batch(
     one = json.loads((train(config) / SUMMARY_NAME).read_text())
     assert two["losses"][0] == pytest.approx(one["losses"][0], abs=1e-5)
     assert two["mentions"] == one["mentions"]  # summed over both processes
+
+
+def test_train_says_what_it_did_and_never_mixes_two_runs(
+    tiny_clip_path: Path, m3el_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from m3el_hf.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--recipe", "tiny-cpu", "--model", str(tiny_clip_path), "--data", str(m3el_data)]
+    argv += ["--topics", *TOPICS, "--output-dir", str(run), "--per-device-batch-size", "8", "--eval-every", "2"]
+    assert main([*argv, "--max-steps", "4", "--save-every", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Trained 4 updates" in printed and "mentions/s" in printed and "validation mean accuracy: last" in printed
+    assert f"final model: {run / 'final'}" in printed and f"best model:  {run / 'best'}" in printed
+    assert f"Next: m3el-hf evaluate --model {run / 'final'} --data {m3el_data}" in printed
+    first = json.loads((run / "final" / SUMMARY_NAME).read_text())
+    assert (run / "checkpoints").is_dir()
+
+    assert main([*argv, "--max-steps", "1"]) == 2  # refused: the folder holds a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert json.loads((run / "final" / SUMMARY_NAME).read_text()) == first  # untouched
+
+    assert main([*argv, "--max-steps", "1", "--overwrite"]) == 0  # replaced as a whole: no checkpoint of the old one
+    assert json.loads((run / "final" / SUMMARY_NAME).read_text())["steps"] == 1
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

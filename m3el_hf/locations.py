@@ -1,0 +1,80 @@
+"""Where a command's inputs are: a checkpoint, a prepared folder or a raw release, local or on the Hub.
+
+Each check reads a few file names, nothing more, so a command refuses a wrong path in one line before it
+loads a model or a data set. The messages are shared: one wording for one kind of mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+__all__ = ["check_checkpoint", "check_prepared", "check_raw_release", "looks_like_hub_id"]
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_RAW_MARKERS = ("_candidates_images",)
+_PREPARED_MARKERS = ("prepare_report.json",)
+
+
+def looks_like_hub_id(value: str) -> bool:
+    """Whether `value` reads as a Hub repo id ``OWNER/NAME`` (and is no absolute or explicitly relative path)."""
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/"))
+
+
+def _check_elsewhere(value: str | os.PathLike[str], option: str, what: str) -> None:
+    """A value that is no local folder must read as a Hub id: a file or a missing path is refused."""
+    if Path(value).exists():
+        raise FileNotFoundError(f"{option} {value} is a file; pass a folder or a Hub {what} id.")
+    if not looks_like_hub_id(os.fspath(value)):
+        raise FileNotFoundError(
+            f"{option} {value}: no such folder here, and not a Hub {what} id (OWNER/NAME); check the path."
+        )
+
+
+def check_checkpoint(value: str | os.PathLike[str], option: str = "--model") -> None:
+    """Refuse a local folder that holds no checkpoint, and a value that is neither a folder nor a Hub id."""
+    path = Path(value)
+    if not path.is_dir():
+        _check_elsewhere(value, option, "model")
+        return
+    if (path / "config.json").is_file():
+        return
+    inside = [name for name in ("final", "best") if (path / name / "config.json").is_file()]
+    hint = f"; did you mean {path / inside[0]}?" if inside else ""
+    raise FileNotFoundError(
+        f"{option} {value} is not a checkpoint: it has no config.json{hint} Pass a folder written by "
+        "m3el-hf train (RUN/final or RUN/best), a CLIP checkpoint folder, or a Hub model id."
+    )
+
+
+def check_prepared(value: str | os.PathLike[str], option: str = "--data") -> None:
+    """Refuse a raw release where a prepared folder is expected, and a value that is neither one nor a Hub id."""
+    path = Path(value)
+    if not path.is_dir():
+        _check_elsewhere(value, option, "dataset")
+        return
+    if any((path / marker).exists() for marker in _PREPARED_MARKERS):
+        return
+    if _is_raw(path):
+        raise ValueError(
+            f"{option} {value} is a raw M³EL release, not a prepared folder; prepare it first: "
+            f"m3el-hf prepare --raw {value} --out m3el, then pass --data m3el."
+        )
+    raise FileNotFoundError(
+        f"{option} {value} is not a folder written by m3el-hf prepare (it has no prepare_report.json)."
+    )
+
+
+def check_raw_release(value: str | os.PathLike[str], option: str = "--raw") -> None:
+    """Refuse a prepared folder where the raw release is expected (the reverse mistake of `check_prepared`)."""
+    path = Path(value)
+    if path.is_dir() and any((path / marker).exists() for marker in _PREPARED_MARKERS):
+        raise ValueError(
+            f"{option} {value} is a folder written by m3el-hf prepare, not the raw release; {option} takes the "
+            "release's folder (movies.json …, movies_candidates_images/ …)."
+        )
+
+
+def _is_raw(path: Path) -> bool:
+    return any(child.is_dir() and child.name.endswith(_RAW_MARKERS) for child in path.iterdir())

@@ -1,0 +1,53 @@
+"""Progress bars and quiet mode, the same for every command.
+
+One bar per unit of work a person waits for, named and with a total, one at a time (a bar opened while
+another is open draws cursor-movement escape codes). Bars are off when ``--quiet`` is given or when one of
+the usual variables asks for it: ``TQDM_DISABLE``, ``HF_DATASETS_DISABLE_PROGRESS_BARS`` or
+``HF_HUB_DISABLE_PROGRESS_BARS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["QUIET_VARIABLES", "bars_disabled", "progress", "set_quiet"]
+
+QUIET_VARIABLES = ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")
+_OFF = ("", "0", "false", "no", "off")
+
+
+def bars_disabled() -> bool:
+    """Whether an environment variable of `QUIET_VARIABLES` turns progress bars off."""
+    return any(os.environ.get(name, "").strip().lower() not in _OFF for name in QUIET_VARIABLES)
+
+
+def progress(iterable: Iterable[Any] | None = None, *, desc: str, total: int | None, unit: str, show: bool = True):
+    """A `tqdm` bar named `desc` with `total` steps of `unit`, unless bars are off or `show` is False."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not show or bars_disabled(), dynamic_ncols=True)
+
+
+def set_quiet() -> None:
+    """``--quiet``: no progress bars (ours, datasets', the Hub's, transformers', also in child processes) and
+    only warnings and errors in the log."""
+    for name in QUIET_VARIABLES:
+        os.environ[name] = "1"  # read by the libraries when they are imported, here and in child processes
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    # The libraries already imported read their switch at import time: turn their bars off directly.
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    logging.getLogger().setLevel(logging.WARNING)
