@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from .arguments import add_dataclass_arguments, dataclass_from_namespace
-from .progress import set_quiet
+from .progress import configure_logging
 from .version import __version__
 
 __all__ = ["COMMANDS", "Command", "main", "user_errors"]
@@ -135,11 +134,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``m3el-hf`` with `argv` (default: the process arguments); return the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if args.quiet:
-        set_quiet()
+    configure_logging(verbose=args.verbose, quiet=args.quiet)
     config_cls, run = COMMANDS[args.command].load()
     try:
         from_namespace = getattr(config_cls, "from_namespace", partial(dataclass_from_namespace, config_cls))

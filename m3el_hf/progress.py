@@ -1,4 +1,4 @@
-"""Progress bars and quiet mode, the same for every command.
+"""Progress bars, the log and quiet mode, the same for every command.
 
 One bar per unit of work a person waits for, named and with a total, one at a time (a bar opened while
 another is open draws cursor-movement escape codes). Bars are off when ``--quiet`` is given or when one of
@@ -14,10 +14,22 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["QUIET_VARIABLES", "bars_disabled", "progress", "set_quiet"]
+__all__ = ["QUIET_VARIABLES", "bars_disabled", "configure_logging", "progress", "set_quiet"]
+
+# Libraries whose INFO lines narrate their internals (accelerate logs every file of every checkpoint it saves).
+_CHATTY = ("accelerate",)
 
 QUIET_VARIABLES = ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")
 _OFF = ("", "0", "false", "no", "off")
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """The log of a command: our INFO lines (DEBUG with `verbose`), the libraries' warnings; `quiet`: `set_quiet`."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if quiet:
+        set_quiet()
 
 
 def bars_disabled() -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch.distributed import DistError
 
 from m3el_hf.cli import user_errors
-from m3el_hf.progress import set_quiet
+from m3el_hf.progress import configure_logging
 from m3el_hf.training.config import TrainConfig
 from m3el_hf.training.loop import run_train
 
@@ -35,9 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = TrainConfig.from_namespace(args)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.quiet:
-        set_quiet()
+    configure_logging(quiet=args.quiet)
     try:
         run_train(config)
     except user_errors() as error:  # bad data or options found once running: one clear line, as `m3el-hf train`

@@ -306,3 +306,20 @@ def test_cli_rejects_an_unknown_task(tiny_clip_path, release, tmp_path, capsys):
     assert main([*args, "--output", str(tmp_path / "r.json")]) == 2
     assert "Unknown task 'T-X'" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_leak_note_reports_what_the_audit_counted(tmp_path):
+    from m3el_hf.evaluation.command import leak_note
+
+    audit = {
+        "movies": {"instances": 30, "mention_image_is_gold_image": 3},
+        "books": {"instances": 10, "mention_image_is_gold_image": 1},
+    }
+    (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
+    note = leak_note(str(tmp_path), ("T-T", "I-I"))
+    assert note.startswith("Note: in 4 of 40 instances (10.0%) the mention image is the gold entity's image")
+    assert leak_note(str(tmp_path), ("T-T", "T-I")) is None  # no task with a mention image: nothing to say
+    assert leak_note("someone/m3el", ("I-I",)) is None  # a Hub id: no local audit to read
+    audit["movies"]["mention_image_is_gold_image"] = audit["books"]["mention_image_is_gold_image"] = 0
+    (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
+    assert leak_note(str(tmp_path), ("I-I",)) is None
