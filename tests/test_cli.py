@@ -65,9 +65,12 @@ def places(tiny_clip_path, movies_release, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(tiny_clip_path, run / "final")
     (root / "busy").mkdir()
     (root / "busy" / "x.txt").write_text("someone's work")
+    (root / "empty" / "movies_candidates_images").mkdir(parents=True)  # a release whose records file is empty
+    (root / "empty" / "movies.json").write_text("[]\n")
     (root / "entries" / tiny_clip_path.name).mkdir(parents=True)  # leaderboard entries of an earlier evaluation
     (root / "entries" / tiny_clip_path.name / "x.yaml").write_text("earlier")
     return {
+        "empty": str(root / "empty"),
         "entries": str(root / "entries"),
         "label": tiny_clip_path.name,
         "raw": str(movies_release.parent / "raw"),
@@ -126,6 +129,10 @@ MISTAKES = {
     "prepare, --raw a prepared folder": (
         "prepare --raw {data} --out {root}/p",
         "--raw {data} is a folder written by m3el-hf prepare, not the raw release",
+    ),
+    "prepare, an empty records file (even with --on-error skip)": (
+        "prepare --raw {empty} --out {root}/p --topics movies --on-error skip",
+        "{empty}/movies.json: the records file holds no record",
     ),
     "prepare, --out not empty": (
         "prepare --raw {raw} --out {busy} --topics movies",

@@ -24,6 +24,7 @@ __all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
 _CHUNK = 1 << 20
 _MAX_RECORD_CHARS = 16 << 20
+_HEAD_CHARS = 4096
 
 
 class M3ELFormatError(ValueError):
@@ -47,7 +48,8 @@ class M3ELFormatError(ValueError):
 def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dict[str, list[Path]]:
     """Map each topic to its record files: files at the release root whose name starts with the topic.
 
-    Raises `FileNotFoundError` naming the root and the topic when a topic has no file.
+    Raises `FileNotFoundError` naming the root and the topic when a topic has no file (and which topics to
+    prepare instead), and `M3ELFormatError` for a records file that holds no record (empty, blank or ``[]``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -57,11 +59,28 @@ def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dic
     for topic in check_topics(topics):
         found[topic] = [p for p in files if p.name.lower().startswith(topic)]
         if not found[topic]:
+            present = [t for t in TOPICS if any(p.name.lower().startswith(t) for p in files)]
+            hint = f"; to prepare the topics it has, pass --topics {' '.join(present)}" if present else ""
             raise FileNotFoundError(
                 f"No records file for topic {topic!r} in {root}: expected e.g. {topic}.json or {topic}.jsonl "
-                f"(found: {', '.join(p.name for p in files) or 'no record files'})."
+                f"(found: {', '.join(p.name for p in files) or 'no record files'}){hint}."
             )
+        for path in found[topic]:
+            _check_not_empty(path)
     return found
+
+
+_NO_RECORD = re.compile(r"\s*(\[\s*\])?\s*")
+
+
+def _check_not_empty(path: Path) -> None:
+    """An empty, blank or ``[]`` records file is an error in every mode: it holds no record to keep or count."""
+    with path.open("r", encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(_HEAD_CHARS)
+    if len(head) < _HEAD_CHARS and _NO_RECORD.fullmatch(head):
+        raise M3ELFormatError(
+            "the records file holds no record (it is empty, blank or an empty list); fill it or remove it", path
+        )
 
 
 def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tuple[int, int | None, Any]]:

@@ -157,6 +157,13 @@ def _image(value: Any, where: tuple, owner: str) -> RawImage | None:
     return RawImage(file or "", url or "", local) if local else None
 
 
+def _sentence(raw: dict[str, Any], where: tuple) -> str:
+    """The context sentence: a required field, which may be empty (a mention with no context)."""
+    if "sentence" not in raw:
+        raise M3ELFormatError('missing required field \'sentence\' (write "sentence": "" for none)', *where)
+    return _field(raw, "sentence", where, required=False)
+
+
 def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | None = None) -> RawRecord:
     """Validate one raw record and return it as a `RawRecord`. Pure: touches no file.
 
@@ -206,7 +213,7 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
         qid=qid,
         name=_field(raw, "name", where),
         description=description,
-        sentence=_field(raw, "sentence", where, required=False),
+        sentence=_sentence(raw, where),
         image=_image(raw.get("image"), where, "mention"),
         candidates=tuple(candidates),
         extra={k: v for k, v in raw.items() if k not in known},

@@ -50,10 +50,14 @@ def raw_records(release: Path, topic: str) -> list[dict]:
 def stock_load(folder: Path, script: str) -> dict:
     """Run `script` in a fresh interpreter in the folder's parent, where only stock datasets is imported."""
     code = (
-        "import json, sys, datasets\n"
+        "import json, os, sys, datasets\n"
         f"{script}\n"
         "assert not any(m.startswith('m3el_hf') for m in sys.modules), 'm3el_hf was imported'\n"
         "print(json.dumps(result))\n"
+        # A half-read streaming iterator can abort the interpreter at exit (pyarrow; the README's known
+        # upstream issue): leave without the shutdown, as the README advises.
+        "sys.stdout.flush()\n"
+        "os._exit(0)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
     done = subprocess.run(

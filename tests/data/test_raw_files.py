@@ -87,10 +87,14 @@ def test_record_lines_stream_across_the_first_read_chunk(tmp_path, monkeypatch, 
 
 
 def test_find_record_files_names_missing_topic(tmp_path):
-    (tmp_path / "movies.json").write_text("[]")
+    (tmp_path / "movies.json").write_text('[{"Qid": "Q1"}]')
+    (tmp_path / "sports.jsonl").write_text('{"Qid": "Q2"}\n')
     assert find_record_files(tmp_path, ("movies",)) == {"movies": [tmp_path / "movies.json"]}
     with pytest.raises(FileNotFoundError, match=r"No records file for topic 'books' in .*found: movies\.json"):
         find_record_files(tmp_path, ("books",))
+    # How to go on: the topics the release has.
+    with pytest.raises(FileNotFoundError, match=r"to prepare the topics it has, pass --topics movies sports\.$"):
+        find_record_files(tmp_path)
     with pytest.raises(ValueError, match=r"Unknown topic\(s\) \['film'\]"):
         find_record_files(tmp_path, ("film",))
 
@@ -100,3 +104,10 @@ def test_format_error_survives_pickling_for_worker_processes():
     again = pickle.loads(pickle.dumps(error))
     assert str(again) == str(error) == "movies.json, record 4 (line 12): candidate list is empty"
     assert (again.file, again.record, again.line, again.reason) == ("movies.json", 4, 12, "candidate list is empty")
+
+
+@pytest.mark.parametrize("content", ["", "  \n\t\n", "[]", "\ufeff[ \n ]\n"], ids=["empty", "blank", "[]", "bom [ ]"])
+def test_a_records_file_without_a_record_is_an_error_naming_it(tmp_path, content):
+    (tmp_path / "movies.json").write_text(content, encoding="utf-8")
+    with pytest.raises(M3ELFormatError, match=r"movies\.json: the records file holds no record"):
+        find_record_files(tmp_path, ("movies",))

@@ -42,6 +42,7 @@ def test_top_level_description_fills_only_an_empty_gold_description():
         (["not", "a", "dict"], "record must be an object, got list"),
         ({k: v for k, v in record().items() if k != "Qid"}, "missing required field 'Qid'"),
         ({k: v for k, v in record().items() if k != "name"}, "missing required field 'name'"),
+        ({k: v for k, v in record().items() if k != "sentence"}, "missing required field 'sentence'"),
         (record(candidates=None), "missing required field 'candidates'"),
         (record(candidates=[]), "candidate list is empty"),
         (record(qid="Q9", others=("Q2",), Qid="Q5"), "gold Qid Q5 is not among the candidates"),
@@ -102,3 +103,10 @@ def test_split_selection_validates_each_record_in_its_own_pass_only(tmp_path, wr
         raw_content_key(record(), "movies") == parse_record(record(), topic="movies", source="s", index=0).content_key
     )
     assert raw_content_key(record(name=3), "movies") is None
+
+
+def test_an_empty_sentence_is_kept_a_missing_one_is_an_error():
+    assert parse_record(record(sentence=""), topic="movies", source="movies.json", index=0).sentence == ""
+    without = {k: v for k, v in record().items() if k != "sentence"}
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 0: missing required field 'sentence'"):
+        parse_record(without, topic="movies", source="movies.json", index=0)
