@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
-__all__ = ["QUIET_VARIABLES", "bars_disabled", "configure_logging", "progress", "set_quiet"]
+__all__ = ["QUIET_VARIABLES", "bars_disabled", "configure_logging", "library_bars_off", "progress", "set_quiet"]
 
 # Libraries whose INFO lines narrate their internals (accelerate logs every file of every checkpoint it saves).
 _CHATTY = ("accelerate",)
@@ -42,6 +43,27 @@ def progress(iterable: Iterable[Any] | None = None, *, desc: str, total: int | N
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not show or bars_disabled(), dynamic_ncols=True)
+
+
+@contextmanager
+def library_bars_off(library: Literal["datasets", "transformers"]) -> Iterator[None]:
+    """A library's own progress bars off for the block, then as they were: where ours draws the one bar."""
+    if library == "datasets":
+        import datasets
+
+        enabled = datasets.is_progress_bar_enabled()
+        disable, enable = datasets.disable_progress_bars, datasets.enable_progress_bars
+    else:
+        from transformers.utils import logging as transformers_logging
+
+        enabled = transformers_logging.is_progress_bar_enabled()
+        disable, enable = transformers_logging.disable_progress_bar, transformers_logging.enable_progress_bar
+    disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            enable()
 
 
 def set_quiet() -> None:

@@ -19,9 +19,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +28,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import replace_dir
 from ..locations import check_raw_release
+from ..progress import library_bars_off
 from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from .audit import DatasetAudit
@@ -226,7 +225,11 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         logger.info("Preparing topics %s in %d process(es)", ", ".join(config.topics), config.num_proc)
         # Instance configs first: they are the larger jobs, and the knowledge bases fill in behind them.
         names = [*config.topics, *(f"{topic}-kb" for topic in config.topics)]
-        with _one_bar(), progress_bar(desc=f"Preparing {len(names)} configs", total=len(names), unit="config") as bar:
+        # datasets' per-split bars off (each process would draw its own): prepare draws one.
+        with (
+            library_bars_off("datasets"),
+            progress_bar(desc=f"Preparing {len(names)} configs", total=len(names), unit="config") as bar,
+        ):
             results = dict(zip(names, _build_configs(config, names, staging, bar), strict=True))
         # Merged in topic order, so the counts and the report's examples do not depend on num_proc.
         for topic in config.topics:
@@ -251,20 +254,6 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         records, images = sum(report.records_skipped.values()), sum(report.images_skipped.values())
         logger.warning("Skipped %d records and %d images; see %s", records, images, out / REPORT_NAME)
     return PrepareResult(out=out, audit=audit, report=report)
-
-
-@contextmanager
-def _one_bar() -> Iterator[None]:
-    """datasets' own bars off while building (each process would draw its own): prepare draws one."""
-    import datasets
-
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import replace_dir
+from ..locations import looks_like_hub_id
 from ..training.config import SUMMARY_NAME
 from ..version import __version__
 from .model_card import MODEL_NAME, base_model_of
@@ -56,11 +56,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
 
 def _check_repo_id(value: str | None, option: str) -> None:
-    if value is not None and not _REPO_ID.match(value):
+    if value is not None and not looks_like_hub_id(value):
         raise ValueError(f"{option} must be a Hub repo id 'OWNER/NAME', got {value!r}.")
 
 

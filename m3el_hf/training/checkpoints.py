@@ -9,8 +9,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -24,6 +22,7 @@ from transformers import BaseImageProcessor, CLIPProcessor, PreTrainedTokenizerB
 from ..atomic import replace_dir
 from ..data.prepare import is_synthetic
 from ..modeling.collator import M3ELCollator
+from ..progress import library_bars_off
 from .config import PATH_OPTIONS, SUMMARY_NAME, TrainConfig
 
 __all__ = ["Run", "TrainingState", "export", "hub_id", "resolve_resume", "save_checkpoint", "training_summary"]
@@ -142,7 +141,8 @@ def export(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
     try:
-        with _quiet_saving():
+        # No "Writing model shards" bar: an export takes a moment, and a run exports at every new best score.
+        with library_bars_off("transformers"):
             model.save_pretrained(staging)
         # processor_config.json, tokenizer files and the image processor, as CLIPProcessor.save_pretrained writes
         # them: AutoProcessor and the zero-shot-image-classification pipeline load the folder as it is.
@@ -174,20 +174,6 @@ def _public_options(config: TrainConfig) -> dict[str, Any]:
         if isinstance(value, str) and hub_id(value) is None:
             options[key] = PurePath(value).name
     return options
-
-
-@contextmanager
-def _quiet_saving() -> Iterator[None]:
-    """No "Writing model shards" bar: an export takes a moment, and a run exports at every new best score."""
-    from transformers.utils import logging as transformers_logging
-
-    enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            transformers_logging.enable_progress_bar()
 
 
 def training_summary(run: Run, wall_time: float) -> dict[str, Any]:
