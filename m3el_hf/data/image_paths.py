@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
@@ -15,8 +16,11 @@ def resolve_image_path(local: str, root: str | Path) -> Path:
 
     The leading root component of an absolute path names the release, not a real folder, so it
     is replaced by `root`. Raises `ValueError` for a path that escapes `root` (``..`` or a
-    symlink pointing outside) and `FileNotFoundError` when no file exists. An extension of
-    another case (``.JPG`` for ``.jpg``) is matched when the exact name is absent.
+    symlink pointing outside) and `FileNotFoundError` when no file exists (its message shows a
+    path that is not ASCII escaped as well, with its Unicode normal form). When a name is absent, a
+    sibling that differs only in Unicode normalisation (NFC or NFD, as archives made on macOS
+    store names) is matched, for folders and files; for files, also one whose extension differs
+    in case (``.JPG`` for ``.jpg``).
     """
     return Path(ImagePathResolver(root).resolve(local))
 
@@ -48,8 +52,8 @@ class ImagePathResolver:
         """The bytes of `local`'s file under the root; raises like `resolve`.
 
         The common case is one ``open`` that refuses a symlink, in a folder whose real path is cached
-        under the folder as the record writes it; a link, a missing file or an extension of another
-        case goes through `resolve`.
+        under the folder as the record writes it; a link, a missing file, an extension of another
+        case or a name in another Unicode normal form goes through `resolve`.
         """
         folder = local[: local.rfind("/") + 1]  # as written, with its last "/": "/M3EL" and "M3EL" differ
         name = local[len(folder) :]
@@ -87,13 +91,13 @@ class ImagePathResolver:
             resolved = os.path.realpath(resolved)
             mode = _stat_mode(resolved)
         if mode is None:
-            resolved = _other_case(folder, parts[-1]) or resolved
+            resolved = _sibling(folder, parts[-1], extension_case=True) or resolved
             mode = _stat_mode(resolved)
         if resolved != self.root and not resolved.startswith(self._prefix):
             raise ValueError(f"image path {local!r} escapes the release root (resolves to {Path(resolved)})")
         if mode is None or not stat.S_ISREG(mode):
             candidate = os.path.join(self.root, *parts)
-            raise FileNotFoundError(f"image file not found: {local!r} (looked for {Path(candidate)})")
+            raise FileNotFoundError(f"image file not found: {local!r} (looked for {Path(candidate)}){_escaped(local)}")
         return resolved, folder
 
     def _real_dir(self, folder: str) -> str:
@@ -107,7 +111,9 @@ class ImagePathResolver:
         parent, name = os.path.split(folder)
         real = os.path.join(self._real_dir(parent), name)
         mode = _lstat_mode(real)
-        if mode is not None and stat.S_ISLNK(mode):
+        if mode is None and not name.isascii():  # an ASCII name has one normal form only
+            real = _sibling(os.path.dirname(real), name, extension_case=False) or real
+        elif mode is not None and stat.S_ISLNK(mode):
             real = os.path.realpath(real)
         self._dirs[folder] = real
         if len(self._dirs) > self._cache_size:
@@ -150,15 +156,29 @@ def _stat_mode(path: str) -> int | None:
         return None
 
 
-def _other_case(folder: str, name: str) -> str | None:
-    """A sibling whose name differs only in the case of the extension; the real path, or None."""
-    wanted = PurePosixPath(name)
+def _sibling(folder: str, name: str, *, extension_case: bool) -> str | None:
+    """A sibling of the absent `name` in `folder` whose name equals it in Unicode normal form NFC, and
+    with `extension_case` also one whose extension differs in case; its real path, or None."""
+    wanted = _loose(name, extension_case)
     try:
         siblings = sorted(os.listdir(folder))
     except OSError:
         return None
     for sibling in siblings:
-        other = PurePosixPath(sibling)
-        if other.stem == wanted.stem and other.suffix.lower() == wanted.suffix.lower():
+        if _loose(sibling, extension_case) == wanted:
             return os.path.realpath(os.path.join(folder, sibling))
     return None
+
+
+def _loose(name: str, extension_case: bool) -> tuple[str, str]:
+    """What `_sibling` compares of a name: its NFC stem and extension, the extension lower-cased if asked."""
+    path = PurePosixPath(unicodedata.normalize("NFC", name))
+    return (path.stem, path.suffix.lower()) if extension_case else (path.name, "")
+
+
+def _escaped(local: str) -> str:
+    """For a message: `local` with what is not ASCII escaped, and its Unicode normal form; empty for ASCII."""
+    if local.isascii():
+        return ""
+    form = next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, local)), "neither NFC nor NFD")
+    return f"; written as {local!a} ({form})"

@@ -2,47 +2,31 @@
 
 The release is one records file per topic (a JSON array, JSON lines, one Python-literal dict per line, or a
 Python-literal list) next to ``{topic}_candidates_images/`` folders. Memory does not grow with the file.
+`iter_raw_dicts` tells the format apart and reads a JSON array with `json_array`, the other formats here;
+`M3ELFormatError`, which names a bad record, comes from `format_errors` and is exported here too.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import io
 import json
-import os
 import re
 import tokenize
-from collections.abc import Iterable, Iterator
-from itertools import chain
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..tasks import TOPICS, check_topics
+from .format_errors import MAX_RECORD_BYTES, UNDECODABLE, M3ELFormatError, Record, byte_size, not_utf8, too_large
+from .json_array import iter_json_array
 
 __all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_dicts"]
 
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
 _CHUNK = 1 << 20
-_MAX_RECORD_CHARS = 16 << 20
 _HEAD_CHARS = 4096
-
-
-class M3ELFormatError(ValueError):
-    """A record or image of the raw release is malformed; names the file and the record."""
-
-    def __init__(self, message: str, file: str | os.PathLike, record: int | None = None, line: int | None = None):
-        self.file, self.record, self.line, self.reason = str(file), record, line, message
-        where = str(file)
-        if record is not None:
-            where += f", record {record}"
-        if line is not None:
-            where += f" (line {line})"
-        super().__init__(f"{where}: {message}")
-
-    def __reduce__(self):
-        # The default rebuilds from `args` (the formatted text only); prepare's worker processes
-        # send errors back pickled, so rebuild from the parts to keep the fields and the message.
-        return type(self), (self.reason, self.file, self.record, self.line)
 
 
 def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dict[str, list[Path]]:
@@ -74,125 +58,98 @@ _NO_RECORD = re.compile(r"\s*(\[\s*\])?\s*")
 
 
 def _check_not_empty(path: Path) -> None:
-    """An empty, blank or ``[]`` records file is an error in every mode: it holds no record to keep or count."""
+    """An empty, blank or ``[]`` records file is an error in every mode: it holds no record to keep or count.
+
+    Bytes that are not UTF-8 count as content here; the reader reports them with their byte offset.
+    """
     with path.open("r", encoding="utf-8-sig", errors="replace") as f:
         head = f.read(_HEAD_CHARS)
     if len(head) < _HEAD_CHARS and _NO_RECORD.fullmatch(head):
         raise M3ELFormatError(
-            "the records file holds no record (it is empty, blank or an empty list); fill it or remove it", path
+            "the records file holds no record (it is empty, blank or an empty list); fill it or remove it",
+            path,
+            key="empty_file",
         )
 
 
-def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[tuple[int, int | None, Any]]:
+def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[Record]:
     """Yield ``(record index, line number or None, parsed value)`` from a records file.
 
     Reads a JSON array or a Python-literal list incrementally (memory does not grow with the file),
-    or one JSON or Python-literal object per line (a literal may span several lines). A malformed
-    line or list element is yielded as an `M3ELFormatError` value, so a caller may skip it and go
-    on; a malformed JSON array cannot be re-synchronised and raises. Errors name the file as
-    `source` (default: `path`).
+    or one JSON or Python-literal object per line (a literal may span several lines). A bad record is
+    yielded as an `M3ELFormatError` value naming it (its `key` says why), so a caller may skip it and go on:
+
+    - malformed: in a JSON array it costs only itself, as reading resumes after the next ``,`` or ``]``
+      outside strings and brackets;
+    - over the 16 MiB size cap (a limit, not a syntax error): it is passed over without being held;
+    - holding bytes that are not UTF-8: reading goes on past them, and the error gives the file's byte
+      offset of the first.
+
+    What cannot be split into records raises, saying from which byte the rest of the file was not read:
+    a JSON array element that does not end before the end of the file, or text after the array's
+    closing ``]``. Errors name the file as `source` (default: `path`).
     """
     path = Path(path)
     source = source or str(path)
-    with path.open("r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark, as some editors write, is skipped
+    with path.open("rb") as f:
         head = f.read(_CHUNK)
-        first = head.lstrip()[:1]
-        if first == "[":
-            yield from _iter_json_array(path, source, f, head)
-        elif first in ("{", ""):
-            # Line by line from the file: memory does not grow with the file. `head` ends mid-line; finish it.
-            yield from _iter_lines(source, chain(io.StringIO(head + f.readline()), f))
+        start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0  # as some editors write
+        body = head[start:].lstrip()
+        f.seek(start)
+        if body[:1] == b"[":
+            yield from iter_json_array(f, start, source, lambda: _literal_array(path, source))
+        elif body[:1] in (b"{", b""):
+            yield from _iter_lines(source, f)
         else:
-            raise M3ELFormatError(f"expected a JSON array or one object per line, found {first!r}", source)
+            offset, first = len(head) - len(body), body[:4].decode("utf-8", "surrogateescape")[0]
+            if UNDECODABLE.match(first):
+                raise not_utf8(source, offset, first)
+            raise M3ELFormatError(
+                f"expected a JSON array or one object per line, found {first!r}", source, key="unknown_format"
+            )
 
 
-_SEPARATORS = re.compile(r"[\s,]*")
-
-
-def _iter_json_array(path: Path, source: str, f, buffer: str) -> Iterator[tuple[int, int | None, Any]]:
-    decoder = json.JSONDecoder()
-    pos, index = buffer.index("[") + 1, 0
-    while True:
-        pos = _SEPARATORS.match(buffer, pos).end()
-        if pos < len(buffer) and buffer[pos] == "]":
-            return
-        try:
-            value, end = decoder.raw_decode(buffer, pos)
-        except json.JSONDecodeError as error:
-            more = f.read(_CHUNK)
-            if more and len(buffer) - pos <= _MAX_RECORD_CHARS:
-                buffer, pos = buffer[pos:] + more, 0
-                continue
-            if index == 0 and pos < len(buffer):
-                yield from _literal_array(path, source)
-                return
-            reason = f"malformed JSON ({error.msg})" if pos < len(buffer) else "JSON array is not closed"
-            raise M3ELFormatError(f"{reason}; the rest of the file cannot be read", source, index) from None
-        yield index, None, value
-        index, pos = index + 1, end
-
-
-def _literal_array(path: Path, source: str) -> Iterator[tuple[int, int | None, Any]]:
+def _literal_array(path: Path, source: str) -> Iterator[Record]:
     """A whole-file Python-literal list (single quotes), one element at a time.
 
     Python's tokenizer finds where each top-level element ends, so memory holds one element, never the
-    file (evaluating a whole 20 MB list at once takes over 1 GB). An element that is not a literal is
-    yielded as an `M3ELFormatError` value, like a malformed line; a file that is not a list raises.
+    file (evaluating a whole 20 MB list at once takes over 1 GB). An element that is not a literal, or
+    holds bytes that are not UTF-8, is yielded as an `M3ELFormatError` value, like a malformed line; a
+    file that is not a list raises.
     """
-    with path.open("r", encoding="utf-8-sig") as f:
-        lines: list[str] = []  # the lines since the current element began; lines[0] is line `first`
-        first, depth, start, index = 1, 0, None, 0
-
-        def readline() -> str:
-            lines.append(f.readline())
-            return lines[-1]
-
-        def element(end: tuple[int, int]) -> str:
-            nonlocal first
-            (start_row, start_col), (end_row, end_col) = start, end
-            chunk = lines[start_row - first : end_row - first + 1]
-            del lines[: end_row - first]
-            first = end_row
-            if len(chunk) == 1:
-                return chunk[0][start_col:end_col]
-            return chunk[0][start_col:] + "".join(chunk[1:-1]) + chunk[-1][:end_col]
-
+    with path.open("rb") as raw:
+        start = len(codecs.BOM_UTF8) if raw.read(3) == codecs.BOM_UTF8 else 0
+        raw.seek(start)
+        window = _LineWindow(io.TextIOWrapper(raw, "utf-8", "surrogateescape", newline=""), start)
+        depth, begin, index = 0, None, 0
         try:
-            for token in tokenize.generate_tokens(readline):
+            for token in tokenize.generate_tokens(window.readline):
                 if token.type in _LAYOUT_TOKENS:
                     continue
                 closes = token.type == tokenize.OP and token.string in ")]}"
                 if depth == 1 and (closes or token.string == ","):
-                    if start is not None:
-                        text, line = element(token.start), start[0]
-                        try:
-                            yield index, line, ast.literal_eval(text)
-                        except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
-                            yield (
-                                index,
-                                line,
-                                M3ELFormatError(
-                                    f"malformed record: not a Python literal ({error})", source, index, line
-                                ),
-                            )
-                        index, start = index + 1, None
-                elif depth == 1 and start is None:
-                    start = token.start
+                    if begin is not None:
+                        yield index, begin[0], _literal(source, index, begin[0], *window.cut(begin, token.start))
+                        index, begin = index + 1, None
+                elif depth == 1 and begin is None:
+                    begin = token.start
                 elif depth == 0 and not (token.type == tokenize.OP and token.string == "["):
                     raise M3ELFormatError(
                         f"neither a JSON array nor a Python literal list (found {token.string!r})",
                         source,
                         index,
                         token.start[0],
+                        key="unknown_format",
                     )
                 if token.type == tokenize.OP and token.string in "([{":
                     depth += 1
                 elif closes:
                     depth -= 1
         except (tokenize.TokenError, SyntaxError) as error:
-            raise M3ELFormatError(f"Python literal list is not closed or malformed ({error})", source, index) from None
+            message = f"Python literal list is not closed or malformed ({error})"
+            raise M3ELFormatError(message, source, index, key="unclosed_array") from None
         if depth:
-            raise M3ELFormatError("Python literal list is not closed", source, index)
+            raise M3ELFormatError("Python literal list is not closed", source, index, key="unclosed_array")
 
 
 _LAYOUT_TOKENS = frozenset(
@@ -200,40 +157,113 @@ _LAYOUT_TOKENS = frozenset(
 )
 
 
-def _iter_lines(source: str, lines: Iterable[str]) -> Iterator[tuple[int, int | None, Any]]:
+def _literal(source: str, index: int, line: int, text: str, offset: int) -> Any:
+    """The value of one Python-literal list element, `text`, which starts at byte `offset`; or its error."""
+    bad = UNDECODABLE.search(text)
+    if bad is not None:
+        return not_utf8(source, offset + byte_size(text[: bad.start()]), bad.group(), index, line)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
+        return M3ELFormatError(
+            f"malformed record: not a Python literal ({error})", source, index, line, key="malformed_record"
+        )
+
+
+class _LineWindow:
+    """The lines of a text file read since the current list element began, to cut elements out of
+    by tokenizer positions, and the byte offset where each begins.
+
+    The tokenizer reads the lines with undecodable bytes (lone surrogates) replaced, as it cannot take
+    them; the elements cut out keep them, to be reported.
+    """
+
+    def __init__(self, f: io.TextIOBase, offset: int):
+        self._f, self._lines, self._first, self._offset = f, [], 1, offset  # _lines[0]: line _first, at _offset
+
+    def readline(self) -> str:
+        self._lines.append(self._f.readline())
+        return UNDECODABLE.sub("\ufffd", self._lines[-1])
+
+    def cut(self, start: tuple[int, int], end: tuple[int, int]) -> tuple[str, int]:
+        """The text from tokenizer position `start` to `end` and its byte offset; forgets the lines before `end`."""
+        (start_row, start_col), (end_row, end_col) = start, end
+        chunk = self._lines[start_row - self._first : end_row - self._first + 1]
+        offset = (
+            self._offset + sum(map(byte_size, self._lines[: start_row - self._first])) + byte_size(chunk[0][:start_col])
+        )
+        self._offset += sum(map(byte_size, self._lines[: end_row - self._first]))
+        del self._lines[: end_row - self._first]
+        self._first = end_row
+        if len(chunk) == 1:
+            return chunk[0][start_col:end_col], offset
+        return chunk[0][start_col:] + "".join(chunk[1:-1]) + chunk[-1][:end_col], offset
+
+
+_CUT_SHORT = "cut short by the end of the file, or neither JSON nor a Python literal"
+
+
+def _iter_lines(source: str, f: BinaryIO) -> Iterator[Record]:
     """One record per line; a Python literal may continue on following lines, but a line that
     starts with ``{`` in column 0 always starts a new record (so one bad line loses nothing else)."""
-    index, pending, start = 0, "", 0
-    for number, line in enumerate((line.rstrip("\n") for line in lines), start=1):
-        if not pending and not line.strip():
+    index, pending, size, start, bad = 0, "", 0, 0, None  # bad: pending's first undecodable byte
+    for number, (line, length, fault) in enumerate(_lines(f), start=1):
+        if line is not None and not pending and not line.strip():
             continue
-        if pending and line.startswith("{"):
-            yield (
-                index,
-                start,
-                M3ELFormatError("malformed record: neither JSON nor a Python literal", source, index, start),
-            )
-            index, pending = index + 1, ""
+        if pending and (line is None or line.startswith("{")):
+            yield index, start, _unfinished(source, index, start, bad, "neither JSON nor a Python literal")
+            index, pending, size, bad = index + 1, "", 0, None
+        if line is None:
+            yield index, number, too_large(source, index, number)
+            index += 1
+            continue
         if not pending:
             start = number
-        pending += line + "\n"
+        pending, size, bad = pending + line + "\n", size + length, bad or fault
         value, complete = _parse_object(pending)
         if complete:
-            yield index, start, value
-            index, pending = index + 1, ""
-        elif len(pending) > _MAX_RECORD_CHARS:
-            yield index, start, M3ELFormatError("record too long or malformed", source, index, start)
-            index, pending = index + 1, ""
+            yield index, start, value if bad is None else not_utf8(source, *bad, index, start)
+        elif size > MAX_RECORD_BYTES:
+            yield index, start, too_large(source, index, start)
+        if complete or size > MAX_RECORD_BYTES:
+            index, pending, size, bad = index + 1, "", 0, None
     if pending:
-        yield index, start, M3ELFormatError("malformed or truncated record at end of file", source, index, start)
+        yield index, start, _unfinished(source, index, start, bad, _CUT_SHORT)
+
+
+def _lines(f: BinaryIO) -> Iterator[tuple[str | None, int, tuple[int, str] | None]]:
+    """``(text, size, fault)`` for each line of `f`: its text without the line break (undecodable bytes
+    replaced), its size in bytes, and where its first undecodable byte is (byte offset and its
+    ``surrogateescape`` stand-in) or None. A line over the size cap is passed over unread: its text is None."""
+    offset = f.tell()
+    while raw := f.readline(MAX_RECORD_BYTES + 1):
+        begin, offset = offset, offset + len(raw)
+        if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+            while not raw.endswith(b"\n") and (raw := f.readline(_CHUNK)):
+                offset += len(raw)
+            yield None, offset - begin, None
+            continue
+        try:
+            line, fault = raw.decode("utf-8"), None
+        except UnicodeDecodeError as error:
+            line = raw.decode("utf-8", "replace")
+            fault = begin + error.start, raw[error.start : error.start + 1].decode("utf-8", "surrogateescape")
+        yield line.rstrip("\r\n"), len(raw), fault
+
+
+def _unfinished(source: str, index: int, line: int, bad: tuple[int, str] | None, problem: str) -> M3ELFormatError:
+    """The error for a record of lines that did not parse: `problem`, or the undecodable byte `bad` it holds."""
+    if bad is not None:
+        return not_utf8(source, *bad, index, line)
+    return M3ELFormatError(f"malformed record: {problem}", source, index, line, key="malformed_record")
 
 
 def _parse_object(text: str) -> tuple[Any, bool]:
     try:
         return json.loads(text), True
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     try:
         return ast.literal_eval(text.strip()), True
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None, False

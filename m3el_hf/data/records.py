@@ -101,7 +101,19 @@ def raw_content_key(raw: Any, topic: str) -> str | None:
 
 @dataclass
 class SkipReport:
-    """What was skipped under ``on_error="skip"``: counts per reason and the first messages."""
+    """What was skipped under ``on_error="skip"``: counts per reason and the first messages.
+
+    Counts are keyed by `M3ELFormatError.key`, a stable word that holds nothing from the record:
+
+    - records: ``malformed_json`` (a JSON array element), ``malformed_record`` (a line, or a Python-literal
+      list element), ``not_utf8``, ``record_too_large`` (over the 16 MiB cap), ``unclosed_array`` and
+      ``text_after_array`` (the rest of the file was not read; the message says from which byte),
+      ``unknown_format``, ``wrong_type``, ``missing_field``, ``empty_field``, ``empty_candidates``,
+      ``duplicate_candidates``, ``gold_not_in_candidates``;
+    - images: ``missing_image``, ``unsafe_image_path``, ``unreadable_image``, ``undecodable_image``,
+      ``image_too_large``;
+    - ``other``: an error raised without a key.
+    """
 
     records_skipped: Counter = field(default_factory=Counter)
     images_skipped: Counter = field(default_factory=Counter)
@@ -110,7 +122,7 @@ class SkipReport:
 
     def add(self, kind: Literal["record", "image"], error: M3ELFormatError) -> None:
         counter = self.records_skipped if kind == "record" else self.images_skipped
-        counter[error.reason.split(":")[0]] += 1
+        counter[error.key] += 1
         if len(self.examples) < self.max_examples:
             self.examples.append(str(error))
 
@@ -136,12 +148,12 @@ def _field(raw: dict, key: str, where: tuple, *, required: bool = True, default:
     value = raw.get(key)
     if value is None:
         if required:
-            raise M3ELFormatError(f"missing required field {key!r}", *where)
+            raise M3ELFormatError(f"missing required field {key!r}", *where, key="missing_field")
         return default
     if not isinstance(value, str):
-        raise M3ELFormatError(f"field {key!r} must be a string, got {type(value).__name__}", *where)
+        raise M3ELFormatError(f"field {key!r} must be a string, got {type(value).__name__}", *where, key="wrong_type")
     if required and not value.strip():
-        raise M3ELFormatError(f"field {key!r} is empty", *where)
+        raise M3ELFormatError(f"field {key!r} is empty", *where, key="empty_field")
     return value
 
 
@@ -150,17 +162,23 @@ def _image(value: Any, where: tuple, owner: str) -> RawImage | None:
         return None
     # Unrolled, with a constant tuple rather than `str | None` built per call: runs for every candidate.
     if not isinstance(value, list | tuple) or len(value) != 3:
-        raise M3ELFormatError(f"{owner} image must be [file name, URL, local path], got {value!r}", *where)
+        raise M3ELFormatError(
+            f"{owner} image must be [file name, URL, local path], got {value!r}", *where, key="wrong_type"
+        )
     file, url, local = value
     if not (isinstance(file, _STR_OR_NONE) and isinstance(url, _STR_OR_NONE) and isinstance(local, _STR_OR_NONE)):
-        raise M3ELFormatError(f"{owner} image must be [file name, URL, local path], got {value!r}", *where)
+        raise M3ELFormatError(
+            f"{owner} image must be [file name, URL, local path], got {value!r}", *where, key="wrong_type"
+        )
     return RawImage(file or "", url or "", local) if local else None
 
 
 def _sentence(raw: dict[str, Any], where: tuple) -> str:
     """The context sentence: a required field, which may be empty (a mention with no context)."""
     if "sentence" not in raw:
-        raise M3ELFormatError('missing required field \'sentence\' (write "sentence": "" for none)', *where)
+        raise M3ELFormatError(
+            'missing required field \'sentence\' (write "sentence": "" for none)', *where, key="missing_field"
+        )
     return _field(raw, "sentence", where, required=False)
 
 
@@ -173,17 +191,20 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
     """
     where = (source, index, line)
     if not isinstance(raw, dict):
-        raise M3ELFormatError(f"record must be an object, got {type(raw).__name__}", *where)
+        raise M3ELFormatError(f"record must be an object, got {type(raw).__name__}", *where, key="wrong_type")
     qid = _field(raw, "Qid", where)
     candidates_raw = raw.get("candidates")
+    if candidates_raw is None:
+        raise M3ELFormatError("missing required field 'candidates' (a list)", *where, key="missing_field")
     if not isinstance(candidates_raw, list):
-        raise M3ELFormatError("missing required field 'candidates' (a list)", *where)
+        message = f"field 'candidates' must be a list, got {type(candidates_raw).__name__}"
+        raise M3ELFormatError(message, *where, key="wrong_type")
     if not candidates_raw:
-        raise M3ELFormatError("candidate list is empty", *where)
+        raise M3ELFormatError("candidate list is empty", *where, key="empty_candidates")
     candidates = []
     for position, cand in enumerate(candidates_raw):
         if not isinstance(cand, dict):
-            raise M3ELFormatError(f"candidate {position} must be an object", *where)
+            raise M3ELFormatError(f"candidate {position} must be an object", *where, key="wrong_type")
         cand_qid = _field(cand, "Qid", where)
         candidates.append(
             RawCandidate(
@@ -197,9 +218,9 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
     unique = set(qids)
     if len(unique) != len(qids):
         duplicates = sorted(q for q, n in Counter(qids).items() if n > 1)
-        raise M3ELFormatError(f"duplicate candidate Qids: {', '.join(duplicates)}", *where)
+        raise M3ELFormatError(f"duplicate candidate Qids: {', '.join(duplicates)}", *where, key="duplicate_candidates")
     if qid not in unique:
-        raise M3ELFormatError(f"gold Qid {qid} is not among the candidates", *where)
+        raise M3ELFormatError(f"gold Qid {qid} is not among the candidates", *where, key="gold_not_in_candidates")
     # The top-level description is the gold entity's: it fills the gold candidate's when that one is empty.
     description = _field(raw, "description", where, required=False)
     gold = next(i for i, c in enumerate(candidates) if c.qid == qid)
@@ -218,10 +239,6 @@ def parse_record(raw: Any, *, topic: str, source: str, index: int, line: int | N
         candidates=tuple(candidates),
         extra={k: v for k, v in raw.items() if k not in known},
     )
-
-
-"""Flags of `ImagePathResolver.read_bytes`'s one ``open``: fails on a final symlink, never blocks on a FIFO
-and never takes a terminal."""
 
 
 def iter_records(

@@ -1,4 +1,7 @@
-"""A valid raw M³EL record to build test inputs from; a module, not a fixture: parametrize lists use it."""
+"""A valid raw M³EL record to build test inputs from, and a byte that is not UTF-8 to put in a records file.
+
+A module, not a fixture: parametrize lists use it.
+"""
 
 from __future__ import annotations
 
@@ -17,3 +20,9 @@ def record(qid="Q1", others=("Q2",), **overrides):
     }
     raw.update(overrides)
     return raw
+
+
+def latin1(data: bytes) -> tuple[bytes, int]:
+    """`data` with its one ``BAD`` replaced by "Zoë" in Latin-1 (0xeb is not UTF-8 there), and that byte's offset."""
+    data = data.replace(b"BAD", b"Zo\xeb")
+    return data, data.index(b"\xeb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 
 import pytest
 
@@ -86,3 +87,28 @@ def test_read_bytes_never_caches_a_folder_outside_the_root(tmp_path):
     for _ in range(2):
         with pytest.raises(ValueError, match="escapes the release root"):
             paths.read_bytes("/M3EL/evil/secret.jpg")
+
+
+@pytest.mark.parametrize(("on_disk", "in_record"), [("NFD", "NFC"), ("NFC", "NFD")])
+def test_a_path_in_another_unicode_normal_form_than_on_disk_is_found(tmp_path, make_image, on_disk, in_record):
+    """Archives made on macOS store names in NFD; records are mostly NFC. The two look the same."""
+    folder, name = "Zoë Ébert-Q1", "Zoë"
+    disk = tmp_path / "imgs" / unicodedata.normalize(on_disk, folder) / (unicodedata.normalize(on_disk, name) + ".JPG")
+    make_image(disk, fmt="JPEG")
+    local = f"/M3EL/imgs/{unicodedata.normalize(in_record, folder)}/{unicodedata.normalize(in_record, name)}.jpg"
+    assert not (tmp_path / local.removeprefix("/M3EL/")).exists()  # the names differ byte for byte
+    assert resolve_image_path(local, tmp_path) == disk.resolve()
+    paths = ImagePathResolver(tmp_path)
+    for _ in range(2):  # the second read takes the cached folder
+        assert paths.read_bytes(local) == disk.read_bytes()
+
+
+def test_a_missing_path_that_is_not_ascii_is_shown_escaped_with_its_normal_form(tmp_path):
+    (tmp_path / "imgs" / "Zoë").mkdir(parents=True)  # NFC
+    local = "/M3EL/imgs/Zoe\u0308/Q1.jpg"  # NFD: the folder is found, the file is not
+    expected = f"image file not found: {local!r} (looked for {tmp_path}{local.removeprefix('/M3EL')}); "
+    with pytest.raises(FileNotFoundError) as caught:
+        resolve_image_path(local, tmp_path)
+    assert str(caught.value) == expected + "written as '/M3EL/imgs/Zoe\\u0308/Q1.jpg' (NFD)"
+    with pytest.raises(FileNotFoundError, match=r"image file not found: '/M3EL/imgs/none\.jpg' \(looked for [^;]*\)$"):
+        resolve_image_path("/M3EL/imgs/none.jpg", tmp_path)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
-import pickle
 
 import pytest
-from raw_record import record
+from raw_record import latin1, record
 
 from m3el_hf.data.raw_files import M3ELFormatError, find_record_files, iter_raw_dicts
 
@@ -68,14 +67,6 @@ def test_broken_python_literal_list_raises_naming_the_file(tmp_path, text, messa
     assert caught.value.file.endswith("movies.txt")
 
 
-def test_json_array_larger_than_the_read_chunk_streams(tmp_path, monkeypatch):
-    monkeypatch.setattr("m3el_hf.data.raw_files._CHUNK", 64)
-    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(20)]
-    path = tmp_path / "movies.json"
-    path.write_text(json.dumps(records), encoding="utf-8")
-    assert [value for _, _, value in iter_raw_dicts(path)] == records
-
-
 @pytest.mark.parametrize("literal", [False, True])
 def test_record_lines_stream_across_the_first_read_chunk(tmp_path, monkeypatch, write_lines, literal):
     monkeypatch.setattr("m3el_hf.data.raw_files._CHUNK", 64)  # the first read ends in the middle of a line
@@ -99,15 +90,95 @@ def test_find_record_files_names_missing_topic(tmp_path):
         find_record_files(tmp_path, ("film",))
 
 
-def test_format_error_survives_pickling_for_worker_processes():
-    error = M3ELFormatError("candidate list is empty", "movies.json", 4, 12)
-    again = pickle.loads(pickle.dumps(error))
-    assert str(again) == str(error) == "movies.json, record 4 (line 12): candidate list is empty"
-    assert (again.file, again.record, again.line, again.reason) == ("movies.json", 4, 12, "candidate list is empty")
-
-
 @pytest.mark.parametrize("content", ["", "  \n\t\n", "[]", "\ufeff[ \n ]\n"], ids=["empty", "blank", "[]", "bom [ ]"])
 def test_a_records_file_without_a_record_is_an_error_naming_it(tmp_path, content):
     (tmp_path / "movies.json").write_text(content, encoding="utf-8")
     with pytest.raises(M3ELFormatError, match=r"movies\.json: the records file holds no record"):
         find_record_files(tmp_path, ("movies",))
+
+
+def test_bytes_that_are_not_utf8_are_named_by_record_line_and_file_offset_in_json_lines(tmp_path):
+    records = [record(qid=f"Q{i}", others=(f"Q{10_000 + i}",), name="Zoë Ébert") for i in range(4000)]
+    records[3600]["name"] = "BAD"
+    lines = b"\xef\xbb\xbf" + b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\r\n" for r in records)
+    data, offset = latin1(lines)  # with a byte-order mark and CRLF line ends, counted in the offset
+    assert offset > 1 << 20
+    (tmp_path / "movies.jsonl").write_bytes(data)
+    read = list(iter_raw_dicts(tmp_path / "movies.jsonl", "movies.jsonl"))
+    assert [value for _, _, value in read if not isinstance(value, M3ELFormatError)] == records[:3600] + records[3601:]
+    assert [line for _, line, _ in read] == list(range(1, 4001))
+    assert str(read[3600][2]) == (
+        f"movies.jsonl, record 3600 (line 3601): not UTF-8: byte 0xeb at byte offset {offset} cannot be decoded; "
+        "save the file as UTF-8"
+    )
+
+
+def test_bytes_that_are_not_utf8_in_a_python_literal_list_are_named_with_their_offset(tmp_path):
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",), name="Zoë") for i in range(3)]
+    records[0]["name"] = "BAD"  # in the first record: the file is still read as a Python literal list
+    data, offset = latin1(("[" + ",\n ".join(map(repr, records)) + "]").encode())
+    (tmp_path / "movies.txt").write_bytes(data)
+    read = list(iter_raw_dicts(tmp_path / "movies.txt", "movies.txt"))
+    assert [value for _, _, value in read[1:]] == records[1:] and [line for _, line, _ in read] == [1, 2, 3]
+    assert str(read[0][2]) == (
+        f"movies.txt, record 0 (line 1): not UTF-8: byte 0xeb at byte offset {offset} cannot be decoded; "
+        "save the file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff", "movies.json: not UTF-8: byte 0xff at byte offset 0"),
+        (
+            b"\n" * (1 << 20) + b"  \xff\n",
+            f"movies.json, record 0 (line {(1 << 20) + 1}): not UTF-8: byte 0xff at byte offset {(1 << 20) + 2}",
+        ),
+    ],
+    ids=["one bad byte", "past 1 MiB of blank lines"],
+)
+def test_a_records_file_of_bytes_that_are_not_utf8_is_not_empty_but_named_with_the_offset(tmp_path, data, message):
+    path = tmp_path / "movies.json"
+    path.write_bytes(data)
+    assert find_record_files(tmp_path, ("movies",)) == {"movies": [path]}  # the emptiness check reads past them
+    with pytest.raises(M3ELFormatError) as caught:
+        for _, _, value in iter_raw_dicts(path, "movies.json"):
+            if isinstance(value, M3ELFormatError):
+                raise value
+    assert str(caught.value) == message + " cannot be decoded; save the file as UTF-8"
+    assert caught.value.key == "not_utf8"
+
+
+@pytest.mark.parametrize("description", ["a" * (17 << 20), "€" * (6 << 20)], ids=["17 MB", "6 M 3-byte characters"])
+def test_a_valid_record_over_the_size_cap_is_named_as_such_not_as_malformed(tmp_path, description):
+    records = [record(qid="Q0"), record(qid="Q1", description=description), record(qid="Q2")]
+    (tmp_path / "movies.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    (tmp_path / "movies.jsonl").write_text(lines, encoding="utf-8")
+    for name, line in (("movies.json", None), ("movies.jsonl", 2)):
+        read = list(iter_raw_dicts(tmp_path / name, name))
+        assert [value for _, _, value in read[::2]] == [records[0], records[2]] and len(read) == 3
+        where = name + (f", record 1 (line {line})" if line else ", record 1")
+        message = "record is over the size cap of 16 MiB (a limit of this reader, not a syntax error)"
+        assert (str(read[1][2]), read[1][2].key) == (f"{where}: {message}", "record_too_large")
+
+
+def test_a_python_literal_list_is_told_by_its_single_quotes_even_when_its_first_element_is_bad(tmp_path):
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(3)]
+    path = tmp_path / "movies.txt"
+    path.write_text("[{'Qid': 'Q0', 'name': undefined_name},\n " + ",\n ".join(map(repr, records[1:])) + "]")
+    read = list(iter_raw_dicts(path, "movies.txt"))
+    assert [value for _, _, value in read[1:]] == records[1:] and [line for _, line, _ in read] == [1, 2, 3]
+    assert (read[0][2].key, str(read[0][2]).split(": ")[1]) == ("malformed_record", "malformed record")
+
+
+@pytest.mark.parametrize("name", ["movies.json", "movies.jsonl"])
+def test_a_record_nested_too_deeply_is_a_malformed_record_not_a_crash(tmp_path, name):
+    first, last, deep = json.dumps(record(qid="Q0")), json.dumps(record(qid="Q2")), "[" * 100_000 + "]" * 100_000
+    lines = name.endswith("l")
+    text = f'{first}\n{{"Qid": {deep}}}\n{last}\n' if lines else f'[{first}, {{"Qid": {deep}}}, {last}]'
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    read = list(iter_raw_dicts(tmp_path / name, name))
+    assert [value for _, _, value in read[::2]] == [record(qid="Q0"), record(qid="Q2")] and len(read) == 3
+    expected = "malformed record: neither JSON nor a Python literal" if lines else "malformed JSON (nested too deeply)"
+    assert str(read[1][2]) == f"{name}, record 1{' (line 2)' if lines else ''}: {expected}"

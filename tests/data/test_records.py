@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from raw_record import record
@@ -37,23 +38,32 @@ def test_top_level_description_fills_only_an_empty_gold_description():
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("raw", "message", "key"),
     [
-        (["not", "a", "dict"], "record must be an object, got list"),
-        ({k: v for k, v in record().items() if k != "Qid"}, "missing required field 'Qid'"),
-        ({k: v for k, v in record().items() if k != "name"}, "missing required field 'name'"),
-        ({k: v for k, v in record().items() if k != "sentence"}, "missing required field 'sentence'"),
-        (record(candidates=None), "missing required field 'candidates'"),
-        (record(candidates=[]), "candidate list is empty"),
-        (record(qid="Q9", others=("Q2",), Qid="Q5"), "gold Qid Q5 is not among the candidates"),
-        (record(others=("Q2", "Q2")), "duplicate candidate Qids: Q2"),
-        (record(name=3), "field 'name' must be a string, got int"),
-        (record(image=["only-two", "items"]), r"mention image must be \[file name, URL, local path\]"),
+        (["not", "a", "dict"], "record must be an object, got list", "wrong_type"),
+        ({k: v for k, v in record().items() if k != "Qid"}, "missing required field 'Qid'", "missing_field"),
+        ({k: v for k, v in record().items() if k != "name"}, "missing required field 'name'", "missing_field"),
+        ({k: v for k, v in record().items() if k != "sentence"}, "missing required field 'sentence'", "missing_field"),
+        (record(name=" "), "field 'name' is empty", "empty_field"),
+        (record(candidates=None), "missing required field 'candidates'", "missing_field"),
+        (record(candidates="Q2"), "field 'candidates' must be a list, got str", "wrong_type"),
+        (record(candidates=["Q2"]), "candidate 0 must be an object", "wrong_type"),
+        (record(candidates=[]), "candidate list is empty", "empty_candidates"),
+        (
+            record(qid="Q9", others=("Q2",), Qid="Q5"),
+            "gold Qid Q5 is not among the candidates",
+            "gold_not_in_candidates",
+        ),
+        (record(others=("Q2", "Q2")), "duplicate candidate Qids: Q2", "duplicate_candidates"),
+        (record(name=3), "field 'name' must be a string, got int", "wrong_type"),
+        (record(image=["only-two", "items"]), r"mention image must be \[file name, URL, local path\]", "wrong_type"),
+        (record(image=[1, "u", "p"]), r"mention image must be \[file name, URL, local path\]", "wrong_type"),
     ],
 )
-def test_parse_record_rejects_bad_records_naming_file_and_record(raw, message):
-    with pytest.raises(M3ELFormatError, match=r"^books\.json, record 7: " + message):
+def test_parse_record_rejects_bad_records_naming_file_and_record(raw, message, key):
+    with pytest.raises(M3ELFormatError, match=r"^books\.json, record 7: " + message) as caught:
         parse(raw)
+    assert caught.value.key == key
 
 
 def test_malformed_line_is_named_and_skippable(tmp_path, write_lines):
@@ -65,24 +75,27 @@ def test_malformed_line_is_named_and_skippable(tmp_path, write_lines):
         list(iter_records(tmp_path, ("movies",)))
     report = SkipReport()
     assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == ["Q1", "Q3"]
-    assert report.records_skipped == {"malformed record": 1}
+    assert report.records_skipped == {"malformed_record": 1}
 
 
-def test_truncated_json_array_raises_with_file_name(tmp_path):
+def test_truncated_json_array_raises_saying_from_which_byte_the_rest_was_lost(tmp_path):
     path = tmp_path / "movies.json"
-    path.write_text(json.dumps([record(qid="Q1"), record(qid="Q3")])[:-40])
-    with pytest.raises(M3ELFormatError, match=r"movies\.json, record 1: .*cannot be read"):
+    text = json.dumps([record(qid="Q1"), record(qid="Q3")])[:-40]
+    path.write_text(text)
+    start = len(json.dumps([record(qid="Q1")])) + 1  # "[" + record 0 + ", ", less the "]"
+    lost = f"the rest of the file (bytes {start} to {len(text)}) was not read"
+    with pytest.raises(M3ELFormatError, match=rf"^movies\.json, record 1: malformed JSON: .*{re.escape(lost)}$"):
         list(iter_records(tmp_path, ("movies",)))
     report = SkipReport()
     assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == ["Q1"]
-    assert sum(report.records_skipped.values()) == 1
+    assert report.records_skipped == {"unclosed_array": 1} and report.examples[0].endswith(lost)
 
 
 def test_skip_counts_each_invalid_record_and_keeps_the_rest(tmp_path, write_lines):
     write_lines(tmp_path / "sports.jsonl", [record(), record(candidates=[]), record(qid="Q7", others=("Q7",))])
     report = SkipReport()
     assert [r.qid for r in iter_records(tmp_path, ("sports",), "skip", report)] == ["Q1"]
-    assert report.records_skipped == {"candidate list is empty": 1, "duplicate candidate Qids": 1}
+    assert report.records_skipped == {"empty_candidates": 1, "duplicate_candidates": 1}
     assert len(report.examples) == 2 and report.examples[0].startswith("sports.jsonl, record 1 (line 2)")
 
 
@@ -98,7 +111,7 @@ def test_split_selection_validates_each_record_in_its_own_pass_only(tmp_path, wr
             for r in iter_records(tmp_path, ("movies",), "skip", counted, select=select, shared_report=shared)
         ]
     assert kept == [(split_of(parse_record(record(), topic="movies", source="s", index=0).content_key), "Q1")]
-    assert counted.records_skipped == {"candidate list is empty": 30, "field 'name' must be a string, got int": 1}
+    assert counted.records_skipped == {"empty_candidates": 30, "wrong_type": 1}
     assert (
         raw_content_key(record(), "movies") == parse_record(record(), topic="movies", source="s", index=0).content_key
     )
@@ -110,3 +123,45 @@ def test_an_empty_sentence_is_kept_a_missing_one_is_an_error():
     without = {k: v for k, v in record().items() if k != "sentence"}
     with pytest.raises(M3ELFormatError, match=r"movies\.json, record 0: missing required field 'sentence'"):
         parse_record(without, topic="movies", source="movies.json", index=0)
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 64], ids=["one read", "64-byte reads"])
+def test_a_malformed_json_array_element_costs_only_itself(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr("m3el_hf.data.json_array._CHUNK", chunk)
+    records = [record(qid=f"Q{i}", others=(f"Q{100 + i}",)) for i in range(60)]
+    records[25]["sentence"] = "BAD"
+    text = json.dumps(records).replace('"BAD"', '"Ann\x00wrote"')  # a raw NUL, which JSON forbids in strings
+    (tmp_path / "movies.json").write_text(text, encoding="utf-8")
+    message = f"movies.json, record 25: malformed JSON (Invalid control character at byte offset {text.index(chr(0))})"
+    report = SkipReport()
+    assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == [
+        f"Q{i}" for i in range(60) if i != 25
+    ]
+    assert report.to_dict() == {"records_skipped": {"malformed_json": 1}, "images_skipped": {}, "examples": [message]}
+    with pytest.raises(M3ELFormatError) as caught:
+        list(iter_records(tmp_path, ("movies",)))
+    assert (str(caught.value), caught.value.file, caught.value.record) == (message, "movies.json", 25)
+
+
+def test_skip_reasons_are_counted_by_stable_key_and_reports_repeat_exactly(tmp_path, write_lines):
+    url = "https://commons.wikimedia.org/wiki/Special:FilePath/{}.jpg"
+    write_lines(
+        tmp_path / "movies.jsonl",
+        [
+            record(image=["a.jpg", url.format("a")]),  # a URL, with its ":", before any colon of the message
+            record(image=["b.jpg", url.format("b")]),
+            record(qid="Q9", Qid="Q5"),  # a message without a colon, naming the Qid
+            record(qid="Q8", Qid="Q6"),
+            record(qid="Q7"),
+        ],
+    )
+    reports = [SkipReport(), SkipReport()]
+    for report in reports:
+        assert [r.qid for r in iter_records(tmp_path, ("movies",), "skip", report)] == ["Q7"]
+    assert reports[0].records_skipped == {"wrong_type": 2, "gold_not_in_candidates": 2}
+    assert reports[0].to_dict() == reports[1].to_dict()
+    assert json.dumps(reports[0].to_dict()) == json.dumps(reports[1].to_dict())
+    assert (
+        reports[0].to_dict()["examples"][2]
+        == "movies.jsonl, record 2 (line 3): gold Qid Q5 is not among the candidates"
+    )
