@@ -7,15 +7,14 @@ description carries the signal the benchmark is about:
 - the context sentence contains cue words of the gold's type and its attribute word (or a
   synonym), never the description verbatim;
 - an entity's image is a background colour chosen by its attribute and a shape chosen by its
-  type, placed and sized by the entity; a mention image is a noisy redrawing of the gold's.
+  type, placed and sized by the entity; a mention image is a noisy redrawing of the gold's. Images
+  are small drawings, or photo-like pictures of Commons-like sizes and formats (`synth_images`).
 
 Without descriptions the candidates of a name group are indistinguishable by text.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import json
 import logging
 import random
@@ -23,18 +22,19 @@ import re
 import shutil
 import tempfile
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from ..atomic import replace_dir
 from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from ..version import __version__
+from .synth_images import LOOKS, draw, encode, photo, pick_look
 
 __all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
 
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 Format = Literal["json", "jsonl", "python"]
 _FORMATS: tuple[str, ...] = ("json", "jsonl", "python")
+Images = Literal["drawn", "photo"]
+_IMAGES: tuple[str, ...] = ("drawn", "photo")
 
 # Per topic: six types ("type: cue words") and six attributes ("attribute: synonym"). Group
 # members get distinct types and attributes, so the attribute word alone disambiguates a group.
@@ -96,12 +98,13 @@ _TEMPLATES = (
     "Sources on {name} discuss {c1}, {c2} and {a} {f}.",
     "Long before {year}, {name} was linked to {a} {c1}; {f} followed the {c2}.",
 )
-_COLOURS = ((200, 40, 40), (40, 160, 60), (40, 70, 200), (230, 200, 40), (150, 50, 180), (240, 130, 30))
 # Size-biased mean of 2..6 with these weights is ≈3.2 candidates per instance: with the
 # occasional extra candidate, the mention image and a few missing images, ≈4 images per instance.
 _GROUP_SIZES, _GROUP_WEIGHTS = (2, 3, 4, 5, 6), (50, 30, 12, 5, 3)
 _P_EXTRA_CANDIDATE, _P_MISSING, _P_MENTION_IS_GOLD, _P_DIFFICULTY = 0.05, 0.03, 0.10, 0.3
 _COMMONS = "https://commons.wikimedia.org/wiki/Special:FilePath/"
+_CACHED_ENTITIES = 1 << 15  # entities whose first image file is remembered
+_DRAWN_SIZE = 32  # default side of drawn images
 
 
 @dataclass
@@ -119,7 +122,18 @@ class SynthConfig:
         default="json",
         metadata={"help": "Content of each `{topic}.json` file: a JSON array, JSON lines or Python-literal lines."},
     )
-    image_size: int = field(default=32, metadata={"help": "Side of the square images, in pixels."})
+    images: Images = field(
+        default="drawn",
+        metadata={
+            "help": "`drawn`: small square drawings; `photo`: photo-like pictures of Wikimedia-Commons-like "
+            "sizes (longer side 300-3000 px) and formats (JPEG, progressive, greyscale, CMYK, EXIF-rotated; "
+            "RGBA and 16-bit PNG)."
+        },
+    )
+    image_size: int = field(
+        default=_DRAWN_SIZE,
+        metadata={"help": "Side of the drawn images, in pixels (drawn only: photos have Commons-like sizes)."},
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace `out` if it already exists and is not empty."})
 
     def __post_init__(self) -> None:
@@ -129,6 +143,10 @@ class SynthConfig:
             raise ValueError(f"`instances` must be an integer >= 1, got {self.instances!r}.")
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 512:
             raise ValueError(f"`image_size` must be an integer between 8 and 512, got {self.image_size!r}.")
+        if self.images not in _IMAGES:
+            raise ValueError(f"`images` must be one of {', '.join(_IMAGES)}, got {self.images!r}.")
+        if self.images == "photo" and self.image_size != _DRAWN_SIZE:
+            raise ValueError("`image_size` applies to drawn images only: photo images have Commons-like sizes.")
         if self.format not in _FORMATS:
             raise ValueError(f"`format` must be one of {', '.join(_FORMATS)}, got {self.format!r}.")
         check_topics(self.topics)
@@ -143,7 +161,9 @@ class _Entity:
     attribute: int  # attribute index: background colour and attribute word
     group: tuple[int, int]  # [start, stop) of the name group in the topic's entity list
     file: str  # Commons file name, or "" when the entity has no image
-    style: tuple[float, float, float, bool]  # shape centre x, y, radius (fractions of the side), dark ink
+    # Shape centre x, y and radius, as fractions of the width, height and shorter side; dark ink.
+    style: tuple[float, float, float, bool]
+    look: str = ""  # photo mode: the image's look (a key of `LOOKS`)
 
 
 def _name(topic: str, index: int, stride: int, offset: int) -> str:
@@ -158,9 +178,15 @@ def _name(topic: str, index: int, stride: int, offset: int) -> str:
     return name if index < total else f"{name} {index // total + 1}"
 
 
-def _make_entities(topic: str, count: int, seed: int) -> list[_Entity]:
-    """Name groups of 2–6 entities until there are at least `count` entities."""
+def _photo_ext(look: str, ext: str) -> str:
+    """The extension of a file of `look`: "png" for a PNG look, else "JPG" or "jpg" as `ext` says."""
+    return "png" if LOOKS[look][1] == "PNG" else "JPG" if ext == "JPG" else "jpg"
+
+
+def _make_entities(topic: str, count: int, seed: int, photos: bool) -> list[_Entity]:
+    """Name groups of 2–6 entities until there are at least `count` entities; with `photos`, each has a look."""
     rng = random.Random(f"m3el-synth/entities/{seed}/{topic}")
+    looks = random.Random(f"m3el-synth/looks/{seed}/{topic}")
     types, attributes = _VOCAB[topic]
     # `stride` ≡ 1 (mod 6) is coprime with 24**4, so group names are distinct.
     stride, offset = 6 * rng.randrange(1, 50_000) + 1, rng.randrange(1 << 20)
@@ -174,52 +200,14 @@ def _make_entities(topic: str, count: int, seed: int) -> list[_Entity]:
         group = (len(entities), len(entities) + size)
         for j, (kind, attribute) in enumerate(zip(rng.sample(range(6), size), rng.sample(range(6), size), strict=True)):
             ext = rng.choices(("jpg", "JPG", "png"), (90, 5, 5))[0]
+            look = pick_look(looks.random()) if photos else ""
+            ext = _photo_ext(look, ext) if look else ext
             file = "" if rng.random() < _P_MISSING else f"{name} ({j + 1}).{ext}"
             style = (rng.uniform(0.38, 0.62), rng.uniform(0.38, 0.62), rng.uniform(0.2, 0.32), rng.random() < 0.5)
             description = f"{attributes[attribute][0]} {types[kind][0]}"
-            entities.append(_Entity(f"Q{qid}", name, description, kind, attribute, group, file, style))
+            entities.append(_Entity(f"Q{qid}", name, description, kind, attribute, group, file, style, look))
             qid += 1
     return entities
-
-
-def _draw(entity: _Entity, size: int, rng: np.random.Generator | None = None) -> Image.Image:
-    """The entity's drawing; with `rng`, a jittered, colour-shifted, noisy variant of it."""
-    cx, cy, r, dark = entity.style
-    bg, ink = np.array(_COLOURS[entity.attribute]), np.array((20, 20, 20) if dark else (245, 245, 245))
-    if rng is not None:
-        cx, cy = cx + rng.uniform(-0.06, 0.06), cy + rng.uniform(-0.06, 0.06)
-        r *= rng.uniform(0.85, 1.15)
-        bg, ink = bg + rng.integers(-25, 26, 3), ink + rng.integers(-25, 26, 3)
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in bg.clip(0, 255)))
-    draw, fill = ImageDraw.Draw(image), tuple(int(v) for v in ink.clip(0, 255))
-    cx, cy, r = cx * size, cy * size, r * size
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if entity.kind == 0:
-        draw.ellipse(box, fill=fill)
-    elif entity.kind == 1:
-        draw.rectangle((cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r), fill=fill)
-    elif entity.kind == 2:
-        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    elif entity.kind == 3:
-        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
-    elif entity.kind == 4:
-        draw.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=fill)
-        draw.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fill)
-    else:
-        draw.ellipse(box, outline=fill, width=max(2, round(r / 3)))
-    if rng is None:
-        return image
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 10.0, (size, size, 3))
-    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
-
-
-def _encode(image: Image.Image, ext: str) -> bytes:
-    buffer = io.BytesIO()
-    if ext.lower() == "png":
-        image.save(buffer, format="PNG")
-    else:
-        image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _sentence(topic: str, gold: _Entity, rng: random.Random) -> str:
@@ -242,12 +230,42 @@ def _image_field(file: str, local: str) -> list[str]:
     return [file, _COMMONS + urllib.parse.quote(file), "/M3EL/" + local]
 
 
+def _mention_image(gold: _Entity, ext: str, config: SynthConfig, rng: np.random.Generator) -> tuple[str, bytes]:
+    """The extension and bytes of a mention image that is a varied rendering of the gold's."""
+    if config.images == "drawn":
+        return ext, encode(draw(gold, config.image_size, rng), ext)
+    look = pick_look(rng.random())
+    return _photo_ext(look, ext), photo(gold, look, rng, jitter=True)
+
+
+def _entity_images(config: SynthConfig, root: Path) -> Callable[[_Entity, str], bytes]:
+    """`image(entity, local)`: the bytes of the entity's image, which the caller writes to `root / local`.
+
+    An entity's image is encoded once and read back from its first file afterwards. The first files
+    of the last `_CACHED_ENTITIES` entities used are remembered, so memory stays flat at any scale.
+    """
+    first: OrderedDict[str, str] = OrderedDict()
+
+    def image(entity: _Entity, local: str) -> bytes:
+        if entity.qid in first:
+            first.move_to_end(entity.qid)
+            return (root / first[entity.qid]).read_bytes()
+        first[entity.qid] = local
+        if len(first) > _CACHED_ENTITIES:
+            first.popitem(last=False)
+        if config.images == "drawn":
+            return encode(draw(entity, config.image_size), entity.file.rpartition(".")[2])
+        return photo(entity, entity.look, np.random.default_rng([config.seed, int(entity.qid[1:])]))
+
+    return image
+
+
 def _instance(
     topic: str,
     gold: _Entity,
     entities: list[_Entity],
     config: SynthConfig,
-    encode: Callable[[_Entity], bytes],
+    entity_image: Callable[[_Entity, str], bytes],
     rngs: tuple[random.Random, np.random.Generator],
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One record and the image files (release-relative path → bytes) it refers to."""
@@ -265,16 +283,16 @@ def _instance(
         if candidate.file:
             local = f"{folder}/{candidate.qid}.{candidate.file.rpartition('.')[2]}"
             images[candidate.qid] = _image_field(candidate.file, local)
-            files[local] = encode(candidate)
+            files[local] = entity_image(candidate, local)
     roll = rng.random()
     if roll < _P_MISSING:
         image = []
     elif roll < _P_MISSING + _P_MENTION_IS_GOLD and gold.file:
         image = images[gold.qid]  # the real release often reuses the gold's file as the mention image
     else:
-        ext = rng.choices(("jpg", "JPG", "png"), (92, 4, 4))[0]
+        ext, data = _mention_image(gold, rng.choices(("jpg", "JPG", "png"), (92, 4, 4))[0], config, image_rng)
         image = _image_field(f"{gold.name} {rng.randrange(1900, 2024)}.{ext}", f"{folder}/mention.{ext}")
-        files[image[2].removeprefix("/M3EL/")] = _encode(_draw(gold, config.image_size, image_rng), ext)
+        files[image[2].removeprefix("/M3EL/")] = data
     record: dict[str, Any] = {"Qid": gold.qid, "name": gold.name, "description": gold.description}
     record["sentence"] = _sentence(topic, gold, rng)
     if rng.random() < _P_DIFFICULTY:
@@ -292,20 +310,17 @@ def _dump(record: dict[str, Any], fmt: str) -> str:
 
 def _write_topic(topic: str, count: int, config: SynthConfig, root: Path, progress: Any) -> tuple[int, int]:
     """Write `{topic}.json` and its images under `root`; return (entities used, image files)."""
-    entities = _make_entities(topic, count, config.seed)
+    entities = _make_entities(topic, count, config.seed, config.images == "photo")
     rng = random.Random(f"m3el-synth/instances/{config.seed}/{topic}")
     image_rng = np.random.default_rng([config.seed, TOPICS.index(topic)])
-    # Entity images are identical wherever they appear: encode each once (bounded cache).
-    encode = functools.lru_cache(maxsize=1 << 15)(
-        lambda e: _encode(_draw(e, config.image_size), e.file.rpartition(".")[2])
-    )
+    entity_image = _entity_images(config, root)  # identical wherever the entity appears
     golds = rng.sample(range(len(entities)), count)  # each entity is gold at most once: unique folders
     used: set[str] = set()
     images = 0
     with open(root / f"{topic}.json", "w", encoding="utf-8") as f:
         f.write("[" if config.format == "json" else "")
         for i, index in enumerate(golds):
-            record, files = _instance(topic, entities[index], entities, config, encode, (rng, image_rng))
+            record, files = _instance(topic, entities[index], entities, config, entity_image, (rng, image_rng))
             if files:  # all files of an instance share its folder
                 (root / next(iter(files))).parent.mkdir(parents=True, exist_ok=True)
             for local, data in files.items():
@@ -352,7 +367,9 @@ def synthesize(config: SynthConfig) -> Path:
                 used, written = _write_topic(topic, count, config, tmp, progress)
                 entities, images = entities + used, images + written
 
-        options = {name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "image_size")}
+        options = {
+            name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "images", "image_size")
+        }
         marker = {"generator": "m3el-hf synth", "version": __version__, **options}
         (tmp / SYNTH_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         replace_dir(tmp, out, overwrite=True)  # emptiness and --overwrite were checked above

@@ -6,22 +6,27 @@ import io
 import json
 import re
 import urllib.parse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from m3el_hf.arguments import add_dataclass_arguments, dataclass_from_namespace
-from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.data.synth import _VOCAB, SynthConfig, synthesize
+from m3el_hf.data.synth_images import COLOURS
 from m3el_hf.tasks import TOPICS
 
 N = 500
+# A drawn release (60 instances, seed 1) without its marker, as written since drawn images were introduced:
+# the demo's scores depend on these bytes (Pillow's bundled JPEG and PNG encoders).
+DRAWN_DIGEST = "af267266e27d6767c7f82e08abbce1cee067cf8bf2d6d08a935538f135ec2c12"
 
 
-def tree_digest(root: Path) -> str:
+def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -48,6 +53,12 @@ def records(release) -> list[tuple[str, dict]]:
     return [(topic, record) for topic in TOPICS for record in load_records(release, topic)]
 
 
+@pytest.fixture(scope="module")
+def photo_release(tmp_path_factory) -> Path:
+    # 40 instances of seed 0 hold every look of `synth_images.LOOKS`.
+    return synthesize(SynthConfig(out=tmp_path_factory.mktemp("photo") / "release", instances=40, images="photo"))
+
+
 def test_same_seed_same_bytes_different_seed_different(tmp_path):
     a = synthesize(SynthConfig(out=tmp_path / "a", instances=60, seed=1))
     b = synthesize(SynthConfig(out=tmp_path / "b", instances=60, seed=1))
@@ -55,6 +66,62 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
     assert tree_digest(a) == tree_digest(b)
     assert tree_digest(a) != tree_digest(c)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary directory left behind"
+    assert tree_digest(a, skip=("m3el-hf-synth.json",)) == DRAWN_DIGEST
+
+
+def test_photo_releases_are_byte_identical(photo_release, tmp_path):
+    again = synthesize(SynthConfig(out=tmp_path / "again", instances=40, images="photo"))
+    assert tree_digest(again) == tree_digest(photo_release)
+    marker = json.loads((again / "m3el-hf-synth.json").read_text())
+    assert (marker["images"], marker["image_size"]) == ("photo", 32)
+
+
+def test_photo_files_have_commons_sizes_and_formats(photo_release):
+    looks, sizes = Counter(), []
+    for path in (p for p in photo_release.rglob("*") if p.suffix.lower() in (".jpg", ".png")):
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112)
+            looks[image.format, image.mode, bool(image.info.get("progressive")), orientation] += 1
+            assert image.format == ("PNG" if path.suffix == ".png" else "JPEG")
+            sizes.append(ImageOps.exif_transpose(image).size if orientation else image.size)
+    assert set(looks) == {
+        ("JPEG", "RGB", False, None),
+        ("JPEG", "RGB", True, None),
+        ("JPEG", "RGB", False, 3),
+        ("JPEG", "RGB", False, 6),
+        ("JPEG", "L", False, None),
+        ("JPEG", "CMYK", False, None),
+        ("PNG", "RGBA", False, None),
+        ("PNG", "I;16", False, None),
+    }
+    assert looks["JPEG", "RGB", False, None] > 0.5 * sum(looks.values())
+    longer, ratios = np.array([max(size) for size in sizes]), np.array([w / h for w, h in sizes])
+    assert longer.min() >= 300 and longer.max() <= 3000 and 600 <= np.median(longer) <= 1300
+    assert (ratios < 0.95).any() and (ratios > 1.9).any() and (np.abs(ratios - 1) < 0.01).any()
+
+
+def test_photo_entity_images_carry_the_attribute_colour(photo_release):
+    """The median colour of an entity's thumbnail is nearest its attribute's colour (grey files: luminance)."""
+    colours = np.array(COLOURS, dtype=np.float32)
+    lumas = colours @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    checked = Counter()
+    for topic in TOPICS:
+        attributes = [attribute for attribute, _ in _VOCAB[topic][1]]
+        for record in load_records(photo_release, topic):
+            for c in (c for c in record["candidates"] if c["image"]):
+                own = next(i for i, a in enumerate(attributes) if c["description"].startswith(a + " "))
+                with Image.open(local_file(photo_release, c["image"])) as image:
+                    mode, image = image.mode, ImageOps.exif_transpose(image)
+                    if mode == "I;16":
+                        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+                    image = image.convert("RGB").resize((64, 64), Image.Resampling.BOX)
+                median = np.median(np.asarray(image, dtype=np.float32).reshape(-1, 3), axis=0)
+                if mode in ("L", "I;16"):
+                    assert abs(median[0] - lumas[own]) < 30, c["image"][2]
+                else:
+                    assert np.linalg.norm(colours - median, axis=1).argmin() == own, c["image"][2]
+                checked[mode] += 1
+    assert set(checked) == {"RGB", "L", "CMYK", "RGBA", "I;16"} and checked["RGB"] > 50
 
 
 def test_formats_parse_back_to_the_same_records(tmp_path):
@@ -197,10 +264,11 @@ def test_topics_are_respected_and_instances_spread_evenly(tmp_path):
     assert json.loads((synthesize(SynthConfig(out=tmp_path / "few2", instances=2)) / "sports.json").read_text()) == []
 
 
-def test_image_size_option(tmp_path):
+def test_image_size_option_is_for_drawn_images(tmp_path):
     root = synthesize(SynthConfig(out=tmp_path / "r", instances=3, topics=("common",), image_size=20))
     with Image.open(io.BytesIO(next(root.rglob("*.jpg")).read_bytes())) as image:
         assert image.size == (20, 20)
+    assert SynthConfig(out=tmp_path, images="photo").image_size == 32  # the default is accepted, and unused
 
 
 def test_existing_out_is_refused_unless_overwrite(tmp_path):
@@ -226,6 +294,11 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path):
         ({"topics": ("movies", "cars")}, r"Unknown topic\(s\) \['cars'\]; choose from movies, common"),
         ({"topics": ("books", "books")}, r"Topics must be distinct and at least one, got \['books', 'books'\]"),
         ({"format": "csv"}, r"`format` must be one of json, jsonl, python, got 'csv'"),
+        ({"images": "svg"}, r"`images` must be one of drawn, photo, got 'svg'"),
+        (
+            {"images": "photo", "image_size": 64},
+            r"`image_size` applies to drawn images only: photo images have Commons-like sizes",
+        ),
     ],
 )
 def test_config_validation(tmp_path, kwargs, match):
@@ -239,3 +312,7 @@ def test_config_builds_a_cli(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path), "--topics", "books", "person", "--format", "python"])
     config = dataclass_from_namespace(SynthConfig, args)
     assert config == SynthConfig(out=tmp_path, topics=("books", "person"), format="python")
+    args = parser.parse_args(["--out", str(tmp_path), "--images", "photo"])
+    assert dataclass_from_namespace(SynthConfig, args).images == "photo"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", str(tmp_path), "--images", "png"])
