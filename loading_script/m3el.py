@@ -47,7 +47,9 @@ class M3ELConfig(datasets.BuilderConfig):
         task (`str`, *optional*): keep only this task's columns (e.g. ``"I-T"``); instances are the same.
         kb (`bool`, defaults to `False`): yield the unique entities of the topics instead of mentions.
         on_error (`"raise"` or `"skip"`): on a bad record or image, fail naming it, or skip and count it.
+        image_size (`int`, *optional*): resize images whose shorter side exceeds this to it (bicubic, upright).
         max_image_side (`int`, *optional*): downscale images whose longer side exceeds this.
+        max_pixels (`int`, *optional*): refuse images with more pixels (default: PIL's decompression-bomb limit).
         instances_dir (`str`, *optional*): with `kb`, build the knowledge base from the instance Parquet
             files prepared there (``data/{topic}/{split}-*.parquet``, as ``m3el-hf prepare`` writes them)
             instead of reading the raw release again. From the raw release, a knowledge base reads every
@@ -58,7 +60,9 @@ class M3ELConfig(datasets.BuilderConfig):
     task: str | None = None
     kb: bool = False
     on_error: OnError = "raise"
+    image_size: int | None = None
     max_image_side: int | None = None
+    max_pixels: int | None = None
     instances_dir: str | None = None
 
     def __post_init__(self):
@@ -73,6 +77,8 @@ class M3ELConfig(datasets.BuilderConfig):
             get_task(self.task)
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
+        if self.image_size is not None and self.max_image_side is not None:
+            raise ValueError("Pass image_size or max_image_side, not both.")
         if self.instances_dir is not None and not self.kb:
             raise ValueError("instances_dir is for the knowledge-base configs ({topic}-kb) only.")
 
@@ -132,7 +138,12 @@ class M3EL(datasets.ArrowBasedBuilder):
         elif self.config.data_dir:
             root = Path(self.config.data_dir)
             find_record_files(root, self.config.topics)  # fail early, naming the missing file
-            images = ImageReader(root, self.config.max_image_side)
+            images = ImageReader(
+                root,
+                max_image_side=self.config.max_image_side,
+                image_size=self.config.image_size,
+                max_pixels=self.config.max_pixels,
+            )
         else:
             raise ValueError("M3EL needs the raw release: pass data_dir='path/to/release' (the folder of movies.json).")
         self.row_builder = RowBuilder(images=images, columns=columns, on_error=self.config.on_error)

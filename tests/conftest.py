@@ -27,3 +27,20 @@ def movies_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hub-data")
     raw = synthesize(SynthConfig(out=root / "raw", instances=40, seed=0, topics=("movies",)))
     return prepare(PrepareConfig(raw=raw, out=root / "m3el", topics=("movies",))).out
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> dict:
+    """Real photographs bundled with matplotlib and scikit-image (no download), by name.
+
+    RGB photos of 300–1411 px, a greyscale one (``camera``) and one with transparency (``logo``, RGBA).
+    """
+    import matplotlib.cbook
+    import PIL.Image
+    import skimage.data
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        photos = {"grace_hopper": PIL.Image.open(f).convert("RGB")}
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "camera", "logo"):
+        photos[name] = PIL.Image.fromarray(getattr(skimage.data, name)())
+    return photos

@@ -18,6 +18,7 @@ LEAVES = {
     "m3el_hf.arguments",
     "m3el_hf.version",
     "m3el_hf.locations",
+    "m3el_hf.images",
     "m3el_hf.progress",
 }
 # The one edge against the order: `m3el-hf evaluate --eval-results` writes leaderboard entries (formats only).

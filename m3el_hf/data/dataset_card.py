@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..images import JPEG_QUALITY, default_max_pixels
 from ..tasks import TASK_NAMES
 from ..version import __version__
 from .audit import DatasetAudit, TopicAudit
@@ -27,6 +29,7 @@ __all__ = [
     "build_dataset_card",
     "dataset_sizes",
     "hub_configs",
+    "images_text",
     "instance_path",
     "kb_path",
     "license_text",
@@ -205,6 +208,32 @@ def _audit_text(total: TopicAudit, report: SkipReport) -> str:
     return "\n".join(lines)
 
 
+def images_text(options: Mapping[str, Any]) -> str:
+    """The card's paragraph on how images were stored, from prepare's options (`PrepareConfig` as a dict)."""
+    limit = options.get("max_pixels") or default_max_pixels()
+    common = (
+        f"Images over {limit:,} pixels were refused, and images in modes that readers show differently "
+        "(16-bit, CMYK, ...) were converted to 8 bits by scaling and stored as PNG."
+    )
+    if options.get("image_size"):
+        size = options["image_size"]
+        return (
+            f"**Images** were resized once, upright, so that their shorter side is {size} px (bicubic, as CLIP's "
+            f"processor; never enlarged) and stored as JPEG at quality {JPEG_QUALITY}, or PNG where they have "
+            f"transparency (`m3el-hf prepare --image-size {size}`). {common}"
+        )
+    if options.get("max_image_side"):
+        side = options["max_image_side"]
+        return (
+            f"**Images** whose longer side exceeded {side} px were shrunk to it (Lanczos, upright; "
+            f"`--max-image-side {side}`); the others are the release's files. {common}"
+        )
+    return (
+        "**Images** are the release's files byte for byte (an EXIF orientation is applied when they are read, "
+        f"as `datasets` does). {common}"
+    )
+
+
 def build_dataset_card(
     audit: DatasetAudit,
     report: SkipReport,
@@ -213,9 +242,13 @@ def build_dataset_card(
     repo_id: str = "m3el",
     synthetic: bool = False,
     sizes: DatasetSizes | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> DatasetCard:
     """The dataset card of `render_dataset_card`, parsed into a `DatasetCard`. Pure: writes nothing."""
-    return DatasetCard(render_dataset_card(audit, report, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes))
+    text = render_dataset_card(
+        audit, report, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes, options=options
+    )
+    return DatasetCard(text)
 
 
 def render_dataset_card(
@@ -226,12 +259,14 @@ def render_dataset_card(
     repo_id: str = "m3el",
     synthetic: bool = False,
     sizes: DatasetSizes | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """Render the dataset card (YAML and body) for a prepared folder. Pure: writes nothing.
 
     The text `DatasetCard.from_template` would give, without parsing it back (a fifth of a second of YAML).
     With `synthetic`, the card says everywhere that the data is a synthetic release (``m3el-hf synth``).
-    `sizes` (`dataset_sizes` of the folder) fills in the byte counts of ``dataset_info``.
+    `sizes` (`dataset_sizes` of the folder) fills in the byte counts of ``dataset_info``; `options` (prepare's,
+    as its report stores them) say how the images were stored.
     """
     import jinja2
 
@@ -270,6 +305,7 @@ def render_dataset_card(
         "split_ratios": ", ".join(f"{split} {ratio:.0%}" for split, ratio in SPLITS.items()),
         "coverage_table": _coverage_table(audit, topics),
         "audit_text": _audit_text(audit.total(), report),
+        "images_text": images_text(options or {}),
         "repo_id": repo_id,
         "citation": CITATION,
     }

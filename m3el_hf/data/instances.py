@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
+import PIL.ImageOps
 import pyarrow as pa
 
+from ..images import STORED_MODES, ImageHeader, default_max_pixels, encode, read_header, shrink_to_shorter_side, to_8bit
 from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
@@ -59,23 +61,27 @@ def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, .
 
 @dataclass
 class ImageReader:
-    """Reads release images as bytes, checks that they are whole images, and optionally shrinks them.
+    """Reads release images as bytes, checks them from their headers, and converts or shrinks them where asked.
 
-    The check is what catches truncated downloads and files that are not images, without decoding
-    pixels: a JPEG must start with the SOI marker followed by another marker and end with the EOI
-    marker (trailing whitespace or zero padding allowed); a PNG must have the signature, an
-    ``IHDR`` first chunk and the ``IEND`` chunk at the end. Any other format is opened and
-    verified by PIL (which does not decode pixels either; for JPEG it only parses the headers).
-    Corruption inside the compressed data of an otherwise whole file is not detected. With
-    `max_image_side`, images larger than it are fully decoded and re-encoded.
+    Every image's header is read (`m3el_hf.images.read_header`: no pixels decoded): a file that is not a
+    whole image, or that has more pixels than `max_pixels` (a decompression bomb), is refused. An image
+    in a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by scaling
+    and stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
+    reduced scale), turned upright, resized with bicubic resampling so that its shorter side is
+    `image_size`, and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is
+    shrunk instead (Lanczos). Everything else is stored byte for byte.
 
     Args:
         root (`Path`): the release root; image paths are resolved under it and never outside.
         max_image_side (`int`, *optional*): longer side above which an image is downscaled and re-encoded.
+        image_size (`int`, *optional*): shorter side above which an image is downscaled and re-encoded.
+        max_pixels (`int`, *optional*): most pixels an image may have (default: PIL's decompression-bomb limit).
     """
 
     root: Path
     max_image_side: int | None = None
+    image_size: int | None = None
+    max_pixels: int | None = None
     _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
 
     def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
@@ -85,64 +91,66 @@ class ImageReader:
         (``.../{mention}-{gold Qid}/{Qid}.jpg``), so its name would give the answer away; the provenance
         columns keep the Commons file name and URL; and `datasets` re-checks every named image on write.
         """
+        data = self._read_bytes(image, source, index)
+        try:
+            header = read_header(data)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise M3ELFormatError(
+                f"undecodable image: {image.local!r} ({error})", source, index, key="undecodable_image"
+            ) from None
+        limit = self.max_pixels or default_max_pixels()
+        if header.pixels > limit:
+            raise M3ELFormatError(
+                f"image too large: {image.local!r} is {header.width}x{header.height} = {header.pixels:,} pixels, "
+                f"over the limit of {limit:,} (--max-pixels)",
+                source,
+                index,
+                key="image_too_large",
+            )
+        try:
+            data = self._convert(data, header)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise M3ELFormatError(
+                f"undecodable image: {image.local!r} ({error})", source, index, key="undecodable_image"
+            ) from None
+        return {"bytes": data, "path": None}
+
+    def _read_bytes(self, image: RawImage, source: str, index: int) -> bytes:
         if self._paths is None:
             self._paths = ImagePathResolver(self.root)
         try:
-            data = self._paths.read_bytes(image.local)
+            return self._paths.read_bytes(image.local)
         except FileNotFoundError as error:
-            raise M3ELFormatError(f"missing image: {error}", source, index) from None
+            raise M3ELFormatError(f"missing image: {error}", source, index, key="missing_image") from None
         except ValueError as error:
-            raise M3ELFormatError(f"unsafe image path: {error}", source, index) from None
+            raise M3ELFormatError(f"unsafe image path: {error}", source, index, key="unsafe_image_path") from None
         except OSError as error:  # e.g. no permission to read it
-            raise M3ELFormatError(f"unreadable image: {image.local!r} ({error})", source, index) from None
-        try:
-            if self.max_image_side or not _is_whole_jpeg_or_png(data):
-                data = _pil_check(data, self.max_image_side)
-        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-            raise M3ELFormatError(f"undecodable image: {image.local!r} ({error})", source, index) from None
-        return {"bytes": data, "path": None}
+            raise M3ELFormatError(
+                f"unreadable image: {image.local!r} ({error.strerror or error})", source, index, key="unreadable_image"
+            ) from None
+
+    def _convert(self, data: bytes, header: ImageHeader) -> bytes:
+        """`data` as stored: shrunk where asked and larger, converted where its mode needs it, else as it is."""
+        if self.image_size and min(header.width, header.height) > self.image_size:
+            return encode(shrink_to_shorter_side(data, self.image_size))
+        if self.max_image_side and max(header.width, header.height) > self.max_image_side:
+            return encode(_shrink_longer_side(data, self.max_image_side))
+        if header.mode not in STORED_MODES:
+            with PIL.Image.open(io.BytesIO(data)) as im:
+                converted = to_8bit(PIL.ImageOps.exif_transpose(im))
+            out = io.BytesIO()
+            converted.save(out, format="PNG")
+            return out.getvalue()
+        return data
 
 
-_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_PADDING = b"\x00 \t\r\n"
-
-
-def _is_whole_jpeg_or_png(data: bytes) -> bool:
-    """True for a JPEG or PNG with its start and end markers; raises `OSError` for one without its end.
-
-    False for other formats, which go to PIL.
-    """
-    if data[:2] == _JPEG_SOI and data[2:3] == b"\xff":
-        if not data.rstrip(_PADDING).endswith(_JPEG_EOI):
-            raise OSError("JPEG file has no end-of-image marker (truncated?)")
-        return True
-    if data[:8] == _PNG_SIGNATURE:
-        if data[12:16] != b"IHDR":
-            raise OSError("PNG file does not start with an IHDR chunk")
-        if not data.rstrip(_PADDING).endswith(_PNG_IEND):
-            raise OSError("PNG file has no IEND chunk at the end (truncated?)")
-        return True
-    return False
-
-
-def _pil_check(data: bytes, max_side: int | None) -> bytes:
-    """Open `data` with PIL: verify it, or shrink it when its longer side exceeds `max_side`."""
+def _shrink_longer_side(data: bytes, max_side: int) -> PIL.Image.Image:
     with PIL.Image.open(io.BytesIO(data)) as im:
-        if max_side and max(im.size) > max_side:
-            return _shrink(im, max_side)
-        im.verify()
-    return data
-
-
-def _shrink(im: PIL.Image.Image, max_side: int) -> bytes:
-    fmt = "JPEG" if im.format in ("JPEG", "MPO") else "PNG"
-    im = im.convert("RGB") if fmt == "JPEG" else im
+        im = to_8bit(PIL.ImageOps.exif_transpose(im))
+    if im.mode in ("1", "P"):
+        im = im.convert("RGBA" if im.info.get("transparency") is not None else "RGB")
     im.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    im.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return out.getvalue()
+    return im
 
 
 def _source(image: RawImage | None) -> dict[str, str] | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import replace_dir
+from ..images import default_max_pixels
 from ..locations import check_raw_release
 from ..progress import library_bars_off
 from ..progress import progress as progress_bar
@@ -63,8 +64,27 @@ class PrepareConfig:
     raw: Path = field(metadata={"help": "Raw M³EL release: the folder holding movies.json … and *_candidates_images/."})
     out: Path = field(metadata={"help": "Output folder; name it m3el to load it as load_dataset('m3el', ...)."})
     topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to prepare."})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Recommended for training: resize every image whose shorter side exceeds N so that it is N "
+            "(bicubic, as CLIP's processor; upright; JPEG at quality 95, PNG with transparency). Use the "
+            "checkpoint's input size, e.g. 224 (default: embed images as they are)."
+        },
+    )
     max_image_side: int | None = field(
-        default=None, metadata={"help": "Downscale images whose longer side exceeds this (default: embed as-is)."}
+        default=None,
+        metadata={
+            "help": "Downscale images whose longer side exceeds this (Lanczos). CLIP resizes the shorter side to "
+            "its input size, so this can leave it upsampling a blurred picture: prefer --image-size."
+        },
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Refuse images with more pixels (decompression bombs), counted under --on-error skip "
+            "(default and upper bound: PIL.Image.MAX_IMAGE_PIXELS, which stock readers enforce)."
+        },
     )
     on_error: Literal["raise", "skip"] = field(
         default="raise",
@@ -83,8 +103,17 @@ class PrepareConfig:
 
     def __post_init__(self):
         check_topics(self.topics)
-        if self.max_image_side is not None and self.max_image_side < 8:
-            raise ValueError(f"max_image_side must be at least 8 pixels, got {self.max_image_side}.")
+        for name in ("image_size", "max_image_side"):
+            if getattr(self, name) is not None and getattr(self, name) < 8:
+                raise ValueError(f"{name} must be at least 8 pixels, got {getattr(self, name)}.")
+        if self.image_size is not None and self.max_image_side is not None:
+            raise ValueError("Pass --image-size or --max-image-side, not both (--image-size is the one for CLIP).")
+        limit = default_max_pixels()
+        if self.max_pixels is not None and not 1 <= self.max_pixels <= limit:
+            raise ValueError(
+                f"max_pixels must be between 1 and PIL's limit {limit:,} (PIL.Image.MAX_IMAGE_PIXELS): stock readers "
+                f"refuse larger images; got {self.max_pixels:,}."
+            )
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
         if self.num_proc < 1:
@@ -109,6 +138,8 @@ def _build(config: PrepareConfig, config_name: str, work: Path, **options: Any):
         cache_dir=str(work / "cache"),
         on_error=config.on_error,
         max_image_side=config.max_image_side,
+        image_size=config.image_size,
+        max_pixels=config.max_pixels,
         **options,
     )
     built = work / "build" / config_name
@@ -241,7 +272,9 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         shutil.rmtree(staging / ".work")
         synthetic = _synth_marker(config.raw)
         sizes = dataset_sizes(staging, config.topics)
-        card = render_dataset_card(audit, report, config.topics, synthetic=synthetic is not None, sizes=sizes)
+        card = render_dataset_card(
+            audit, report, config.topics, synthetic=synthetic is not None, sizes=sizes, options=asdict(config)
+        )
         (staging / "README.md").write_text(card, encoding="utf-8", newline="")
         (staging / LICENSE_FILE).write_text(license_text(synthetic is not None), encoding="utf-8")
         (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")

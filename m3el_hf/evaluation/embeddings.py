@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..images import open_image
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import FastImagePreprocessor, tokenize
 from ..progress import progress as progress_bar
@@ -184,15 +185,12 @@ class Encoders:
         return out
 
     def __post_init__(self) -> None:
-        from datasets import Image
-
-        self.decoder = Image()
         # The collator's preprocessing (same pixel values as the image processor, faster), RGB conversion included.
         self.preprocess = FastImagePreprocessor(self.image_processor)
 
     def images(self, values: list[Mapping[str, Any]]) -> torch.Tensor:
         """Embeddings of undecoded ``{"bytes", "path"}`` images."""
-        pixels = self.preprocess([self.decoder.decode_example(dict(value)) for value in values])
+        pixels = self.preprocess([open_image(value) for value in values])
         return self.model.encode_image(pixels.to(self.model.device))
 
 
@@ -243,15 +241,24 @@ class EmbeddingCache:
         """`(embeddings, usable)` of `items` for `modality`; rows lacking a needed input are unusable (zeros)."""
         has_text, has_image = items.text >= 0, items.image >= 0
         if modality == "T":
-            return self.text[items.text.clamp(min=0)], has_text
+            return _take(self.text, items.text), has_text
         if modality == "I":
-            return self.image[items.image.clamp(min=0)], has_image
+            return _take(self.image, items.image), has_image
         usable = has_text & has_image
+        if not usable.any():  # e.g. a split without images: no row can be fused
+            return _take(self.text, items.text.new_full(items.text.shape, -1)), usable
         pairs, inverse = torch.unique(torch.stack([items.text, items.image], 1)[usable], dim=0, return_inverse=True)
         fused = _fuse(self.model, self.text[pairs[:, 0]], self.image[pairs[:, 1]])
         out = fused.new_zeros(len(usable), fused.shape[1])
         out[usable.to(out.device)] = fused[inverse.to(out.device)]
         return out, usable
+
+
+def _take(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of `table` by index (the caller masks the -1 ones); zeros when `table` is empty (nothing to embed)."""
+    if not len(table):
+        return table.new_zeros(len(rows), table.shape[1])
+    return table[rows.clamp(min=0)]
 
 
 def _fuse(model: Any, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

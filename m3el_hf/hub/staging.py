@@ -124,7 +124,8 @@ def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el
     topics = _topics(report)
     synthetic = report.get("synthetic") is not None
     sizes = dataset_sizes(folder, topics)
-    return build_dataset_card(audit, skips, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes)
+    options = report.get("options", {})
+    return build_dataset_card(audit, skips, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes, options=options)
 
 
 def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ The batch layout is the contract with `CLIPNDModel.forward`. For each side (``me
 
 - ``{side}_input_ids``, ``{side}_attention_mask`` (`(Nt, L)`) and ``{side}_text_rows`` (`(Nt,)`): the texts
   of the rows whose task uses text on that side, and the batch row each belongs to;
-- ``{side}_pixel_values`` (`(Ni, 3, H, W)`) and ``{side}_image_rows`` (`(Ni,)`): likewise for images.
+- ``{side}_pixel_values`` (`(Ni, 3, H, W)`) and ``{side}_image_rows`` (`(Ni,)`): likewise for images (with
+  `M3ELCollator.uint8_pixels`, uint8 ``{side}_pixels`` until `M3ELCollator.normalize_pixels`).
 
 These keys are *omitted* when no row of the batch has a text (resp. image) on that side. Entity rows are the
 `B` gold entities (row `i` is the gold of mention `i`), then the hard negatives. The other keys are
@@ -15,7 +16,6 @@ These keys are *omitted* when no row of the batch has a text (resp. image) on th
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import numbers
 import os
@@ -24,11 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-import PIL.Image
 import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
+from ..images import open_image
 from ..tasks import TASK_NAMES, Task, get_task
 from .configuration_clipnd import TEMPLATE_FIELDS, check_template, settings_of
 from .processing import FastImagePreprocessor, tokenize
@@ -173,6 +173,14 @@ class M3ELCollator:
         metadata={
             "help": "Add each instance's other candidates as extra entity rows, after the gold ones; they "
             "use the mention's task, and those lacking an image it needs are left out."
+        },
+    )
+    uint8_pixels: bool = field(
+        default=False,
+        metadata={
+            "help": "Return images as uint8 ``{side}_pixels`` (a quarter of the bytes) instead of float32 "
+            "``{side}_pixel_values``; `normalize_pixels` turns them into the latter on the accelerator, bit for bit.",
+            "cli": False,
         },
     )
     max_length: int | None = field(
@@ -332,10 +340,26 @@ class M3ELCollator:
             out[f"{side}_attention_mask"] = tokens["attention_mask"]
             out[f"{side}_text_rows"] = torch.tensor(collected.text_rows, dtype=torch.long)
         if collected.images:
-            pixels = self._fast_images()(collected.images)
-            out[f"{side}_pixel_values"] = pixels
+            fast = self._fast_images()
+            pixels = fast.pixels(collected.images) if self.uint8_pixels else None
+            if pixels is None:
+                out[f"{side}_pixel_values"] = fast(collected.images)
+            else:
+                out[f"{side}_pixels"] = pixels
             out[f"{side}_image_rows"] = torch.tensor(collected.image_rows, dtype=torch.long)
         return out
+
+    def normalize_pixels(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`batch` with its uint8 ``{side}_pixels`` (`uint8_pixels`) replaced by float32 ``{side}_pixel_values``.
+
+        Computed where the pixels are (move the batch to the accelerator first); equal to what the collator
+        returns without `uint8_pixels`. A batch without uint8 pixels is returned as it is.
+        """
+        for side in ("mention", "entity"):
+            pixels = batch.pop(f"{side}_pixels", None)
+            if pixels is not None:
+                batch[f"{side}_pixel_values"] = self._fast_images().normalize(pixels)
+        return batch
 
     def _fast_images(self) -> FastImagePreprocessor:
         """The batched equivalent of `image_processor`, built on first use and again if it is replaced."""
@@ -388,10 +412,8 @@ def _image(row: Mapping[str, Any], task: Task, name: str, index: int | None = No
 
 
 def _decoded(image: Any) -> Any:
-    """A PIL image, also from the ``{"bytes", "path"}`` dict of an undecoded `Image` column."""
-    if isinstance(image, Mapping):
-        return PIL.Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"])
-    return image
+    """A PIL image, also from an undecoded ``{"bytes", "path"}`` value (decoded as `datasets` does)."""
+    return open_image(image) if isinstance(image, Mapping) else image
 
 
 def lazy_images(dataset: DatasetT) -> DatasetT:

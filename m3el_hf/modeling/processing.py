@@ -23,7 +23,9 @@ from transformers.image_processing_utils import BaseImageProcessor as _BaseImage
 from transformers.image_transforms import center_crop, get_resize_output_image_size, get_size_with_aspect_ratio
 from transformers.image_utils import ChannelDimension, PILImageResampling, get_image_size_for_max_height_width
 
-__all__ = ["FastImagePreprocessor", "load_processor", "tokenize"]
+from ..images import to_rgb
+
+__all__ = ["FastImagePreprocessor", "load_processor", "lookup", "tokenize"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class FastImagePreprocessor:
     def __init__(self, image_processor: BaseImageProcessor) -> None:
         self.image_processor = image_processor
         self._output_sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self._device_tables: dict[torch.device, torch.Tensor] = {}
         self.unsupported = _unsupported(image_processor)
         if self.unsupported:
             _log_fallback(type(image_processor).__name__, self.unsupported)
@@ -107,14 +110,52 @@ class FastImagePreprocessor:
             self.unsupported = f"{type(p).__name__} outputs {self.table.dtype}, not float32"
             _log_fallback(type(p).__name__, self.unsupported)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tables on an accelerator stay in this process: a DataLoader worker must not touch the device.
+        return {**self.__dict__, "_device_tables": {}}
+
     def __call__(self, images: Sequence[Any]) -> torch.Tensor:
         """Preprocess `images` into a float32 tensor `(N, 3, H, W)`, as ``processor(images=images)`` would."""
-        if images and all(self._handles(image) for image in images):
-            arrays = [self._prepare(image) for image in images]
-            if all(array.shape == arrays[0].shape for array in arrays):
-                return self._lookup(np.stack(arrays))
+        pixels = self.pixels(images)
+        if pixels is None:
+            return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self.normalize(pixels)
+
+    def pixels(self, images: Sequence[Any]) -> torch.Tensor | None:
+        """The images resized and cropped, as uint8 `(N, 3, H, W)`: `normalize` turns them into ``pixel_values``.
+
+        A quarter of the bytes of the float32 result, to send between processes and to the accelerator. None
+        when the processor itself must preprocess them (see the class docstring).
+        """
+        if not images or not all(self._handles(image) for image in images):
+            return None
+        arrays = [self._prepare(image) for image in images]
+        if any(array.shape != arrays[0].shape for array in arrays):
             _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
-        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+            return None
+        height, width, _ = arrays[0].shape
+        out = np.empty((len(arrays), 3, height, width), dtype=np.uint8)
+        for i, array in enumerate(arrays):
+            out[i] = array.transpose(2, 0, 1)
+        return torch.from_numpy(out)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """float32 ``pixel_values`` from uint8 `pixels` (`pixels`'s output), on `pixels`'s device, bit for bit.
+
+        Each value goes through the processor's rescale-and-normalise table, per channel.
+        """
+        if pixels.device.type != "cpu":
+            table = self._device_tables.get(pixels.device)
+            if table is None:
+                table = self._device_tables[pixels.device] = torch.from_numpy(self.table).to(pixels.device)
+            return lookup(table, pixels)
+        source = pixels.numpy()
+        out = np.empty(source.shape, dtype=np.float32)
+        for i in range(len(source)):  # image by image: the working set stays in the CPU's cache
+            for c in range(3):
+                # mode="clip" skips the bounds check's buffering; a uint8 index is always in range.
+                np.take(self.table[c], source[i, c], out=out[i, c], mode="clip")
+        return torch.from_numpy(out)
 
     def _handles(self, image: Any) -> bool:
         # Without RGB conversion the processor keeps an L or RGBA image's channels: leave those to it.
@@ -125,7 +166,7 @@ class FastImagePreprocessor:
     def _prepare(self, image: PIL.Image.Image) -> np.ndarray:
         """One image as uint8 `(H, W, 3)`: RGB, resized and cropped as the processor does."""
         if self.do_convert_rgb:
-            image = _to_rgb(image)
+            image = to_rgb(image)
         if self.resize_size is not None:
             height, width = self._output_size(image.height, image.width)
             if (width, height) != image.size:  # PIL would return an identical copy
@@ -150,14 +191,10 @@ class FastImagePreprocessor:
             size = sizes[(height, width)] = _resize_output_size(height, width, self.resize_size)
         return size
 
-    def _lookup(self, batch: np.ndarray) -> torch.Tensor:
-        """Map the uint8 batch `(N, H, W, 3)` through the value table into float32 `(N, 3, H, W)`."""
-        pixels = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        out = np.empty(pixels.shape, dtype=np.float32)
-        for channel in range(3):
-            # mode="clip" skips the bounds check's buffering; a uint8 index is always in range.
-            np.take(self.table[channel], pixels[:, channel], out=out[:, channel], mode="clip")
-        return torch.from_numpy(out)
+
+def lookup(table: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Per channel `c`, ``table[c][pixels[:, c]]``: float32 `(N, 3, H, W)` from uint8 `pixels`, in torch."""
+    return torch.stack([table[c][pixels[:, c].long()] for c in range(3)], dim=1)
 
 
 def _unsupported(p: BaseImageProcessor) -> str:
@@ -210,15 +247,6 @@ def _resize_output_size(height: int, width: int, size: Any) -> tuple[int, int]:
     if kind == "max":
         return get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
     return size.height, size.width
-
-
-def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """`transformers.image_transforms.convert_to_rgb` without its NumPy round trip: alpha goes onto white."""
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        image = image.convert("RGBA")
-        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(background, image).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _value_table(p: BaseImageProcessor) -> np.ndarray:

@@ -94,6 +94,8 @@ def build_dataloaders(config: TrainConfig, collator: M3ELCollator) -> tuple[Data
         generator=torch.Generator().manual_seed(config.seed),
         collate_fn=collator,
         num_workers=config.num_workers,
+        # Not persistent_workers: each epoch's workers must copy the collator after its epoch is set.
+        pin_memory=torch.cuda.is_available(),
     )
     if config.eval_split is None:
         return loader, None

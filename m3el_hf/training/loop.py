@@ -88,6 +88,7 @@ def train_one_epoch(run: Run, loader: DataLoader) -> None:
     run.model.train()
     stats: list[torch.Tensor] = []
     for batch in loader:
+        batch = run.collator.normalize_pixels(batch)  # uint8 images became float32 on the device
         with accelerator.accumulate(run.model):
             loss = training_step(accelerator, run.model, batch, run.optimizer, run.scheduler, config)
         stats.append(_micro_batch_stats(loss, batch))
@@ -175,8 +176,14 @@ def _setup(config: TrainConfig, accelerator: Accelerator) -> tuple[Run, DataLoad
     """Build and prepare the model, data, optimizer and schedule; return them with the prepared train loader."""
     model = build_model(config)
     tokenizer, image_processor = load_processor(config.model)
+    # uint8 images from the workers (a quarter of the bytes), made float32 on the device by the loop.
     collator = M3ELCollator.from_pretrained(
-        model.config, tasks=config.tasks, seed=config.seed, tokenizer=tokenizer, image_processor=image_processor
+        model.config,
+        tasks=config.tasks,
+        seed=config.seed,
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        uint8_pixels=True,
     )
     with accelerator.main_process_first():
         loader, eval_data = build_dataloaders(config, collator)

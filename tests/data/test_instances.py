@@ -111,8 +111,8 @@ def image_bytes(fmt):
         (image_bytes("GIF"), None),
         (image_bytes("JPEG")[:-40], "JPEG file has no end-of-image marker"),
         (image_bytes("PNG")[:-5], "PNG file has no IEND chunk"),
-        (image_bytes("GIF")[:5], "cannot identify image file"),
-        (b"\xff\xd8garbage\xff\xd9", "cannot identify image file"),
+        (image_bytes("GIF")[:5], "not an image file PIL can read"),
+        (b"\xff\xd8garbage\xff\xd9", "not an image file PIL can read"),
     ],
 )
 def test_image_check_catches_truncated_and_non_image_files(tmp_path, data, problem):
@@ -126,3 +126,33 @@ def test_image_check_catches_truncated_and_non_image_files(tmp_path, data, probl
             M3ELFormatError, match=rf"m\.json, record 0: undecodable image: '/M3EL/imgs/x\.img' \({problem}"
         ):
             read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
+
+
+@pytest.mark.parametrize("option", [{"max_image_side": 16}, {"image_size": 16}, {}])
+def test_a_cmyk_tiff_is_stored_as_8_bit_rgb_with_or_without_resizing(tmp_path, option):
+    path = tmp_path / "imgs" / "cmyk.tif"
+    path.parent.mkdir()
+    original = PIL.Image.new("RGB", (48, 32), (200, 120, 30))
+    original.convert("CMYK").save(path, format="TIFF")
+    out = ImageReader(tmp_path, **option).read(RawImage("f", "u", "/M3EL/imgs/cmyk.tif"), "movies.json", 0)
+    stored = PIL.Image.open(io.BytesIO(out["bytes"]))
+    assert stored.mode == "RGB"
+    assert stored.size == {"max_image_side": (16, 11), "image_size": (24, 16)}.get(next(iter(option), ""), (48, 32))
+    expected = original.convert("CMYK").convert("RGB").getpixel((5, 5))
+    tolerance = 3 if option else 0  # resized images are stored as JPEG
+    assert all(abs(a - b) <= tolerance for a, b in zip(stored.getpixel((5, 5)), expected, strict=True))
+
+
+def test_the_pixel_limit_is_read_from_the_header_and_names_the_image(tmp_path):
+    path = tmp_path / "imgs" / "wide.png"
+    path.parent.mkdir()
+    PIL.Image.new("L", (300, 200)).save(path)
+    image = RawImage("f", "u", "/M3EL/imgs/wide.png")
+    assert ImageReader(tmp_path, max_pixels=60_000).read(image, "movies.json", 4)["bytes"] == path.read_bytes()
+    with pytest.raises(M3ELFormatError) as error:
+        ImageReader(tmp_path, max_pixels=59_999).read(image, "movies.json", 4)
+    assert str(error.value) == (
+        "movies.json, record 4: image too large: '/M3EL/imgs/wide.png' is 300x200 = 60,000 pixels, "
+        "over the limit of 59,999 (--max-pixels)"
+    )
+    assert error.value.key == "image_too_large"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -310,11 +311,14 @@ def test_skip_mode_counts_everything_it_skips(raw_release, tmp_path):
     release = broken_release(raw_release, tmp_path)
     result = prepare(PrepareConfig(raw=release, out=tmp_path / "m3el", topics=("movies",), on_error="skip"))
     report = json.loads((result.out / REPORT_NAME).read_text())["skipped"]
-    assert report["records_skipped"] == {"candidate list is empty": 1}
-    assert report["images_skipped"].get("missing image", 0) >= 1
-    assert report["images_skipped"].get("undecodable image", 0) >= 1
+    assert report["records_skipped"] == {"empty_candidates": 1}
+    assert report["images_skipped"].get("missing_image", 0) >= 1
+    assert report["images_skipped"].get("undecodable_image", 0) >= 1
     assert result.audit.topic("movies").instances == len(raw_records(raw_release, "movies")) - 1
     assert "Skipped while preparing" in (result.out / "README.md").read_text()
+    again = prepare(PrepareConfig(raw=release, out=tmp_path / "again" / "m3el", topics=("movies",), on_error="skip"))
+    assert (again.out / REPORT_NAME).read_bytes() == (result.out / REPORT_NAME).read_bytes()
+    assert " at 0x" not in (result.out / REPORT_NAME).read_text()  # no object addresses in messages
 
 
 def test_interrupted_prepare_leaves_old_output_untouched(prepared, raw_release, tmp_path, monkeypatch):
@@ -433,3 +437,99 @@ def test_load_topic_splits_leaves_out_a_topic_without_the_split(tmp_path, caplog
     nowhere = next(s for s in ("train", "validation", "test") if not any(s in found for found in splits.values()))
     with pytest.raises(ValueError, match=f"no topic of \\['sports', 'books'\\] has a '{nowhere}' split"):
         load_topic_splits(str(result.out), ("sports", "books"), nowhere)
+
+
+def _gold_image_file(raw: Path, record: dict) -> Path:
+    gold = next(c for c in record["candidates"] if c["Qid"] == record["Qid"])
+    return raw / gold["image"][2].removeprefix("/M3EL/")
+
+
+@pytest.fixture(scope="module")
+def real_world_release(tmp_path_factory, real_photos) -> tuple[Path, dict[str, dict]]:
+    """A synthetic release whose gold images of five records are real-world files; those records, by kind."""
+    import numpy as np
+    import PIL.Image
+    from photos import bomb_png, encoded, rotated_jpeg
+
+    raw = synthesize(SynthConfig(out=tmp_path_factory.mktemp("real") / "raw", instances=30, seed=1, topics=("movies",)))
+    records = [
+        r for r in raw_records(raw, "movies") if any(c["Qid"] == r["Qid"] and c["image"] for c in r["candidates"])
+    ]
+    sixteen = np.asarray(real_photos["camera"], dtype=np.uint16) * 257
+    files = {
+        "bomb": bomb_png(),
+        "rotated": rotated_jpeg(real_photos["grace_hopper"]),
+        "sixteen_bit": encoded(PIL.Image.fromarray(sixteen), "PNG"),
+        "cmyk_tiff": encoded(real_photos["coffee"].convert("CMYK"), "TIFF"),
+        "palette_alpha": encoded(real_photos["logo"].convert("RGBA").convert("P"), "PNG", transparency=0),
+    }
+    chosen = {}
+    for (kind, data), record in zip(files.items(), records, strict=False):
+        _gold_image_file(raw, record).write_bytes(data)
+        chosen[kind] = record
+    return raw, chosen
+
+
+def _gold_images(folder: Path, records: dict[str, dict], decode: bool = True) -> dict[str, object]:
+    """The gold image of each record's row, as stock `datasets` decodes it (or undecoded)."""
+    by_key = {(r["Qid"], r["name"]): kind for kind, r in records.items()}
+    found = {}
+    for split in datasets.load_dataset(str(folder), "movies").values():
+        if not decode:
+            split = split.cast_column("candidate_images", datasets.List(datasets.Image(decode=False)))
+        for row in split:  # every row decodes: nothing prepare accepted makes stock reading raise
+            kind = by_key.get((row["gold_qid"], row["mention"]))
+            if kind:
+                found[kind] = row["candidate_images"][row["label"]]
+    return found
+
+
+def test_real_world_images_are_refused_or_stored_so_every_reader_agrees(real_world_release, real_photos, tmp_path):
+    import numpy as np
+
+    from m3el_hf.images import open_image, to_rgb
+
+    raw, records = real_world_release
+    result = prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("movies",), on_error="skip", num_proc=1))
+    assert result.report.to_dict()["images_skipped"] == {"image_too_large": 1}  # the KB reuses the instances
+    assert "30000x30000 = 900,000,000 pixels, over the limit of 89,478,485" in result.report.examples[0]
+    stored = _gold_images(result.out, records, decode=False)
+    decoded = _gold_images(result.out, records)
+    assert stored["bomb"] is None and decoded["bomb"] is None
+    # An EXIF-rotated JPEG is kept byte for byte: stock decoding turns it upright, as our decoding does.
+    assert decoded["rotated"].size == real_photos["grace_hopper"].size
+    assert np.array_equal(np.asarray(open_image(stored["rotated"])), np.asarray(decoded["rotated"]))
+    # A 16-bit PNG and a CMYK TIFF are stored as 8-bit PNG, scaled: stock readers see what we see.
+    assert decoded["sixteen_bit"].mode == "L"
+    assert np.array_equal(np.asarray(decoded["sixteen_bit"]), np.asarray(real_photos["camera"]))
+    assert decoded["cmyk_tiff"].mode == "RGB"
+    assert np.array_equal(
+        np.asarray(decoded["cmyk_tiff"]), np.asarray(real_photos["coffee"].convert("CMYK").convert("RGB"))
+    )
+    assert decoded["palette_alpha"].mode == "P"
+    assert np.array_equal(
+        np.asarray(to_rgb(decoded["palette_alpha"])), np.asarray(to_rgb(open_image(stored["palette_alpha"])))
+    )
+
+
+def test_a_decompression_bomb_stops_prepare_naming_it(real_world_release, tmp_path):
+    raw, _ = real_world_release
+    with pytest.raises(M3ELFormatError, match=r"movies\.json, record \d+: image too large: .* \(--max-pixels\)"):
+        prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("movies",), num_proc=1))
+
+
+def test_image_size_stores_every_large_image_upright_at_the_shorter_side(real_world_release, real_photos, tmp_path):
+    import PIL.Image
+
+    raw, records = real_world_release
+    out = tmp_path / "m3el"
+    prepare(PrepareConfig(raw=raw, out=out, topics=("movies",), on_error="skip", num_proc=1, image_size=224))
+    stored = _gold_images(out, records, decode=False)
+    with PIL.Image.open(io.BytesIO(stored["rotated"]["bytes"])) as image:
+        assert (image.format, image.size) == ("JPEG", (224, 262))  # upright: the photo is 512 x 600
+        assert PIL.Image.ExifTags.Base.Orientation not in image.getexif()
+    with PIL.Image.open(io.BytesIO(stored["palette_alpha"]["bytes"])) as image:
+        assert (image.format, image.mode, min(image.size)) == ("PNG", "RGBA", 224)
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["options"]["image_size"] == 224
+    assert "shorter side is 224 px" in (out / "README.md").read_text()

@@ -191,6 +191,24 @@ def test_exclusions_match_the_tasks_column(model, processors, instances):
     assert cells["I-T", "all"]["excluded"] == mentions_without_image
 
 
+def test_a_split_without_any_image_scores_text_tasks_and_excludes_the_rest(model, processors, instances, kb):
+    def no_images(row):
+        return {"mention_image": None, "candidate_images": [None] * len(row["candidates"])}
+
+    text_only = instances.map(no_images, features=instances.features)
+    kb_text_only = kb.map(lambda row: {"image": None}, features=kb.features)
+    full = _evaluate(model, processors, instances, kb=kb, protocols=("candidates", "kb"))
+    result = _evaluate(model, processors, text_only, kb=kb_text_only, protocols=("candidates", "kb"))
+    before = {(r["protocol"], r["task"], r["topic"]): r for r in full.records}
+    for record in result.records:
+        if record["task"] == "T-T":
+            assert record == before[record["protocol"], "T-T", record["topic"]]
+        else:
+            assert record["evaluated"] == 0, record
+            assert record["excluded"] == before[record["protocol"], "T-T", record["topic"]]["evaluated"]
+            assert math.isnan(record["accuracy"])
+
+
 def test_each_text_and_image_is_encoded_once(model, processors, instances, kb, monkeypatch):
     counts = {"text": 0, "image": 0}
     encode_text, encode_image = model.encode_text, model.encode_image

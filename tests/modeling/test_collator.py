@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from m3el_hf.modeling.collator import M3ELCollator, draw_task, lazy_images, qid_to_int
 from m3el_hf.modeling.processing import load_processor
@@ -330,3 +331,60 @@ def test_lazy_images_give_identical_batches(make) -> None:
     assert eager_batch.keys() == lazy_batch.keys()
     for key, value in eager_batch.items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(lazy_batch[key])), key
+
+
+def test_real_world_images_reach_the_model_the_same_way_on_every_path(make, processors, real_photos, tiny_clip_path):
+    """An EXIF-rotated JPEG, a 16-bit PNG and a palette PNG with transparency: the collator fed undecoded bytes,
+    the collator fed stock `datasets` decoding, and the evaluator all give the same pixels, and those are the
+    image processor's on the upright, 8-bit picture."""
+    import numpy as np
+    from datasets import Dataset
+    from photos import encoded, rotated_jpeg
+
+    from m3el_hf.data.features import INSTANCE_FEATURES
+    from m3el_hf.evaluation.embeddings import Encoders
+    from m3el_hf.images import to_rgb
+    from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
+
+    upright = real_photos["grace_hopper"]
+    sixteen = Image.fromarray(np.asarray(real_photos["camera"], dtype=np.uint16) * 257)
+    palette = real_photos["logo"].convert("RGBA").convert("P")
+    files = [rotated_jpeg(upright), encoded(sixteen, "PNG"), encoded(palette, "PNG", transparency=0)]
+    stored_upright = ImageOps.exif_transpose(Image.open(io.BytesIO(files[0])))
+    assert stored_upright.size == upright.size
+    references = [stored_upright, real_photos["camera"], Image.open(io.BytesIO(files[2]))]
+    rows = []
+    for i, data in enumerate(files):
+        row = {k: v for k, v in make_row(i).items() if k in INSTANCE_FEATURES}
+        row["mention_image"] = {"bytes": data, "path": None}
+        row["candidate_images"] = [{"bytes": data, "path": None}] * 3
+        rows.append(row)
+    dataset = Dataset.from_list(rows, features=INSTANCE_FEATURES)
+    collator = make(tasks=["I-I"])
+    decoded = collator([dataset[i] for i in range(3)])["mention_pixel_values"]
+    undecoded = collator([lazy_images(dataset)[i] for i in range(3)])["mention_pixel_values"]
+    _, image_processor = processors
+    expected = image_processor(images=[to_rgb(image) for image in references], return_tensors="pt")["pixel_values"]
+    assert torch.equal(decoded, undecoded)
+    assert torch.equal(decoded, expected)
+    assert decoded[1].max() > 1.5  # white stays white (a clipped 16-bit image turns all white: check it is not)
+    assert decoded[1].std() > 0.3
+
+    model = CLIPNDModel.from_pretrained(tiny_clip_path).eval()
+    tokenizer, image_processor = processors
+    encoders = Encoders(model, tokenizer, image_processor, max_length=16, batch_size=8, progress=False)
+    with torch.no_grad():
+        assert torch.equal(encoders.images([{"bytes": d, "path": None} for d in files]), model.encode_image(decoded))
+
+
+def test_uint8_pixels_normalised_later_equal_the_float_batch(make) -> None:
+    rows = [make_row(i, label=i % 3) for i in range(6)]
+    floats = make(tasks=TASK_NAMES, hard_negatives=True)(rows)
+    uint8 = make(tasks=TASK_NAMES, hard_negatives=True, uint8_pixels=True)
+    compact = uint8(rows)
+    assert "mention_pixel_values" not in compact and compact["mention_pixels"].dtype == torch.uint8
+    assert compact["entity_pixels"].shape == floats["entity_pixel_values"].shape
+    restored = uint8.normalize_pixels(pickle.loads(pickle.dumps(compact)))
+    assert restored.keys() == floats.keys()
+    for key, value in floats.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(restored[key])), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 from pathlib import Path
@@ -75,6 +76,26 @@ def test_same_pixel_values_as_the_processor(tiny_processor: Any, which: str) -> 
     torch.testing.assert_close(result, reference, atol=0, rtol=0)
     # Again, with the output sizes remembered from the first call, and in another order.
     torch.testing.assert_close(fast(images[::-1]), reference.flip(0), atol=0, rtol=0)
+
+
+def test_same_pixel_values_as_the_processor_on_real_photos(real_photos: dict) -> None:
+    """Bundled photographs, whole, cropped to odd sizes, halved, in other modes and as prepared at 224 px."""
+    from m3el_hf.images import shrink_to_shorter_side
+
+    processor = vit_b_32()
+    fast = FastImagePreprocessor(processor)
+    cases = []
+    for photo in real_photos.values():
+        width, height = photo.size
+        cases += [photo, photo.crop((3, 5, width - 2, height - 7)), photo.reduce(2), photo.convert("L")]
+        cases += [photo.convert("CMYK"), photo.crop((0, 0, 225, 301)).convert("RGBA")]
+        buffer = io.BytesIO()
+        photo.convert("RGB").save(buffer, format="JPEG", quality=90)
+        cases.append(shrink_to_shorter_side(buffer.getvalue(), 224))
+    assert len(cases) == 7 * len(real_photos)
+    for image in cases:  # one at a time: the sizes differ
+        reference = processor(images=[image], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(fast([image]), reference, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -172,3 +193,17 @@ def test_tokenize_gives_the_tokenizers_tensors(tiny_clip_path: Path, max_length:
         assert value.dtype == expected[key].dtype == torch.int64
         assert torch.equal(value, expected[key]), key
     assert got["input_ids"].shape[1] == (5 if max_length == 5 else expected["input_ids"].shape[1])
+
+
+def test_pixels_then_normalize_equal_the_processor_in_numpy_and_in_torch(tiny_processor: Any) -> None:
+    from m3el_hf.modeling.processing import lookup
+
+    fast = FastImagePreprocessor(vit_b_32())
+    images = varied_images(seed=2)
+    pixels = fast.pixels(images)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (len(images), 3, 224, 224)
+    reference = vit_b_32()(images=images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast.normalize(pixels), reference, atol=0, rtol=0)
+    # The accelerator path (torch indexing), run here on the CPU.
+    torch.testing.assert_close(lookup(torch.from_numpy(fast.table), pixels), reference, atol=0, rtol=0)
+    assert FastImagePreprocessor(tiny_processor).pixels([np.zeros((4, 4, 3), dtype=np.uint8)]) is None

@@ -1,0 +1,161 @@
+"""m3el_hf.images: headers without decoding, one orientation and one 8-bit rule, resizing for storage."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import pytest
+from photos import bomb_png, encoded, rotated_jpeg
+from transformers.image_transforms import convert_to_rgb
+
+from m3el_hf.images import (
+    JPEG_QUALITY,
+    ImageHeader,
+    encode,
+    open_image,
+    read_header,
+    shrink_to_shorter_side,
+    to_8bit,
+    to_rgb,
+)
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "expected"),
+    [
+        (PIL.Image.new("RGB", (40, 30)), "JPEG", ImageHeader("JPEG", 40, 30, "RGB")),
+        (PIL.Image.new("L", (7, 5)), "JPEG", ImageHeader("JPEG", 7, 5, "L")),
+        (PIL.Image.new("CMYK", (9, 4)), "JPEG", ImageHeader("JPEG", 9, 4, "CMYK")),
+        (PIL.Image.new("RGBA", (3, 8)), "PNG", ImageHeader("PNG", 3, 8, "RGBA")),
+        (PIL.Image.new("P", (5, 5)), "PNG", ImageHeader("PNG", 5, 5, "P")),
+        (PIL.Image.new("1", (5, 6)), "PNG", ImageHeader("PNG", 5, 6, "1")),
+        (PIL.Image.new("I;16", (6, 2)), "PNG", ImageHeader("PNG", 6, 2, "I;16")),
+        (PIL.Image.new("CMYK", (4, 3)), "TIFF", ImageHeader("TIFF", 4, 3, "CMYK")),
+        (PIL.Image.new("RGB", (4, 3)), "WEBP", ImageHeader("WEBP", 4, 3, "RGB")),
+    ],
+)
+def test_read_header_gives_what_pil_decodes(image, fmt, expected):
+    data = encoded(image, fmt)
+    assert read_header(data) == expected
+    with PIL.Image.open(io.BytesIO(data)) as decoded:
+        assert (decoded.width, decoded.height, decoded.mode) == (expected.width, expected.height, expected.mode)
+
+
+def test_read_header_of_progressive_jpeg_and_a_real_photo(real_photos):
+    photo = real_photos["coffee"]
+    assert read_header(encoded(photo, "JPEG", progressive=True)) == ImageHeader("JPEG", 600, 400, "RGB")
+    assert read_header(encoded(photo, "JPEG", exif=PIL.Image.Exif())).pixels == 240_000
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (encoded(PIL.Image.new("RGB", (8, 8)), "JPEG")[:-40], "no end-of-image marker"),
+        (encoded(PIL.Image.new("RGB", (8, 8)), "PNG")[:-12], "no IEND chunk"),
+        (b"\xff\xd8\xff\xd9", "no frame header"),
+        (b"GIF89a not really", "not an image file PIL can read"),
+        (b"plain text", "not an image file PIL can read"),
+    ],
+)
+def test_read_header_refuses_broken_files_without_object_addresses(data, message):
+    with pytest.raises(OSError, match=message) as error:
+        read_header(data)
+    assert " at 0x" not in str(error.value)  # reports must be identical across runs
+
+
+def test_a_decompression_bomb_is_measured_from_its_header():
+    data = bomb_png()
+    assert len(data) < 1_000_000
+    assert read_header(data) == ImageHeader("PNG", 30_000, 30_000, "1")
+    with pytest.raises(PIL.Image.DecompressionBombError):
+        open_image(data)  # what stock readers do with it
+
+
+def test_open_image_is_datasets_decoding_with_orientation(real_photos):
+    from datasets import Image
+
+    data = rotated_jpeg(real_photos["grace_hopper"])
+    ours = open_image(data)
+    stock = Image().decode_example({"bytes": data, "path": None})
+    assert ours.size == stock.size == real_photos["grace_hopper"].size
+    assert np.array_equal(np.asarray(ours), np.asarray(stock))
+
+
+def test_to_8bit_scales_sixteen_bits_instead_of_clipping():
+    values = np.array([[0, 257, 32_896, 65_535]], dtype=np.uint16)
+    image = PIL.Image.fromarray(values)
+    assert image.mode == "I;16"
+    assert np.asarray(to_8bit(image)).tolist() == [[0, 1, 128, 255]]
+    assert np.asarray(image.convert("L")).tolist() == [[0, 255, 255, 255]]  # PIL's own conversion clips
+    assert np.asarray(to_rgb(image))[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+@pytest.mark.parametrize(
+    ("values", "mode", "expected"),
+    [
+        (np.array([[0, 65_535, 32_896]], dtype=np.int32), "I", [0, 255, 128]),
+        (np.array([[-10, 0, 90]], dtype=np.int32), "I", [0, 26, 255]),  # outside 16 bits: its own range
+        (np.array([[0.0, 0.5, 1.0]], dtype=np.float32), "F", [0, 128, 255]),
+        (np.array([[2.0, 4.0, 6.0]], dtype=np.float32), "F", [0, 128, 255]),
+    ],
+)
+def test_to_8bit_scales_integer_and_float_images(values, mode, expected):
+    image = PIL.Image.fromarray(values)
+    assert image.mode == mode
+    assert np.asarray(to_8bit(image)).ravel().tolist() == expected
+
+
+def test_to_rgb_matches_transformers_where_transformers_is_right(real_photos):
+    for name in ("logo", "camera", "astronaut"):
+        photo = real_photos[name]
+        assert np.array_equal(np.asarray(to_rgb(photo)), np.asarray(convert_to_rgb(photo))), name
+    palette = real_photos["astronaut"].convert("P", palette=PIL.Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 0
+    assert np.array_equal(np.asarray(to_rgb(palette)), np.asarray(convert_to_rgb(palette)))
+    cmyk, lab = real_photos["coffee"].convert("CMYK"), real_photos["coffee"].convert("LAB")
+    assert np.array_equal(np.asarray(to_rgb(cmyk)), np.asarray(cmyk.convert("RGB")))
+    assert np.abs(np.asarray(to_rgb(lab), dtype=int) - np.asarray(real_photos["coffee"], dtype=int)).mean() < 2
+
+
+def test_shrink_to_shorter_side_is_upright_bicubic_and_never_enlarges(real_photos):
+    photo = real_photos["grace_hopper"]  # 512 x 600
+    shrunk = shrink_to_shorter_side(rotated_jpeg(photo), 224)
+    assert shrunk.size == (224, 262)
+    reference = open_image(encoded(photo, "JPEG", quality=95)).resize((224, 262), PIL.Image.Resampling.BICUBIC)
+    # Same picture, same orientation: the stored rotation was undone (JPEG noise only).
+    assert np.abs(np.asarray(shrunk, dtype=int) - np.asarray(reference, dtype=int)).mean() < 1.5
+    small = shrink_to_shorter_side(encoded(photo, "PNG"), 1000)
+    assert small.size == photo.size and np.array_equal(np.asarray(small), np.asarray(photo))
+
+
+def test_draft_decoding_stays_within_the_documented_tolerance(real_photos):
+    """JPEGs over twice the target are decoded at a reduced scale: under 1.5 grey levels from a full decode."""
+    for name in ("astronaut", "chelsea", "rocket", "retina", "hubble_deep_field", "camera", "grace_hopper"):
+        data = encoded(real_photos[name], "JPEG", quality=92)
+        full = open_image(data)
+        for size in (64, 112, 224):
+            fast = shrink_to_shorter_side(data, size)
+            reference = full.resize(fast.size, PIL.Image.Resampling.BICUBIC, reducing_gap=None)
+            difference = np.abs(np.asarray(fast, dtype=int) - np.asarray(reference, dtype=int))
+            assert difference.mean() < 1.5, (name, size, difference.mean())
+
+
+def test_shrink_converts_modes_before_resizing():
+    sixteen = PIL.Image.fromarray(np.full((300, 400), 65_535, dtype=np.uint16))
+    shrunk = shrink_to_shorter_side(encoded(sixteen, "PNG"), 100)
+    assert (shrunk.mode, shrunk.size) == ("L", (133, 100))
+    assert np.asarray(shrunk).min() == 255  # white stays white: scaled, not clipped to black or grey
+    palette = PIL.Image.new("P", (300, 200))
+    palette.info["transparency"] = 0
+    assert shrink_to_shorter_side(encoded(palette, "PNG"), 50).mode == "RGBA"
+
+
+def test_encode_picks_png_for_transparency_and_jpeg_otherwise(real_photos):
+    assert encode(real_photos["logo"])[:8] == b"\x89PNG\r\n\x1a\n"
+    jpeg = encode(real_photos["coffee"])
+    assert jpeg[:2] == b"\xff\xd8"
+    assert jpeg == encoded(real_photos["coffee"], "JPEG", quality=JPEG_QUALITY)
+    assert PIL.Image.open(io.BytesIO(encode(real_photos["camera"]))).mode == "L"
