@@ -20,7 +20,7 @@ import functools
 import io
 import struct
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "ImageHeader",
     "default_max_pixels",
     "encode",
+    "jpeg_has_exif",
     "open_image",
     "read_header",
     "shrink_to_shorter_side",
@@ -102,9 +103,8 @@ def read_header(data: bytes) -> ImageHeader:
     return header
 
 
-def _jpeg_header(data: bytes) -> ImageHeader:
-    if not data.rstrip(_PADDING).endswith(_JPEG_EOI):
-        raise OSError("JPEG file has no end-of-image marker (truncated?)")
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(marker, position)`` of each segment of a JPEG before its first scan; raises `OSError` on a broken one."""
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
@@ -116,17 +116,33 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             position += 2
             continue
-        (length,) = struct.unpack_from(">H", data, position + 2)
+        if marker == 0xDA:  # start of scan: the compressed data follows
+            return
+        yield marker, position
+        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
+
+
+def _jpeg_header(data: bytes) -> ImageHeader:
+    if not data.rstrip(_PADDING).endswith(_JPEG_EOI):
+        raise OSError("JPEG file has no end-of-image marker (truncated?)")
+    for marker, position in _jpeg_segments(data):
         if marker in _SOF and position + 10 <= len(data):
             height, width, components = struct.unpack_from(">HHB", data, position + 5)
             mode = _JPEG_MODES.get(components)
             if mode is None or width == 0 or height == 0:
                 raise OSError(f"JPEG frame of {width}x{height} with {components} components is not supported")
             return ImageHeader("JPEG", width, height, mode)
-        if marker == 0xDA:  # start of scan before any frame header
-            break
-        position += 2 + length
     raise OSError("JPEG file has no frame header")
+
+
+def jpeg_has_exif(data: bytes) -> bool:
+    """Whether a JPEG holds an EXIF segment (which may rotate it); False for anything else or a broken file."""
+    if data[:3] != b"\xff\xd8\xff":
+        return False
+    try:
+        return any(m == 0xE1 and data[p + 4 : p + 10] == b"Exif\x00\x00" for m, p in _jpeg_segments(data))
+    except (OSError, struct.error):
+        return True  # unknown: let PIL decode it
 
 
 def _png_header(data: bytes) -> ImageHeader:

@@ -23,7 +23,7 @@ from transformers.image_processing_utils import BaseImageProcessor as _BaseImage
 from transformers.image_transforms import center_crop, get_resize_output_image_size, get_size_with_aspect_ratio
 from transformers.image_utils import ChannelDimension, PILImageResampling, get_image_size_for_max_height_width
 
-from ..images import to_rgb
+from ..images import jpeg_has_exif, open_image, to_rgb
 
 __all__ = ["FastImagePreprocessor", "load_processor", "lookup", "tokenize"]
 
@@ -118,18 +118,30 @@ class FastImagePreprocessor:
         """Preprocess `images` into a float32 tensor `(N, 3, H, W)`, as ``processor(images=images)`` would."""
         pixels = self.pixels(images)
         if pixels is None:
-            return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+            decoded = [open_image(image) if isinstance(image, bytes) else image for image in images]
+            return self.image_processor(images=decoded, return_tensors="pt")["pixel_values"]
         return self.normalize(pixels)
 
     def pixels(self, images: Sequence[Any]) -> torch.Tensor | None:
         """The images resized and cropped, as uint8 `(N, 3, H, W)`: `normalize` turns them into ``pixel_values``.
 
-        A quarter of the bytes of the float32 result, to send between processes and to the accelerator. None
-        when the processor itself must preprocess them (see the class docstring).
+        A quarter of the bytes of the float32 result, to send between processes and to the accelerator. Images
+        are PIL images or encoded bytes; a JPEG that needs no resizing (one prepared at the checkpoint's size)
+        and has no EXIF segment is decoded straight into an array by libjpeg-turbo (`simplejpeg`, with PIL's
+        settings: the same pixels, tested), others as `datasets` decodes them. None when the processor itself
+        must preprocess them (see the class docstring).
         """
-        if not images or not all(self._handles(image) for image in images):
+        if not images or self.unsupported:
             return None
-        arrays = [self._prepare(image) for image in images]
+        arrays = []
+        for image in images:
+            array = self._jpeg_array(image) if isinstance(image, bytes) else None
+            if array is None:
+                image = open_image(image) if isinstance(image, bytes) else image
+                if not self._handles(image):
+                    return None
+                array = self._prepare(image)
+            arrays.append(array)
         if any(array.shape != arrays[0].shape for array in arrays):
             _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
             return None
@@ -138,6 +150,22 @@ class FastImagePreprocessor:
         for i, array in enumerate(arrays):
             out[i] = array.transpose(2, 0, 1)
         return torch.from_numpy(out)
+
+    def _jpeg_array(self, data: bytes) -> np.ndarray | None:
+        """A JPEG's cropped uint8 RGB array when it needs no resizing and no orientation, else None."""
+        if not self.do_convert_rgb or data[:3] != b"\xff\xd8\xff" or jpeg_has_exif(data):
+            return None
+        import simplejpeg
+
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return None  # PIL names the fault
+        if colorspace not in ("YCbCr", "Gray", "RGB"):
+            return None
+        if self.resize_size is not None and self._output_size(height, width) != (height, width):
+            return None
+        return self._crop(simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False))
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """float32 ``pixel_values`` from uint8 `pixels` (`pixels`'s output), on `pixels`'s device, bit for bit.
@@ -171,7 +199,10 @@ class FastImagePreprocessor:
             height, width = self._output_size(image.height, image.width)
             if (width, height) != image.size:  # PIL would return an identical copy
                 image = image.resize((width, height), resample=self.resample, reducing_gap=None)
-        array = np.asarray(image)
+        return self._crop(np.asarray(image))
+
+    def _crop(self, array: np.ndarray) -> np.ndarray:
+        """The processor's centre crop of an `(H, W, 3)` array (a view, or transformers' padded copy)."""
         if self.crop_size is None:
             return array
         crop_height, crop_width = self.crop_size

@@ -207,3 +207,24 @@ def test_pixels_then_normalize_equal_the_processor_in_numpy_and_in_torch(tiny_pr
     # The accelerator path (torch indexing), run here on the CPU.
     torch.testing.assert_close(lookup(torch.from_numpy(fast.table), pixels), reference, atol=0, rtol=0)
     assert FastImagePreprocessor(tiny_processor).pixels([np.zeros((4, 4, 3), dtype=np.uint8)]) is None
+
+
+def test_jpeg_bytes_decoded_directly_give_the_processors_pixels(real_photos: dict) -> None:
+    """Encoded JPEGs prepared at 224 px take the direct libjpeg-turbo path; rotated, CMYK or other-size ones PIL's."""
+    from photos import encoded, rotated_jpeg
+
+    from m3el_hf.images import encode, open_image, shrink_to_shorter_side
+
+    processor = vit_b_32()
+    fast = FastImagePreprocessor(processor)
+    files = []
+    for photo in real_photos.values():
+        prepared = encode(shrink_to_shorter_side(encoded(photo.convert("RGB"), "PNG"), 224))
+        files += [prepared, encoded(open_image(prepared), "JPEG", quality=90, progressive=True)]
+    files += [encode(real_photos["camera"].resize((224, 300))), rotated_jpeg(real_photos["grace_hopper"])]
+    files += [encoded(real_photos["coffee"].convert("CMYK"), "JPEG"), encoded(real_photos["coffee"], "JPEG")]
+    direct = [fast._jpeg_array(data) is not None for data in files]
+    assert direct == [True] * (2 * len(real_photos) + 1) + [False, False, False]  # EXIF, CMYK, not 224 px
+    for data in files:
+        reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)
