@@ -24,6 +24,7 @@ class TopicAudit:
     gold_positions: Counter = field(default_factory=Counter)
     duplicates: int = 0
     kb_entities: int = 0
+    leaks: Counter = field(default_factory=Counter)  # "{split}/{kind}": copy, near, none, unknown, near_other
 
     @property
     def instances(self) -> int:
@@ -40,6 +41,8 @@ class TopicAudit:
         candidate_images_missing: int,
         mention_image_is_gold_image: bool,
         duplicate: bool,
+        leak: str | None = None,
+        near_candidates: int = 0,
     ) -> None:
         self.splits[split] += 1
         self.task_coverage.update(tasks)
@@ -49,6 +52,9 @@ class TopicAudit:
         self.candidate_images_missing += candidate_images_missing
         self.mention_image_is_gold_image += mention_image_is_gold_image
         self.duplicates += duplicate
+        if not mention_image_missing:
+            self.leaks[f"{split}/{leak or 'unknown'}"] += 1
+            self.leaks[f"{split}/near_other"] += near_candidates > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class TopicAudit:
             "gold_positions": {str(k): v for k, v in sorted(self.gold_positions.items())},
             "duplicates": self.duplicates,
             "kb_entities": self.kb_entities,
+            "leaks": dict(sorted(self.leaks.items())),
         }
 
     @classmethod
@@ -76,6 +83,7 @@ class TopicAudit:
             gold_positions=Counter({int(k): v for k, v in data["gold_positions"].items()}),
             duplicates=data["duplicates"],
             kb_entities=data["kb_entities"],
+            leaks=Counter(data.get("leaks", {})),
         )
 
 
@@ -102,7 +110,11 @@ class DatasetAudit:
         for name, theirs in other.topics.items():
             ours = self.topic(name)
             for key, value in vars(theirs).items():
-                setattr(ours, key, getattr(ours, key) + value)
+                mine = getattr(ours, key)
+                if isinstance(mine, Counter):
+                    mine.update(value)  # keeps zero counts, which `+` drops
+                else:
+                    setattr(ours, key, mine + value)
 
     def total(self) -> TopicAudit:
         total = DatasetAudit()

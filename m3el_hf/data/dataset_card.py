@@ -20,6 +20,7 @@ from ..tasks import TASK_NAMES
 from ..version import __version__
 from .audit import DatasetAudit, TopicAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
+from .leak import NEAR_DISTANCE
 from .records import SkipReport
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "images_text",
     "instance_path",
     "kb_path",
+    "leak_table",
     "license_text",
     "render_dataset_card",
 ]
@@ -187,9 +189,8 @@ def _audit_text(total: TopicAudit, report: SkipReport) -> str:
     top = ", ".join(f"{k}: {_pct(positions[k], total.instances)}" for k in sorted(positions)[:6])
     lines = [
         f"- **Mention image identical to the gold entity's image** (byte for byte): "
-        f"{_pct(total.mention_image_is_gold_image, total.instances)} of instances. For these, the I-I task "
-        "(and image-side matching in general) is trivially solvable by comparing bytes; report I-I "
-        "scores with this in mind.",
+        f"{_pct(total.mention_image_is_gold_image, total.instances)} of instances; with near-duplicates, see "
+        "*The mention-image leak* below.",
         f"- **Gold position in the candidate list** (0 = first): {top}. A system that always picks a "
         "fixed position scores the share of that position.",
         f"- **Missing images**: mention images {_pct(total.mention_images_missing, total.instances)}; "
@@ -205,6 +206,28 @@ def _audit_text(total: TopicAudit, report: SkipReport) -> str:
         )
     else:
         lines.append("- **Skipped while preparing**: nothing; every record and image was valid.")
+    return "\n".join(lines)
+
+
+def leak_table(audit: DatasetAudit, topics: tuple[str, ...]) -> str:
+    """The card's table of the mention-image leak: per topic and split, how many mention images are copies or
+    near-duplicates of the gold's, and how many match another candidate's."""
+    lines = [
+        "| topic | split | mention images | copies of the gold's | near-duplicates | leaked | match other candidates |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for topic in topics:
+        leaks = audit.topic(topic).leaks
+        for split in SPLITS:
+            kinds = {kind: leaks.get(f"{split}/{kind}", 0) for kind in ("copy", "near", "none", "unknown")}
+            images = sum(kinds.values())
+            if not images:
+                continue
+            leaked = kinds["copy"] + kinds["near"]
+            lines.append(
+                f"| {topic} | {split} | {images} | {kinds['copy']} | {kinds['near']} | {_pct(leaked, images)} | "
+                f"{leaks.get(f'{split}/near_other', 0)} |"
+            )
     return "\n".join(lines)
 
 
@@ -306,6 +329,8 @@ def render_dataset_card(
         "coverage_table": _coverage_table(audit, topics),
         "audit_text": _audit_text(audit.total(), report),
         "images_text": images_text(options or {}),
+        "leak_table": leak_table(audit, topics),
+        "near_distance": NEAR_DISTANCE,
         "repo_id": repo_id,
         "citation": CITATION,
     }

@@ -30,6 +30,8 @@ INSTANCE_FEATURES = Features(
         "sentence": Value("string"),
         "mention_image": Image(),
         "mention_image_source": IMAGE_SOURCE,
+        "mention_image_leak": Value("string"),
+        "mention_image_near_candidates": List(Value("int32")),
         "candidates": List({"qid": Value("string"), "name": Value("string"), "description": Value("string")}),
         "candidate_images": List(Image()),
         "candidate_image_sources": List(IMAGE_SOURCE),
@@ -40,7 +42,10 @@ INSTANCE_FEATURES = Features(
     }
 )
 """One row per mention. `candidate_images` and `candidate_image_sources` are aligned with
-`candidates` (null where a candidate has no image); `label` indexes the gold candidate;
+`candidates` (null where a candidate has no image); `mention_image_leak` says whether the mention's image is
+a ``"copy"`` or a ``"near"``-duplicate of the gold's (or ``"none"``; null without both images) and
+`mention_image_near_candidates` lists the other candidates whose image is one (`m3el_hf.data.leak`);
+`label` indexes the gold candidate;
 `tasks` lists the tasks the instance is usable for; `extra` holds the record's
 non-standard fields (e.g. ``difficulty``) as a JSON object."""
 
@@ -64,7 +69,7 @@ SPLITS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 BASE_COLUMNS: tuple[str, ...] = ("id", "topic", "candidates", "label", "gold_qid", "tasks")
 _MENTION_TEXT = ("mention", "sentence")
-_MENTION_IMAGE = ("mention_image", "mention_image_source")
+_MENTION_IMAGE = ("mention_image", "mention_image_source", "mention_image_leak", "mention_image_near_candidates")
 _ENTITY_IMAGE = ("candidate_images", "candidate_image_sources")
 
 

@@ -21,6 +21,7 @@ from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
 from .image_paths import ImagePathResolver
+from .leak import LeakDetector
 from .raw_files import M3ELFormatError
 from .records import OnError, RawImage, RawRecord, SkipReport
 
@@ -172,6 +173,7 @@ class RowBuilder:
     on_error: OnError = "raise"
     report: SkipReport = field(default_factory=SkipReport)
     audit: DatasetAudit = field(default_factory=DatasetAudit)
+    leaks: LeakDetector = field(default_factory=LeakDetector, repr=False)
     _seen: Counter = field(default_factory=Counter, repr=False)
 
     def __post_init__(self) -> None:
@@ -206,9 +208,13 @@ class RowBuilder:
         wanted = self._wanted
         cache: dict[str, Any] = {}
         mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
+        # The leak columns compare the mention's image with the candidates': read those for them too.
         candidate_images = (
-            [self._image(c.image, record, cache) for c in record.candidates] if "candidate_images" in wanted else None
+            [self._image(c.image, record, cache) for c in record.candidates]
+            if "candidate_images" in wanted or "mention_image_leak" in wanted
+            else None
         )
+        leak, near_candidates = self._leak(mention_image, candidate_images, record.label)
         label = record.label
         if candidate_images is not None:
             has_gold = candidate_images[label] is not None
@@ -222,6 +228,8 @@ class RowBuilder:
             "sentence": record.sentence,
             "mention_image": mention_image,
             "mention_image_source": _source(record.image) if mention_image else None,
+            "mention_image_leak": leak,
+            "mention_image_near_candidates": near_candidates,
             "candidates": [{"qid": c.qid, "name": c.name, "description": c.description} for c in record.candidates],
             "candidate_images": candidate_images,
             "candidate_image_sources": None
@@ -238,6 +246,13 @@ class RowBuilder:
             self._observe(record, row, split, duplicate)
         return {name: row[name] for name in self.columns}
 
+    def _leak(self, mention: dict | None, candidates: list | None, label: int) -> tuple[str | None, list[int]]:
+        """The leak columns of a row (`LeakDetector.check`); none without a mention image or candidate images."""
+        if mention is None or candidates is None:
+            return None, []
+        candidate_bytes = [image["bytes"] if image else None for image in candidates]
+        return self.leaks.check(mention["bytes"], candidate_bytes, label)
+
     def _observe(self, record: RawRecord, row: dict[str, Any], split: str, duplicate: bool) -> None:
         gold = row["candidate_images"][row["label"]]
         mention = row["mention_image"]
@@ -250,6 +265,8 @@ class RowBuilder:
             candidate_images_missing=sum(img is None for img in row["candidate_images"]),
             mention_image_is_gold_image=mention is not None and gold is not None and mention["bytes"] == gold["bytes"],
             duplicate=duplicate,
+            leak=row["mention_image_leak"],
+            near_candidates=len(row["mention_image_near_candidates"]),
         )
 
     def kb_tables(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:

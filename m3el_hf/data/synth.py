@@ -6,9 +6,10 @@ description carries the signal the benchmark is about:
 
 - the context sentence contains cue words of the gold's type and its attribute word (or a
   synonym), never the description verbatim;
-- an entity's image is a background colour chosen by its attribute and a shape chosen by its
-  type, placed and sized by the entity; a mention image is a noisy redrawing of the gold's. Images
-  are small drawings, or photo-like pictures of Commons-like sizes and formats (`synth_images`).
+- an entity's image is a scene whose identity object has the shape of its type and the colour of
+  its attribute, on a background and among distractors that tell nothing; a mention image is the
+  gold's file (a `mention_copies` share, as in the release) or another scene of the gold. Images are
+  small drawings, or photo-like pictures of Commons-like sizes and formats (`synth_images`).
 
 Without descriptions the candidates of a name group are indistinguishable by text.
 """
@@ -101,7 +102,7 @@ _TEMPLATES = (
 # Size-biased mean of 2..6 with these weights is ≈3.2 candidates per instance: with the
 # occasional extra candidate, the mention image and a few missing images, ≈4 images per instance.
 _GROUP_SIZES, _GROUP_WEIGHTS = (2, 3, 4, 5, 6), (50, 30, 12, 5, 3)
-_P_EXTRA_CANDIDATE, _P_MISSING, _P_MENTION_IS_GOLD, _P_DIFFICULTY = 0.05, 0.03, 0.10, 0.3
+_P_EXTRA_CANDIDATE, _P_MISSING, _P_DIFFICULTY = 0.05, 0.03, 0.3
 _COMMONS = "https://commons.wikimedia.org/wiki/Special:FilePath/"
 _CACHED_ENTITIES = 1 << 15  # entities whose first image file is remembered
 _DRAWN_SIZE = 32  # default side of drawn images
@@ -134,6 +135,13 @@ class SynthConfig:
         default=_DRAWN_SIZE,
         metadata={"help": "Side of the drawn images, in pixels (drawn only: photos have Commons-like sizes)."},
     )
+    mention_copies: float = field(
+        default=0.10,
+        metadata={
+            "help": "Share of instances whose mention image reuses the gold entity's file byte for byte, as the "
+            "release does; the other mention images are other pictures of the gold (a few instances have none)."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace `out` if it already exists and is not empty."})
 
     def __post_init__(self) -> None:
@@ -147,6 +155,10 @@ class SynthConfig:
             raise ValueError(f"`images` must be one of {', '.join(_IMAGES)}, got {self.images!r}.")
         if self.images == "photo" and self.image_size != _DRAWN_SIZE:
             raise ValueError("`image_size` applies to drawn images only: photo images have Commons-like sizes.")
+        if isinstance(self.mention_copies, bool) or not (
+            isinstance(self.mention_copies, int | float) and 0 <= self.mention_copies <= 1
+        ):
+            raise ValueError(f"`mention_copies` must be a number between 0 and 1, got {self.mention_copies!r}.")
         if self.format not in _FORMATS:
             raise ValueError(f"`format` must be one of {', '.join(_FORMATS)}, got {self.format!r}.")
         check_topics(self.topics)
@@ -158,10 +170,11 @@ class _Entity:
     name: str
     description: str
     kind: int  # type index: shape and sentence cues
-    attribute: int  # attribute index: background colour and attribute word
+    attribute: int  # attribute index: identity object's colour and attribute word
     group: tuple[int, int]  # [start, stop) of the name group in the topic's entity list
     file: str  # Commons file name, or "" when the entity has no image
-    # Shape centre x, y and radius, as fractions of the width, height and shorter side; dark ink.
+    # Identity object in the entity's own picture: x, y in [0, 1] across the room that keeps it
+    # inside, radius as a fraction of the shorter side; dark ink.
     style: tuple[float, float, float, bool]
     look: str = ""  # photo mode: the image's look (a key of `LOOKS`)
 
@@ -203,7 +216,7 @@ def _make_entities(topic: str, count: int, seed: int, photos: bool) -> list[_Ent
             look = pick_look(looks.random()) if photos else ""
             ext = _photo_ext(look, ext) if look else ext
             file = "" if rng.random() < _P_MISSING else f"{name} ({j + 1}).{ext}"
-            style = (rng.uniform(0.38, 0.62), rng.uniform(0.38, 0.62), rng.uniform(0.2, 0.32), rng.random() < 0.5)
+            style = (rng.random(), rng.random(), rng.uniform(0.2, 0.3), rng.random() < 0.5)
             description = f"{attributes[attribute][0]} {types[kind][0]}"
             entities.append(_Entity(f"Q{qid}", name, description, kind, attribute, group, file, style, look))
             qid += 1
@@ -231,11 +244,11 @@ def _image_field(file: str, local: str) -> list[str]:
 
 
 def _mention_image(gold: _Entity, ext: str, config: SynthConfig, rng: np.random.Generator) -> tuple[str, bytes]:
-    """The extension and bytes of a mention image that is a varied rendering of the gold's."""
+    """The extension and bytes of a mention image that is another picture of the gold."""
     if config.images == "drawn":
-        return ext, encode(draw(gold, config.image_size, rng), ext)
+        return ext, encode(draw(gold, config.image_size, rng, mention=True), ext)
     look = pick_look(rng.random())
-    return _photo_ext(look, ext), photo(gold, look, rng, jitter=True)
+    return _photo_ext(look, ext), photo(gold, look, rng, mention=True)
 
 
 def _entity_images(config: SynthConfig, root: Path) -> Callable[[_Entity, str], bytes]:
@@ -253,9 +266,10 @@ def _entity_images(config: SynthConfig, root: Path) -> Callable[[_Entity, str], 
         first[entity.qid] = local
         if len(first) > _CACHED_ENTITIES:
             first.popitem(last=False)
+        rng = np.random.default_rng([config.seed, int(entity.qid[1:])])
         if config.images == "drawn":
-            return encode(draw(entity, config.image_size), entity.file.rpartition(".")[2])
-        return photo(entity, entity.look, np.random.default_rng([config.seed, int(entity.qid[1:])]))
+            return encode(draw(entity, config.image_size, rng), entity.file.rpartition(".")[2])
+        return photo(entity, entity.look, rng)
 
     return image
 
@@ -287,7 +301,7 @@ def _instance(
     roll = rng.random()
     if roll < _P_MISSING:
         image = []
-    elif roll < _P_MISSING + _P_MENTION_IS_GOLD and gold.file:
+    elif roll < _P_MISSING + config.mention_copies and gold.file:
         image = images[gold.qid]  # the real release often reuses the gold's file as the mention image
     else:
         ext, data = _mention_image(gold, rng.choices(("jpg", "JPG", "png"), (92, 4, 4))[0], config, image_rng)
@@ -368,7 +382,8 @@ def synthesize(config: SynthConfig) -> Path:
                 entities, images = entities + used, images + written
 
         options = {
-            name: getattr(config, name) for name in ("instances", "seed", "topics", "format", "images", "image_size")
+            name: getattr(config, name)
+            for name in ("instances", "seed", "topics", "format", "images", "image_size", "mention_copies")
         }
         marker = {"generator": "m3el-hf synth", "version": __version__, **options}
         (tmp / SYNTH_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")

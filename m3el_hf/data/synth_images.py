@@ -1,8 +1,11 @@
 """Images of synthetic releases: small drawings, or photo-like pictures of Wikimedia-Commons-like sizes and formats.
 
-Both show an entity's signal: a background colour chosen by its attribute and a shape chosen by its
-type, placed and sized by the entity (centre as fractions of the width and height, radius as a
-fraction of the shorter side).
+Both show a scene (`draw`): a background that tells nothing about the entity (a gradient between two
+colours drawn uniformly over RGB, with mild texture), one or two small distractor shapes of random
+kinds and `COLOURS`, and the entity's identity object: its type's shape, filled with its attribute's
+colour and outlined in its ink. An entity's knowledge-base picture places the object as its `style`
+says; a mention's picture of it draws a new placement, size, background, texture and distractors,
+so the two share only the identity (shape and colour).
 
 A photo is rendered small (longer side `_CANVAS`) with illumination, texture and blur, upsampled
 to its Commons-like size, given sensor grain from a fixed tiled pattern and encoded in one of
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 COLOURS = ((200, 40, 40), (40, 160, 60), (40, 70, 200), (230, 200, 40), (150, 50, 180), (240, 130, 30))
-"""Background colour per attribute index."""
+"""Fill colour of the identity object per attribute index; distractors use them too."""
 
 LOOKS: dict[str, tuple[int, str]] = {
     "jpeg": (71, "JPEG"),
@@ -56,13 +59,26 @@ SIDES = (300, 3000)
 # (width, height) ratio and share in percent: landscapes, square, portraits, panoramas.
 _ASPECTS = {(4, 3): 30, (3, 2): 18, (16, 9): 8, (1, 1): 10, (3, 4): 14, (2, 3): 12, (2, 1): 5, (3, 1): 3}
 _CANVAS = 160  # longer side of the low-resolution rendering
+_TEXTURE_TILE = 512  # side of the fixed background texture that scenes crop (at least the largest drawing)
+# Outlines of the triangle, diamond and cross for radius 1; the cross's arms are 2/3 wide.
+_CROSS = ((-1, -3), (1, -3), (1, -1), (3, -1), (3, 1), (1, 1), (1, 3), (-1, 3), (-1, 1), (-3, 1), (-3, -1), (-1, -1))
+_POLYGONS = {
+    2: ((0, -1), (1, 1), (-1, 1)),
+    3: ((0, -1), (1, 0), (0, 1), (-1, 0)),
+    4: tuple((x / 3, y / 3) for x, y in _CROSS),
+}
 _GRAIN_TILE, _GRAIN_SIGMA = 256, 5.0
 # Stored pixels per EXIF orientation: `ImageOps.exif_transpose` undoes these.
 _STORED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
 class Signal(Protocol):
-    """What an image shows: an entity's type (`kind`), attribute and placement (`style`)."""
+    """What an image shows: an entity's type (`kind`), attribute and `style`.
+
+    `style` is (x, y, radius, dark): where its knowledge-base picture places the identity object (x and
+    y in [0, 1] across the room that keeps it inside, radius as a fraction of the shorter side) and
+    whether its ink is dark.
+    """
 
     @property
     def kind(self) -> int: ...
@@ -90,45 +106,76 @@ def photo_size(rng: np.random.Generator) -> tuple[int, int]:
     return (longer, round(longer * h / w)) if w >= h else (round(longer * w / h), longer)
 
 
-def _layout(signal: Signal, rng: np.random.Generator | None) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-    """Centre, radius, background and ink colour; with `rng`, jittered and colour-shifted."""
-    cx, cy, r, dark = signal.style
-    bg, ink = np.array(COLOURS[signal.attribute]), np.array((20, 20, 20) if dark else (245, 245, 245))
-    if rng is not None:
-        cx, cy = cx + rng.uniform(-0.06, 0.06), cy + rng.uniform(-0.06, 0.06)
-        r *= rng.uniform(0.85, 1.15)
-        bg, ink = bg + rng.integers(-25, 26, 3), ink + rng.integers(-25, 26, 3)
-    return cx, cy, r, bg, ink
-
-
-def _shape(draw: ImageDraw.ImageDraw, kind: int, centre: tuple[float, float], r: float, fill: Any) -> None:
+def _shape(
+    canvas: ImageDraw.ImageDraw, kind: int, centre: tuple[float, float], r: float, fill: Any, ink: Any = None
+) -> None:
+    """Shape `kind` (disc, square, triangle, diamond, cross, ring) of radius `r`; `ink` outlines it."""
     cx, cy = centre
+    width, box = max(1, round(r / 10)), (cx - r, cy - r, cx + r, cy + r)
     if kind == 0:
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        canvas.ellipse(box, fill=fill, outline=ink, width=width)
     elif kind == 1:
-        draw.rectangle((cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r), fill=fill)
-    elif kind == 2:
-        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    elif kind == 3:
-        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
-    elif kind == 4:
-        draw.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=fill)
-        draw.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fill)
+        square = (cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r)
+        canvas.rectangle(square, fill=fill, outline=ink, width=width)
+    elif kind == 5:  # a ring 2/3 of the radius wide, inside its outline
+        band = max(2, round(0.65 * r))
+        if ink is not None:
+            canvas.ellipse(box, outline=ink, width=width)
+            r -= width
+        canvas.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fill, width=band)
     else:
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fill, width=max(2, round(r / 3)))
+        canvas.polygon([(cx + x * r, cy + y * r) for x, y in _POLYGONS[kind]], fill=fill, outline=ink, width=width)
 
 
-def draw(signal: Signal, size: int, rng: np.random.Generator | None = None) -> Image.Image:
-    """The signal's square drawing; with `rng`, a jittered, colour-shifted, noisy variant of it."""
-    cx, cy, r, bg, ink = _layout(signal, rng)
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in bg.clip(0, 255)))
-    _shape(
-        ImageDraw.Draw(image), signal.kind, (cx * size, cy * size), r * size, tuple(int(v) for v in ink.clip(0, 255))
-    )
-    if rng is None:
-        return image
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 10.0, (size, size, 3))
-    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+def _centre(x: float, y: float, r: float, size: tuple[int, int]) -> tuple[float, float]:
+    """The pixel centre of a shape of radius `r` at `x`, `y` in [0, 1] across the room that keeps it inside."""
+    return r + x * max(size[0] - 2 * r, 0.0), r + y * max(size[1] - 2 * r, 0.0)
+
+
+@functools.cache
+def _texture_tile() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((_TEXTURE_TILE, _TEXTURE_TILE, 1), dtype=np.float32)
+
+
+@functools.cache
+def _axis(n: int) -> np.ndarray:
+    """Pixel centres of `n` pixels from -0.5 to 0.5, as a float32 column."""
+    return ((np.arange(n, dtype=np.float32) + 0.5) / n - 0.5)[:, None]
+
+
+def _background(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A gradient between two colours drawn uniformly over RGB, in a random direction, with mild texture."""
+    (width, height), angle = size, rng.uniform(0.0, 2 * np.pi)
+    start, stop = rng.uniform(0.0, 255.0, (2, 3)).astype(np.float32)
+    step = (stop - start) / np.float32(abs(np.cos(angle)) + abs(np.sin(angle)))  # from one corner to the other
+    rows = _axis(height) * (np.float32(np.sin(angle)) * step) + (start + stop) / 2
+    columns = _axis(width) * (np.float32(np.cos(angle)) * step)
+    top, left = rng.integers(0, _TEXTURE_TILE - max(size) + 1, 2)
+    texture = _texture_tile()[top : top + height, left : left + width] * np.float32(rng.uniform(2.0, 6.0))
+    pixels = rows[:, None] + columns[None] + texture
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def draw(signal: Signal, size: int | tuple[int, int], rng: np.random.Generator, mention: bool = False) -> Image.Image:
+    """The signal's scene, of side `size` or of (width, height) `size`.
+
+    It is the entity's own picture, or with `mention` another picture of it: the identity object placed and sized
+    anew, on a new background among new distractors.
+    """
+    size = (size, size) if isinstance(size, int) else size
+    image, shorter = _background(size, rng), min(size)
+    canvas = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 3))):  # distractors
+        kind, colour, (x, y) = int(rng.integers(6)), COLOURS[int(rng.integers(6))], rng.random(2)
+        r = rng.uniform(0.08, 0.14) * shorter
+        _shape(canvas, kind, _centre(x, y, r, size), r, colour)
+    x, y, radius, dark = signal.style
+    if mention:
+        (x, y), radius = rng.random(2), rng.uniform(0.2, 0.3)
+    r = radius * shorter
+    ink = (20, 20, 20) if dark else (245, 245, 245)
+    _shape(canvas, signal.kind, _centre(x, y, r, size), r, COLOURS[signal.attribute], ink)
+    return image
 
 
 def encode(image: Image.Image, ext: str) -> bytes:
@@ -170,17 +217,13 @@ def _add_grain(picture: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageChops.add(picture, grain, scale=1.0, offset=-128)
 
 
-def render_photo(signal: Signal, size: tuple[int, int], rng: np.random.Generator, jitter: bool = False) -> Image.Image:
-    """An upright photo-like RGB picture of `size` showing the signal; with `jitter`, a varied rendering."""
+def render_photo(signal: Signal, size: tuple[int, int], rng: np.random.Generator, mention: bool = False) -> Image.Image:
+    """An upright photo-like RGB picture of `size` of the signal's scene (with `mention`, a mention's scene)."""
     scale = _CANVAS / max(size)
     width, height = max(4, round(size[0] * scale)), max(4, round(size[1] * scale))
-    cx, cy, r, bg, ink = _layout(signal, rng if jitter else None)
-    mask = Image.new("L", (width, height))
-    _shape(ImageDraw.Draw(mask), signal.kind, (cx * width, cy * height), r * min(width, height), 255)
-    m = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32)[..., None] / 255
+    scene = np.asarray(draw(signal, (width, height), rng, mention), dtype=np.float32)
     light, texture = _light_and_texture(width, height, rng)
-    pixels = (bg * (1 - m) + ink * m) * light + texture * (1 - 0.6 * m)
-    canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    canvas = Image.fromarray((scene * light + texture).clip(0, 255).astype(np.uint8))
     canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
     return _add_grain(canvas.resize(size, Image.Resampling.BILINEAR), rng)
 
@@ -211,6 +254,6 @@ def store_photo(picture: Image.Image, look: str, rng: np.random.Generator) -> by
     return buffer.getvalue()
 
 
-def photo(signal: Signal, look: str, rng: np.random.Generator, jitter: bool = False) -> bytes:
-    """A photo-like picture of the signal, of a Commons-like size, encoded as `look` says."""
-    return store_photo(render_photo(signal, photo_size(rng), rng, jitter), look, rng)
+def photo(signal: Signal, look: str, rng: np.random.Generator, mention: bool = False) -> bytes:
+    """A photo-like picture of the signal's scene, of a Commons-like size, encoded as `look` says."""
+    return store_photo(render_photo(signal, photo_size(rng), rng, mention), look, rng)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..data.leak import LeakDetector, is_leak
 from ..images import open_image
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import FastImagePreprocessor, tokenize
@@ -18,6 +19,7 @@ from ..tasks import Modality, Task
 __all__ = [
     "INSTANCE_COLUMNS",
     "KB_COLUMNS",
+    "LEAK_COLUMN",
     "EmbeddingCache",
     "Encoders",
     "ImageStream",
@@ -34,6 +36,8 @@ __all__ = [
 _READ_BATCH = 512
 INSTANCE_COLUMNS = ("topic", "mention", "sentence", "mention_image", "candidates", "candidate_images", "label")
 KB_COLUMNS = ("topic", "qid", "name", "description", "image")
+LEAK_COLUMN = "mention_image_leak"
+"""Read by the leak-free protocols where the data has it; computed from the images where it does not."""
 
 
 class TextRegistry:
@@ -67,6 +71,7 @@ class Instances:
     lengths: list[int]  # candidates per instance
     labels: torch.Tensor
     gold_qids: list[str]
+    leaked: torch.Tensor  # bool, per instance: its mention image is a copy or near-duplicate of the gold's
 
 
 @dataclass
@@ -87,11 +92,23 @@ def _batches(dataset: Any, names: Sequence[str], bar: Any) -> Iterator[dict[str,
 
 
 def gather_instances(
-    dataset: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
+    dataset: Any,
+    collator: M3ELCollator,
+    tasks: list[Task],
+    texts: TextRegistry,
+    images: ImageStream,
+    bar: Any,
+    leaks: bool = False,
 ) -> Instances:
+    """What to encode for each instance and candidate; with `leaks`, which instances are leaked (`leak_column`)."""
     need = _needs(tasks)
     topics, mention_text, mention_image, cand_text, cand_image, lengths, labels, gold_qids = ([] for _ in range(8))
-    for block in _batches(dataset, INSTANCE_COLUMNS, bar):
+    leaked: list[bool] = []
+    columns = (*INSTANCE_COLUMNS, LEAK_COLUMN) if leaks and LEAK_COLUMN in dataset.column_names else INSTANCE_COLUMNS
+    detector = LeakDetector() if leaks and LEAK_COLUMN not in columns else None
+    for block in _batches(dataset, columns, bar):
+        if leaks:
+            leaked += _leaked(block, detector)
         for i, candidates in enumerate(block["candidates"]):
             if need["mention_text"]:
                 mention_text.append(texts.add(collator.mention_text(block["mention"][i], block["sentence"][i])))
@@ -117,7 +134,22 @@ def gather_instances(
         lengths=lengths,
         labels=torch.tensor(labels, dtype=torch.long),
         gold_qids=gold_qids,
+        leaked=torch.tensor(leaked if leaks else [False] * len(labels), dtype=torch.bool),
     )
+
+
+def _leaked(block: dict[str, list[Any]], detector: LeakDetector | None) -> list[bool]:
+    """Per instance of `block`: leaked or not, from the `LEAK_COLUMN`, or (without it) from the images' bytes."""
+    if detector is None:
+        return [is_leak(kind) for kind in block[LEAK_COLUMN]]
+    flags = []
+    for mention, candidates, label in zip(
+        block["mention_image"], block["candidate_images"], block["label"], strict=True
+    ):
+        candidate_bytes = [image["bytes"] if image else None for image in candidates or []]
+        mention_bytes = mention["bytes"] if mention else None
+        flags.append(bool(candidate_bytes) and is_leak(detector.check(mention_bytes, candidate_bytes, label)[0]))
+    return flags
 
 
 def gather_kb(
@@ -190,7 +222,7 @@ class Encoders:
 
     def images(self, values: list[Mapping[str, Any]]) -> torch.Tensor:
         """Embeddings of undecoded ``{"bytes", "path"}`` images."""
-        pixels = self.preprocess([open_image(value) for value in values])
+        pixels = self.preprocess([value["bytes"] if value.get("bytes") else open_image(value) for value in values])
         return self.model.encode_image(pixels.to(self.model.device))
 
 

@@ -10,6 +10,10 @@ Protocols:
 - ``"candidates"`` (M³EL's): each mention ranks its own candidate list; the label is the gold's position.
 - ``"kb"`` (MIMIC-style): each mention ranks every entity of its topic's knowledge base (the
   ``{topic}-kb`` config); the gold is the KB row carrying the instance's ``gold_qid``.
+- ``"candidates-leak-free"`` and ``"kb-leak-free"``: the same, for the tasks whose mention side uses the
+  image, without the *leaked* instances (the mention's image is a copy or a near-duplicate of the gold's,
+  `m3el_hf.data.leak`), which are counted in the records' ``leaked``. The column ``mention_image_leak`` says
+  which they are; data without it has it computed from the images.
 
 An instance is *excluded* from a task (and counted) when its mention or its gold entity lacks an image
 the task needs. Any other entity lacking a needed image is scored ``-inf``: it ranks last and never
@@ -44,6 +48,7 @@ from .metrics import Ties, ranking_metrics
 from .results import ALL_TOPICS, METRIC_KEYS, RECORD_KEYS, EvaluationResult
 
 __all__ = [
+    "LEAK_FREE_SUFFIX",
     "PROTOCOLS",
     "Protocol",
     "evaluate_model",
@@ -51,8 +56,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Protocol = Literal["candidates", "kb"]
-PROTOCOLS: tuple[str, ...] = ("candidates", "kb")
+Protocol = Literal["candidates", "kb", "candidates-leak-free", "kb-leak-free"]
+PROTOCOLS: tuple[str, ...] = ("candidates", "kb", "candidates-leak-free", "kb-leak-free")
+LEAK_FREE_SUFFIX = "-leak-free"
 
 _KS = (1, 3, 5)
 # Score-matrix elements per whole-KB chunk (mentions × KB entities): ~64 MB of float32 at a time.
@@ -110,27 +116,42 @@ def evaluate_model(
         with torch.inference_mode():
             encoders = Encoders(model, tokenizer, image_processor, collator.max_length, batch_size, progress)
             texts, images = TextRegistry(), ImageStream(encoders)
-            rows = dataset.num_rows + (kb.num_rows if "kb" in protocols else 0)
+            bases = {p.removesuffix(LEAK_FREE_SUFFIX) for p in protocols}
+            rows = dataset.num_rows + (kb.num_rows if "kb" in bases else 0)
+            leaks = any(p.endswith(LEAK_FREE_SUFFIX) for p in protocols)
             # One bar at a time: reading the rows (their images are encoded as they come), then the texts.
             with progress_bar(desc="Reading rows, encoding images", total=rows, unit="row", show=progress) as bar:
-                instances = gather_instances(dataset, collator, task_list, texts, images, bar)
-                entities = gather_kb(kb, collator, task_list, texts, images, bar) if "kb" in protocols else None
+                instances = gather_instances(dataset, collator, task_list, texts, images, bar, leaks=leaks)
+                entities = gather_kb(kb, collator, task_list, texts, images, bar) if "kb" in bases else None
                 image_embeddings = images.embeddings()
             cache = EmbeddingCache(model, encoders.texts(texts.items), image_embeddings)
-            cells = {}
-            if "candidates" in protocols:
-                cells["candidates"] = _score_candidates(instances, cache, task_list, ties)
-            if entities is not None:
-                cells["kb"] = _score_kb(instances, entities, cache, task_list, ties)
+            cells = {protocol: _score(protocol, instances, entities, cache, task_list, ties) for protocol in protocols}
     finally:
         model.train(was_training)
     header = {"model": model_name, "checkpoint": checkpoint, "split": split, "ties": ties}
     records = [
-        _record(header, protocol, topic, task, metrics, evaluated, excluded)
+        _record(header, protocol, topic, task, *cell)
         for protocol, by_cell in cells.items()
-        for (task, topic), (metrics, evaluated, excluded) in by_cell.items()
+        for (task, topic), cell in by_cell.items()
     ]
     return EvaluationResult(records)
+
+
+def _score(
+    protocol: str,
+    instances: Instances,
+    entities: KnowledgeBase | None,
+    cache: EmbeddingCache,
+    tasks: list[Task],
+    ties: Ties,
+) -> dict[tuple[str, str], _Cell]:
+    """The cells of one protocol; a leak-free one scores the tasks with an image on the mention side only."""
+    drop = None
+    if protocol.endswith(LEAK_FREE_SUFFIX):
+        tasks, drop = [t for t in tasks if t.mention_needs_image], instances.leaked
+    if protocol.startswith("kb"):
+        return _score_kb(instances, entities, cache, tasks, ties, drop)
+    return _score_candidates(instances, cache, tasks, ties, drop)
 
 
 def _check_arguments(
@@ -149,7 +170,7 @@ def _check_arguments(
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"Unknown protocol(s) {unknown}; expected some of {PROTOCOLS}.")
-    if "kb" in protocols and kb is None:
+    if any(p.startswith("kb") for p in protocols) and kb is None:
         raise ValueError(
             "Protocol 'kb' ranks against each topic's knowledge base: pass `kb=` (the rows of the '{topic}-kb' "
             "configs, split 'kb'), or use protocols=('candidates',)."
@@ -164,7 +185,7 @@ def _check_arguments(
             f"The dataset lacks the column(s) {missing}; evaluate on a topic config (e.g. 'movies'), which has "
             "every column, not on a task config."
         )
-    if kb is not None and "kb" in protocols and not set(KB_COLUMNS) <= set(kb.column_names):
+    if kb is not None and any(p.startswith("kb") for p in protocols) and not set(KB_COLUMNS) <= set(kb.column_names):
         raise ValueError(
             f"`kb` must hold the columns {list(KB_COLUMNS)} (a '{{topic}}-kb' config), got {kb.column_names}."
         )
@@ -172,24 +193,22 @@ def _check_arguments(
 
 
 # ---------------------------------------------------------------------------------------------
-# Gathering: what to encode, and which cached embedding each mention and candidate uses
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding: each unique text and image once, in batches
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
 # Scoring and metrics
 # ---------------------------------------------------------------------------------------------
 
-_Cell = tuple[dict[str, float], int, int]  # metrics, evaluated, excluded
+_Cell = tuple[dict[str, float], int, int, int]  # metrics, evaluated, excluded, leaked
+
+
+def _split_kept(usable: list[bool], drop: torch.Tensor | None, indices: list[int]) -> tuple[list[int], int, int]:
+    """Of `indices`, the usable ones that `drop` does not leave out, how many were excluded and how many leaked."""
+    dropped = drop.tolist() if drop is not None else None
+    usable_here = [i for i in indices if usable[i]]
+    kept = [i for i in usable_here if not (dropped and dropped[i])]
+    return kept, len(indices) - len(usable_here), len(usable_here) - len(kept)
 
 
 def _score_candidates(
-    instances: Instances, cache: EmbeddingCache, tasks: list[Task], ties: Ties
+    instances: Instances, cache: EmbeddingCache, tasks: list[Task], ties: Ties, drop: torch.Tensor | None = None
 ) -> dict[tuple[str, str], _Cell]:
     owner = torch.repeat_interleave(torch.arange(len(instances.lengths)), torch.tensor(instances.lengths))
     gold_rows = torch.cumsum(torch.tensor([0, *instances.lengths[:-1]]), 0) + instances.labels
@@ -204,17 +223,22 @@ def _score_candidates(
         scores = (mention_embeds[owner.to(device)] * entity_embeds).sum(-1)
         scores = scores.masked_fill(~entity_ok.to(device), float("-inf")).cpu()
         per_instance = torch.split(scores, instances.lengths)
-        keep = (mention_ok & entity_ok[gold_rows]).tolist()
+        usable = (mention_ok & entity_ok[gold_rows]).tolist()
         for topic, indices in by_topic.items():
-            kept = [i for i in indices if keep[i]]
+            kept, excluded, leaked = _split_kept(usable, drop, indices)
             metrics = ranking_metrics([per_instance[i] for i in kept], instances.labels[kept], ks=_KS, ties=ties)
-            cells[task.name, topic] = (metrics, len(kept), len(indices) - len(kept))
+            cells[task.name, topic] = (metrics, len(kept), excluded, leaked)
         cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
     return cells
 
 
 def _score_kb(
-    instances: Instances, kb: KnowledgeBase, cache: EmbeddingCache, tasks: list[Task], ties: Ties
+    instances: Instances,
+    kb: KnowledgeBase,
+    cache: EmbeddingCache,
+    tasks: list[Task],
+    ties: Ties,
+    drop: torch.Tensor | None = None,
 ) -> dict[tuple[str, str], _Cell]:
     by_topic = _by_topic(instances.topics)
     gold = {topic: _kb_gold_rows(instances, kb, topic, indices) for topic, indices in by_topic.items()}
@@ -226,10 +250,11 @@ def _score_kb(
         for topic, indices in by_topic.items():
             entity_embeds, entity_ok = entities[topic, task.entity]
             index = torch.tensor(indices, dtype=torch.long)
-            keep = mention_ok[index] & entity_ok[gold[topic]]
+            usable = mention_ok[index] & entity_ok[gold[topic]]
+            keep = usable & ~drop[index] if drop is not None else usable
             metrics = _rank_against(mention_embeds[index[keep]], entity_embeds, entity_ok, gold[topic][keep], ties)
-            evaluated = int(keep.sum())
-            cells[task.name, topic] = (metrics, evaluated, len(indices) - evaluated)
+            evaluated, available = int(keep.sum()), int(usable.sum())
+            cells[task.name, topic] = (metrics, evaluated, len(indices) - available, available - evaluated)
         cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
     return cells
 
@@ -258,19 +283,19 @@ def _rank_against(
     parts = []
     for start in range(0, len(mentions), step):
         scores = (mentions[start : start + step] @ entities.T).masked_fill(unusable, float("-inf"))
-        parts.append((ranking_metrics(scores.cpu(), gold[start : start + step], ks=_KS, ties=ties), 0, 0))
+        parts.append((ranking_metrics(scores.cpu(), gold[start : start + step], ks=_KS, ties=ties), 0, 0, 0))
     return _pool(parts)[0] if parts else ranking_metrics([], [], ks=_KS, ties=ties)
 
 
 def _pool(cells: Iterable[_Cell]) -> _Cell:
     """Combine cells by a count-weighted mean of their metrics (metrics are means over mentions)."""
     cells = list(cells)
-    count = sum(int(metrics["count"]) for metrics, _, _ in cells)
+    count = sum(int(cell[0]["count"]) for cell in cells)
     pooled: dict[str, float] = {"count": count}
     for key in METRIC_KEYS:
-        total = math.fsum(m[key] * m["count"] for m, _, _ in cells if m["count"])
+        total = math.fsum(c[0][key] * c[0]["count"] for c in cells if c[0]["count"])
         pooled[key] = total / count if count else float("nan")
-    return pooled, sum(c[1] for c in cells), sum(c[2] for c in cells)
+    return pooled, sum(c[1] for c in cells), sum(c[2] for c in cells), sum(c[3] for c in cells)
 
 
 def _by_topic(topics: list[str]) -> dict[str, list[int]]:
@@ -288,10 +313,11 @@ def _record(
     metrics: Mapping[str, float],
     evaluated: int,
     excluded: int,
+    leaked: int,
 ) -> dict[str, Any]:
     values = {key: float(metrics[key]) if evaluated else float("nan") for key in METRIC_KEYS}
     record = {**header, "protocol": protocol, "topic": topic, "task": task, **values}
-    record.update(evaluated=evaluated, excluded=excluded)
+    record.update(evaluated=evaluated, excluded=excluded, leaked=leaked)
     return {key: record[key] for key in RECORD_KEYS}
 
 

@@ -43,9 +43,12 @@ RECORD_KEYS: tuple[str, ...] = (
     *METRIC_KEYS,
     "evaluated",
     "excluded",
+    "leaked",
     "ties",
 )
-"""The keys of every record, in order; metrics are ``NaN`` (``null`` in JSON) when nothing was evaluated."""
+"""The keys of every record, in order; metrics are ``NaN`` (``null`` in JSON) when nothing was evaluated.
+``excluded`` counts instances lacking a modality of the task; ``leaked`` those a leak-free protocol leaves
+out because the mention's image is a copy or near-duplicate of the gold's (0 under the other protocols)."""
 
 
 @dataclass
@@ -120,6 +123,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not an evaluation results file written by write_results ({error!r}).") from None
     for i, record in enumerate(records):
+        record.setdefault("leaked", 0)  # files written before the leak-free protocols
         missing = [key for key in RECORD_KEYS if key not in record]
         if missing:
             raise ValueError(f"{path}: record {i} lacks {missing}; rewrite the file with `m3el-hf evaluate`.")

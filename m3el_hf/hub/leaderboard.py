@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..atomic import atomic_write
-from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, task_id
+from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, LEAK_FREE_PROTOCOL, task_id
 from ..evaluation.results import is_missing
 
 __all__ = [
@@ -37,7 +37,7 @@ def _headline(records: Iterable[Mapping[str, Any]], model: str) -> list[Mapping[
         r
         for r in records
         if r["model"] == model
-        and r["protocol"] == HEADLINE_PROTOCOL
+        and r["protocol"] in (HEADLINE_PROTOCOL, LEAK_FREE_PROTOCOL)
         and r["split"] == BENCHMARK_SPLIT
         and not is_missing(r["accuracy"])
     ]
@@ -52,7 +52,8 @@ def eval_result_entries(
     source_url: str | None = None,
     source_name: str | None = None,
 ) -> list[Any]:
-    """One `huggingface_hub.EvalResultEntry` per headline record of `model`: candidate-list accuracy, test split.
+    """One `huggingface_hub.EvalResultEntry` per benchmark record of `model`: candidate-list accuracy on the test
+    split, the headline protocol and its leak-free twin.
 
     Records of other protocols or splits, and cells with nothing evaluated, have no benchmark task and
     are left out.
@@ -61,14 +62,15 @@ def eval_result_entries(
 
     entries = []
     for record in _headline(records, model):
+        leak = f", leaked {record['leaked']} (left out)" if record["protocol"] == LEAK_FREE_PROTOCOL else ""
         notes = (
-            f"protocol: {HEADLINE_PROTOCOL} (candidate list); ties: {record.get('ties', 'expected')}; "
-            f"evaluated {record['evaluated']}, excluded {record['excluded']} (lacking the task's modalities)"
+            f"protocol: {record['protocol']} (candidate list); ties: {record.get('ties', 'expected')}; "
+            f"evaluated {record['evaluated']}, excluded {record['excluded']} (lacking the task's modalities){leak}"
         )
         entries.append(
             EvalResultEntry(
                 dataset_id=dataset_id,
-                task_id=task_id(record["topic"], record["task"]),
+                task_id=task_id(record["topic"], record["task"], record["protocol"]),
                 value=float(record["accuracy"]),
                 dataset_revision=dataset_revision,
                 source_url=source_url,

@@ -50,10 +50,20 @@ HUB_TASK_TYPES = {
     "II": "image-feature-extraction",
     "retrieval": "visual-document-retrieval",
 }
-_PROTOCOL_NAMES = {"candidates": "candidate-list protocol", "kb": "whole-KB protocol"}
+_PROTOCOL_NAMES = {
+    "candidates": "candidate-list protocol",
+    "kb": "whole-KB protocol",
+    "candidates-leak-free": "candidate-list protocol, leak-free",
+    "kb-leak-free": "whole-KB protocol, leak-free",
+}
 _PROTOCOL_TITLES = {
     "candidates": "candidate list (rank the instance's own candidates; the leaderboard metric)",
     "kb": "whole knowledge base (rank every entity of the topic's KB)",
+    "candidates-leak-free": (
+        "candidate list, leak-free (tasks with a mention image, without the instances whose mention image is a copy "
+        "or near-duplicate of the gold's; also on the leaderboard)"
+    ),
+    "kb-leak-free": "whole knowledge base, leak-free (without the instances whose mention image copies the gold's)",
 }
 _SUMMARY_KEYS = ("topics", "tasks", "augment_description", "hard_negatives", "seed", "max_steps", "epochs")
 
@@ -140,10 +150,13 @@ def _baselines_table(records: Sequence[Mapping[str, Any]], topic: str) -> str:
 
 def _details_table(records: Sequence[Mapping[str, Any]]) -> str:
     keys = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
-    rows = ["| topic | task | " + " | ".join(keys) + " | evaluated | excluded |", "|---" * (len(keys) + 4) + "|"]
+    rows = [
+        "| topic | task | " + " | ".join(keys) + " | evaluated | excluded | leaked |",
+        "|---" * (len(keys) + 5) + "|",
+    ]
     for r in records:
         values = " | ".join(percent(r.get(k)) for k in keys)
-        rows.append(f"| {r['topic']} | {r['task']} | {values} | {r['evaluated']} | {r['excluded']} |")
+        rows.append(f"| {r['topic']} | {r['task']} | {values} | {r['evaluated']} | {r['excluded']} | {r['leaked']} |")
     return "\n".join(rows)
 
 

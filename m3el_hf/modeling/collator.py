@@ -10,7 +10,8 @@ The batch layout is the contract with `CLIPNDModel.forward`. For each side (``me
 These keys are *omitted* when no row of the batch has a text (resp. image) on that side. Entity rows are the
 `B` gold entities (row `i` is the gold of mention `i`), then the hard negatives. The other keys are
 ``labels`` (`arange(B)`), ``mention_qids`` (`(B,)`), ``entity_qids`` (`(E,)`), ``task_ids`` (`(B,)`, into
-`TASK_NAMES`), ``num_dropped`` and ``num_dropped_negatives`` (scalars) and ``return_loss`` (`True`).
+`TASK_NAMES`), ``num_dropped``, ``num_dropped_negatives`` and ``num_dropped_leaked`` (scalars) and
+``return_loss`` (`True`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
+from ..data.leak import is_leak
 from ..images import open_image
 from ..tasks import TASK_NAMES, Task, get_task
 from .configuration_clipnd import TEMPLATE_FIELDS, check_template, settings_of
@@ -175,6 +177,15 @@ class M3ELCollator:
             "use the mention's task, and those lacking an image it needs are left out."
         },
     )
+    drop_leaked: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out examples whose drawn task has an image on the mention side while their mention "
+            "image is a copy or near-duplicate of the gold's (column mention_image_leak); counted in "
+            "``num_dropped_leaked``.",
+            "cli": False,
+        },
+    )
     uint8_pixels: bool = field(
         default=False,
         metadata={
@@ -261,9 +272,12 @@ class M3ELCollator:
         task_ids: list[int] = []
         mention_qids: list[int] = []
         negative_qids: list[int] = []
-        dropped = dropped_negatives = 0
+        dropped = dropped_negatives = dropped_leaked = 0
         for row in rows:
             task = self.task_for(row["id"])
+            if self.drop_leaked and task.mention_needs_image and _leaked(row):
+                dropped_leaked += 1
+                continue
             gold_index = _gold_index(row)
             mention_image = _image(row, task, "mention_image") if task.mention_needs_image else None
             gold_image = _image(row, task, "candidate_images", gold_index) if task.entity_needs_image else None
@@ -289,6 +303,7 @@ class M3ELCollator:
             "task_ids": torch.tensor(task_ids, dtype=torch.long),
             "num_dropped": torch.tensor(dropped, dtype=torch.long),
             "num_dropped_negatives": torch.tensor(dropped_negatives, dtype=torch.long),
+            "num_dropped_leaked": torch.tensor(dropped_leaked, dtype=torch.long),
             "return_loss": True,
         }
         return batch
@@ -412,8 +427,11 @@ def _image(row: Mapping[str, Any], task: Task, name: str, index: int | None = No
 
 
 def _decoded(image: Any) -> Any:
-    """A PIL image, also from an undecoded ``{"bytes", "path"}`` value (decoded as `datasets` does)."""
-    return open_image(image) if isinstance(image, Mapping) else image
+    """What `FastImagePreprocessor` takes: a PIL image, or the encoded bytes of an undecoded ``{"bytes", "path"}``
+    value (a path is decoded here, as `datasets` does)."""
+    if not isinstance(image, Mapping):
+        return image
+    return image["bytes"] if image.get("bytes") is not None else open_image(image)
 
 
 def lazy_images(dataset: DatasetT) -> DatasetT:
@@ -430,6 +448,16 @@ def lazy_images(dataset: DatasetT) -> DatasetT:
         if name in columns:
             dataset = dataset.cast_column(name, feature)
     return dataset
+
+
+def _leaked(row: Mapping[str, Any]) -> bool:
+    """Whether the row's mention image copies the gold's (`drop_leaked`); the row must say so."""
+    if "mention_image_leak" not in row:
+        raise ValueError(
+            f"Row {row.get('id')!r} has no 'mention_image_leak' column, which drop_leaked reads; prepare the data "
+            "again with this version of m3el-hf, or train without --drop-leaked."
+        )
+    return is_leak(row["mention_image_leak"])
 
 
 def _gold_index(row: Mapping[str, Any]) -> int:

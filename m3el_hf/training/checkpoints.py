@@ -43,10 +43,11 @@ class TrainingState:
     last_eval_step: int | None = None
     losses: list[float] = field(default_factory=list)
     # Mention views over all processes: trained on, and dropped by the collator because the drawn task needs an
-    # image the instance lacks; hard negatives dropped for the same reason.
+    # image the instance lacks; hard negatives dropped for the same reason; views left out as leaked.
     mentions: int = 0
     dropped: int = 0
     dropped_negatives: int = 0
+    dropped_leaked: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,6 +209,7 @@ def training_summary(run: Run, wall_time: float) -> dict[str, Any]:
             "trained": state.mentions,
             "dropped_missing_image": state.dropped,
             "dropped_hard_negatives": state.dropped_negatives,
+            "dropped_leaked": state.dropped_leaked,
         },
         "throughput": _throughput(run),
         "wall_time_s": round(wall_time, 3),

@@ -89,6 +89,13 @@ class TrainConfig:
         default=False,
         metadata={"help": "Add each mention's other candidates to the batch as extra negatives."},
     )
+    drop_leaked: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out of image-side views (tasks with a mention image) the instances whose mention image "
+            "is a copy or near-duplicate of the gold's; counted in the training summary."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of weights init (LoRA), data order and task draws."})
     epochs: int = field(default=3, metadata={"help": "Passes over the training split (ignored with max_steps)."})
     max_steps: int | None = field(

@@ -78,7 +78,12 @@ def _micro_batch_stats(loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tenso
 
     float32 (not 64, which MPS and XLA lack) holds the counts exactly: they stay far below 2**24 per update.
     """
-    counts = (batch["labels"].numel(), batch["num_dropped"], batch["num_dropped_negatives"])
+    counts = (
+        batch["labels"].numel(),
+        batch["num_dropped"],
+        batch["num_dropped_negatives"],
+        batch["num_dropped_leaked"],
+    )
     return torch.stack([loss.float(), *(torch.as_tensor(c, dtype=torch.float32, device=loss.device) for c in counts)])
 
 
@@ -99,10 +104,11 @@ def train_one_epoch(run: Run, loader: DataLoader) -> None:
         total = accelerator.reduce(torch.stack(stats).sum(0), "sum").tolist()
         state.step += 1
         state.losses.append(total[0] / (len(stats) * accelerator.num_processes))
-        state.mentions, state.dropped, state.dropped_negatives = (
+        state.mentions, state.dropped, state.dropped_negatives, state.dropped_leaked = (
             state.mentions + round(total[1]),
             state.dropped + round(total[2]),
             state.dropped_negatives + round(total[3]),
+            state.dropped_leaked + round(total[4]),
         )
         stats.clear()
         run.progress.update(1)
@@ -183,6 +189,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator) -> tuple[Run, DataLoad
         seed=config.seed,
         tokenizer=tokenizer,
         image_processor=image_processor,
+        drop_leaked=config.drop_leaked,
         uint8_pixels=True,
     )
     with accelerator.main_process_first():
@@ -252,7 +259,16 @@ def _check_trackers(config: TrainConfig, accelerator: Accelerator) -> None:
 
 
 def _report_drops(state: TrainingState) -> None:
-    seen = state.mentions + state.dropped
+    seen = state.mentions + state.dropped + state.dropped_leaked
+    if state.dropped_leaked:
+        logger.info(
+            "%d of %d mention views (%.1f%%) were left out because their mention image copies the gold's "
+            "(--drop-leaked); counted in %s.",
+            state.dropped_leaked,
+            seen,
+            100 * state.dropped_leaked / max(seen, 1),
+            SUMMARY_NAME,
+        )
     if state.dropped or state.dropped_negatives:
         logger.warning(
             "%d of %d mention views (%.1f%%) and %d hard negatives were dropped because their drawn task needs an "

@@ -533,3 +533,34 @@ def test_image_size_stores_every_large_image_upright_at_the_shorter_side(real_wo
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["options"]["image_size"] == 224
     assert "shorter side is 224 px" in (out / "README.md").read_text()
+
+
+def test_leak_columns_agree_with_the_images_and_the_audit(prepared):
+    from collections import Counter
+
+    from m3el_hf.data.leak import LeakDetector
+
+    detector, counts = LeakDetector(), Counter()
+    for topic in TOPICS:
+        splits = datasets.load_dataset(str(prepared.out), topic)
+        for split, rows in splits.items():
+            rows = rows.cast_column("mention_image", datasets.Image(decode=False)).cast_column(
+                "candidate_images", datasets.List(datasets.Image(decode=False))
+            )
+            for row in rows:
+                mention, label = row["mention_image"], row["label"]
+                images = [image["bytes"] if image else None for image in row["candidate_images"]]
+                expected = detector.check(mention["bytes"] if mention else None, images, label)
+                assert (row["mention_image_leak"], row["mention_image_near_candidates"]) == expected
+                if row["mention_image_leak"] == "copy":
+                    assert mention["bytes"] == images[label]
+                if mention is not None:
+                    counts[topic, f"{split}/{row['mention_image_leak'] or 'unknown'}"] += 1
+    for topic in TOPICS:
+        audit = prepared.audit.topic(topic).leaks
+        assert {k: v for k, v in audit.items() if not k.endswith("near_other")} == {
+            key: n for (t, key), n in counts.items() if t == topic
+        }
+    assert counts[("movies", "train/copy")] > 0
+    card = (prepared.out / "README.md").read_text()
+    assert "## The mention-image leak" in card and "| movies | train |" in card

@@ -14,14 +14,16 @@ import pytest
 from PIL import Image, ImageOps
 
 from m3el_hf.arguments import add_dataclass_arguments, dataclass_from_namespace
+from m3el_hf.data.leak import LeakDetector
 from m3el_hf.data.synth import _VOCAB, SynthConfig, synthesize
 from m3el_hf.data.synth_images import COLOURS
 from m3el_hf.tasks import TOPICS
 
 N = 500
-# A drawn release (60 instances, seed 1) without its marker, as written since drawn images were introduced:
-# the demo's scores depend on these bytes (Pillow's bundled JPEG and PNG encoders).
-DRAWN_DIGEST = "af267266e27d6767c7f82e08abbce1cee067cf8bf2d6d08a935538f135ec2c12"
+# A drawn release (60 instances, seed 1) without its marker, as written since pictures became scenes (an
+# identity object among distractors): the demo's scores depend on these bytes (Pillow's bundled JPEG and PNG
+# encoders).
+DRAWN_DIGEST = "7680f090bd3abeddd882649b94389759c548e4eac8deeab7b72b33e4700bf4f4"
 
 
 def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
@@ -43,6 +45,78 @@ def local_file(root: Path, image: list[str]) -> Path:
     return root / image[2].removeprefix("/M3EL/")
 
 
+def upright(path: Path) -> tuple[Image.Image, str]:
+    """An image file as upright 8-bit RGB (a JPEG decoded at a reduced scale: 64 px a side or more), and its mode."""
+    with Image.open(path) as image:
+        image.draft(None, (64, 64))
+        mode, image = image.mode, ImageOps.exif_transpose(image)
+        if mode == "I;16":
+            image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+        return image.convert("RGB"), mode
+
+
+def instances(root: Path):
+    """Per instance with a mention image: its record, the mention's file, the candidates' files and the gold's index."""
+    for topic in TOPICS:
+        for record in load_records(root, topic):
+            if record["image"]:
+                files = [local_file(root, c["image"]) if c["image"] else None for c in record["candidates"]]
+                label = [c["Qid"] for c in record["candidates"]].index(record["Qid"])
+                yield topic, record, local_file(root, record["image"]), files, label
+
+
+def gold_image(record: dict) -> list[str]:
+    return next(c["image"] for c in record["candidates"] if c["Qid"] == record["Qid"])
+
+
+def is_copy(record: dict) -> bool:
+    """Whether the mention's image is the gold's file."""
+    return bool(record["image"]) and record["image"] == gold_image(record)
+
+
+def colour_shares(path: Path) -> tuple[np.ndarray, str]:
+    """Per attribute, the share of a 32 × 32 thumbnail's pixels within 45 of its colour (grey files: of its
+    luminance, within 22.5); and the file's mode."""
+    image, mode = upright(path)
+    thumbnail = np.asarray(image.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).reshape(-1, 1, 3)
+    colours = np.array(COLOURS, dtype=np.float32)
+    if mode in ("L", "I;16"):
+        lumas = colours @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (np.abs(thumbnail[:, :, 0] - lumas) < 22.5).mean(axis=0), mode
+    return (np.linalg.norm(thumbnail - colours, axis=2) < 45).mean(axis=0), mode
+
+
+def pixel_nearest_share(root: Path) -> tuple[float, float]:
+    """How often the gold's picture is the nearest to a non-copy mention picture (L2 over 16 × 16 greyscale
+    thumbnails, among at least 2 candidates with an image), and the chance of it."""
+
+    def thumbnail(path: Path) -> np.ndarray:
+        return np.asarray(upright(path)[0].convert("L").resize((16, 16), Image.Resampling.BOX), dtype=np.float32)
+
+    hits, chance = [], []
+    for _, record, mention, files, label in instances(root):
+        shown = [i for i, file in enumerate(files) if file is not None]
+        if is_copy(record) or files[label] is None or len(shown) < 2:
+            continue
+        target = thumbnail(mention)
+        distances = [np.linalg.norm(thumbnail(files[i]) - target) for i in shown]
+        hits.append(shown[int(np.argmin(distances))] == label)
+        chance.append(1 / len(shown))
+    print(f"gold nearest by pixels: {np.mean(hits):.3f}, chance {np.mean(chance):.3f}, over {len(hits)} instances")
+    return float(np.mean(hits)), float(np.mean(chance))
+
+
+def leak_kinds(root: Path) -> tuple[Counter, Counter]:
+    """`LeakDetector` verdicts of instances whose gold has an image: for copies, and for other mention pictures."""
+    detector, copies, others = LeakDetector(), Counter(), Counter()
+    for _, record, mention, files, label in instances(root):
+        if files[label] is not None:
+            kind, _ = detector.check(mention.read_bytes(), [f.read_bytes() if f else None for f in files], label)
+            (copies if is_copy(record) else others)[kind] += 1
+    print(f"copies: {dict(copies)}, other mention pictures: {dict(others)}")
+    return copies, others
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
     return synthesize(SynthConfig(out=tmp_path_factory.mktemp("synth") / "release", instances=N, seed=3))
@@ -51,6 +125,12 @@ def release(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def records(release) -> list[tuple[str, dict]]:
     return [(topic, record) for topic in TOPICS for record in load_records(release, topic)]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """A drawn release of 300 instances, seed 0."""
+    return synthesize(SynthConfig(out=tmp_path_factory.mktemp("scenes") / "release", instances=300))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +153,7 @@ def test_photo_releases_are_byte_identical(photo_release, tmp_path):
     again = synthesize(SynthConfig(out=tmp_path / "again", instances=40, images="photo"))
     assert tree_digest(again) == tree_digest(photo_release)
     marker = json.loads((again / "m3el-hf-synth.json").read_text())
-    assert (marker["images"], marker["image_size"]) == ("photo", 32)
+    assert (marker["images"], marker["image_size"], marker["mention_copies"]) == ("photo", 32, 0.1)
 
 
 def test_photo_files_have_commons_sizes_and_formats(photo_release):
@@ -89,6 +169,7 @@ def test_photo_files_have_commons_sizes_and_formats(photo_release):
         ("JPEG", "RGB", True, None),
         ("JPEG", "RGB", False, 3),
         ("JPEG", "RGB", False, 6),
+        ("JPEG", "RGB", False, 8),
         ("JPEG", "L", False, None),
         ("JPEG", "CMYK", False, None),
         ("PNG", "RGBA", False, None),
@@ -100,28 +181,36 @@ def test_photo_files_have_commons_sizes_and_formats(photo_release):
     assert (ratios < 0.95).any() and (ratios > 1.9).any() and (np.abs(ratios - 1) < 0.01).any()
 
 
-def test_photo_entity_images_carry_the_attribute_colour(photo_release):
-    """The median colour of an entity's thumbnail is nearest its attribute's colour (grey files: luminance)."""
-    colours = np.array(COLOURS, dtype=np.float32)
-    lumas = colours @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    checked = Counter()
-    for topic in TOPICS:
+@pytest.mark.parametrize("which", ["scenes", "photo_release"])
+def test_pictures_do_not_give_the_gold_away_by_pixels(which, request):
+    """Apart from copies, the mention's picture is another picture of the gold, not a near-duplicate of it."""
+    root = request.getfixturevalue(which)
+    nearest, chance = pixel_nearest_share(root)
+    assert nearest <= chance + 0.10
+    copies, others = leak_kinds(root)
+    assert set(copies) == {"copy"} and copies["copy"] > 0
+    assert others["none"] >= 0.95 * sum(others.values())
+
+
+@pytest.mark.parametrize("which", ["scenes", "photo_release"])
+def test_pictures_carry_the_attribute_colour(which, request):
+    """Every picture of an entity shows its attribute's colour: its own picture and its mention's alike."""
+    root, own, others, modes = request.getfixturevalue(which), [], [], Counter()
+    for topic, record, mention, files, _ in instances(root):
         attributes = [attribute for attribute, _ in _VOCAB[topic][1]]
-        for record in load_records(photo_release, topic):
-            for c in (c for c in record["candidates"] if c["image"]):
-                own = next(i for i, a in enumerate(attributes) if c["description"].startswith(a + " "))
-                with Image.open(local_file(photo_release, c["image"])) as image:
-                    mode, image = image.mode, ImageOps.exif_transpose(image)
-                    if mode == "I;16":
-                        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
-                    image = image.convert("RGB").resize((64, 64), Image.Resampling.BOX)
-                median = np.median(np.asarray(image, dtype=np.float32).reshape(-1, 3), axis=0)
-                if mode in ("L", "I;16"):
-                    assert abs(median[0] - lumas[own]) < 30, c["image"][2]
-                else:
-                    assert np.linalg.norm(colours - median, axis=1).argmin() == own, c["image"][2]
-                checked[mode] += 1
-    assert set(checked) == {"RGB", "L", "CMYK", "RGBA", "I;16"} and checked["RGB"] > 50
+        pictures = [(c["description"], f) for c, f in zip(record["candidates"], files, strict=True) if f]
+        if not is_copy(record):
+            pictures.append((record["description"], mention))
+        for description, path in pictures:
+            attribute = next(i for i, a in enumerate(attributes) if description.startswith(a + " "))
+            shares, mode = colour_shares(path)
+            assert shares[attribute] >= 0.03, path
+            modes[mode] += 1
+            if mode not in ("L", "I;16"):  # in colour, the attribute's colour stands out from the others
+                own.append(shares[attribute])
+                others.append(np.delete(shares, attribute).mean())
+    assert len(own) > 100 and np.mean(own) > 4 * np.mean(others)
+    assert set(modes) == ({"RGB", "L", "CMYK", "RGBA", "I;16"} if which == "photo_release" else {"RGB"})
 
 
 def test_formats_parse_back_to_the_same_records(tmp_path):
@@ -215,6 +304,17 @@ def test_about_ten_percent_of_mention_images_are_the_gold_file(release, records)
     assert 0.05 * N <= reused <= 0.16 * N
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_mention_copies_sets_the_share_of_copies(tmp_path, share):
+    root = synthesize(SynthConfig(out=tmp_path / "r", instances=150, mention_copies=share))
+    with_gold_image = [r for t in TOPICS for r in load_records(root, t) if gold_image(r)]
+    copies = sum(map(is_copy, with_gold_image))
+    assert abs(copies / len(with_gold_image) - min(share, 0.97)) < 0.08  # 3% of mention images are missing
+    copied, others = leak_kinds(root)
+    assert copied.total() == copies and set(copied) <= {"copy"} and others["none"] >= 0.95 * others.total()
+    assert json.loads((root / "m3el-hf-synth.json").read_text())["mention_copies"] == share
+
+
 def test_some_images_are_missing(records):
     mentions = sum(record["image"] == [] for _, record in records)
     candidates = [c["image"] == [] for _, record in records for c in record["candidates"]]
@@ -294,6 +394,9 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path):
         ({"topics": ("movies", "cars")}, r"Unknown topic\(s\) \['cars'\]; choose from movies, common"),
         ({"topics": ("books", "books")}, r"Topics must be distinct and at least one, got \['books', 'books'\]"),
         ({"format": "csv"}, r"`format` must be one of json, jsonl, python, got 'csv'"),
+        ({"mention_copies": 1.5}, r"`mention_copies` must be a number between 0 and 1, got 1.5"),
+        ({"mention_copies": -0.1}, r"`mention_copies` must be a number between 0 and 1, got -0.1"),
+        ({"mention_copies": True}, r"`mention_copies` must be a number between 0 and 1, got True"),
         ({"images": "svg"}, r"`images` must be one of drawn, photo, got 'svg'"),
         (
             {"images": "photo", "image_size": 64},
@@ -312,7 +415,8 @@ def test_config_builds_a_cli(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path), "--topics", "books", "person", "--format", "python"])
     config = dataclass_from_namespace(SynthConfig, args)
     assert config == SynthConfig(out=tmp_path, topics=("books", "person"), format="python")
-    args = parser.parse_args(["--out", str(tmp_path), "--images", "photo"])
-    assert dataclass_from_namespace(SynthConfig, args).images == "photo"
+    args = parser.parse_args(["--out", str(tmp_path), "--images", "photo", "--mention-copies", "0.25"])
+    config = dataclass_from_namespace(SynthConfig, args)
+    assert (config.images, config.mention_copies) == ("photo", 0.25)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", str(tmp_path), "--images", "png"])

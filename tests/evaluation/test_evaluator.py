@@ -209,6 +209,32 @@ def test_a_split_without_any_image_scores_text_tasks_and_excludes_the_rest(model
             assert math.isnan(record["accuracy"])
 
 
+def test_leak_free_protocols_leave_out_leaked_instances_and_count_them(model, processors, instances, kb):
+    from m3el_hf.data.leak import is_leak
+    from m3el_hf.evaluation.evaluator import PROTOCOLS
+
+    result = _evaluate(model, processors, instances, kb=kb, protocols=PROTOCOLS)
+    cells = {(r["protocol"], r["task"], r["topic"]): r for r in result.records}
+    leaked = [is_leak(kind) for kind in instances["mention_image_leak"]]
+    assert 0 < sum(leaked) < len(leaked)
+    clean = instances.select([i for i, flag in enumerate(leaked) if not flag])
+    reference = _evaluate(model, processors, clean, kb=kb, protocols=("candidates", "kb"))
+    for r in reference.records:
+        free = cells.get((f"{r['protocol']}-leak-free", r["task"], r["topic"]))
+        if not get_task(r["task"]).mention_needs_image:
+            assert free is None  # text mentions cannot leak an image: no leak-free twin
+            continue
+        full = cells[r["protocol"], r["task"], r["topic"]]
+        assert (free["evaluated"], free["excluded"]) == (r["evaluated"], full["excluded"])
+        assert free["leaked"] == full["evaluated"] - r["evaluated"] and full["leaked"] == 0
+        for key in ("accuracy", "hits@3", "mrr"):
+            assert free[key] == pytest.approx(r[key], nan_ok=True), (r["protocol"], r["task"], r["topic"], key)
+    # Data without the column (an older prepared folder): the leak is computed from the images, the same.
+    without = instances.remove_columns(["mention_image_leak", "mention_image_near_candidates"])
+    again = _evaluate(model, processors, without, protocols=("candidates-leak-free",))
+    assert again.records == [r for r in result.records if r["protocol"] == "candidates-leak-free"]
+
+
 def test_each_text_and_image_is_encoded_once(model, processors, instances, kb, monkeypatch):
     counts = {"text": 0, "image": 0}
     encode_text, encode_image = model.encode_text, model.encode_image
@@ -300,12 +326,15 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     assert {r["model"] for r in payload["records"]} == {"my-run", tiny_clip_path.name}
     assert payload["synthetic"] is True  # the release was made by m3el-hf synth
     written = yaml.safe_load((entries / "my-run" / ".eval_results" / "m3el.yaml").read_text())
+    suffix = {"candidates": "", "candidates-leak-free": "-leak-free"}
     expected = {
-        f"{r['topic']}-{r['task']}": r["accuracy"]
+        f"{r['topic']}-{r['task']}{suffix[r['protocol']]}": r["accuracy"]
         for r in payload["records"]
-        if r["model"] == "my-run" and r["protocol"] == "candidates" and r["accuracy"] is not None
+        if r["model"] == "my-run" and r["accuracy"] is not None
     }
+    assert {r["protocol"] for r in payload["records"]} == set(suffix)  # the default protocols
     assert {e["dataset"]["task_id"]: e["value"] for e in written} == pytest.approx(expected)
+    assert len(expected) == 3 * (9 + 6)  # movies, books and all; 9 tasks, 6 of them leak-free too
     assert all(e["dataset"]["id"] == "me/m3el" for e in written)
     assert f"m3el-hf push-model {entries / 'my-run'} --repo OWNER/MODEL --create-pr" in capsys.readouterr().out
 
@@ -330,14 +359,15 @@ def test_the_leak_note_reports_what_the_audit_counted(tmp_path):
     from m3el_hf.evaluation.command import leak_note
 
     audit = {
-        "movies": {"instances": 30, "mention_image_is_gold_image": 3},
-        "books": {"instances": 10, "mention_image_is_gold_image": 1},
+        "movies": {"instances": 30, "leaks": {"test/copy": 3, "test/near": 2, "test/none": 20, "train/near_other": 1}},
+        "books": {"instances": 10, "leaks": {"train/copy": 1, "train/none": 9}},
     }
     (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
     note = leak_note(str(tmp_path), ("T-T", "I-I"))
-    assert note.startswith("Note: in 4 of 40 instances (10.0%) the mention image is the gold entity's image")
+    assert note.startswith("Note: 4 of 35 mention images are the gold entity's image byte for byte and 2 more")
+    assert "(17.1% leaked, data audit)" in note
     assert leak_note(str(tmp_path), ("T-T", "T-I")) is None  # no task with a mention image: nothing to say
     assert leak_note("someone/m3el", ("I-I",)) is None  # a Hub id: no local audit to read
-    audit["movies"]["mention_image_is_gold_image"] = audit["books"]["mention_image_is_gold_image"] = 0
+    audit = {"movies": {"instances": 30, "leaks": {"test/none": 30}}}
     (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
     assert leak_note(str(tmp_path), ("I-I",)) is None

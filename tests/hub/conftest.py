@@ -69,6 +69,7 @@ def _record(model: str, protocol: str, topic: str, task: str, accuracy: float | 
         "mrr": None if accuracy is None else accuracy + 0.05,
         "evaluated": 0 if accuracy is None else 4,
         "excluded": 4 if accuracy is None else 0,
+        "leaked": 1 if protocol.endswith("leak-free") else 0,
         "ties": "expected",
     }
 

@@ -58,6 +58,8 @@ def make_row(
         "sentence": f"john was born in paris {i}",
         "mention_image": image(10 * i % 256, modes[i % 3]) if mention_image else None,
         "mention_image_source": {"file": "a.jpg", "url": "u"},
+        "mention_image_leak": "none" if mention_image else None,
+        "mention_image_near_candidates": [],
         "candidates": candidates,
         "candidate_images": [image(20 * j, modes[j % 3]) if has else None for j, has in enumerate(candidate_images)],
         "candidate_image_sources": [{"file": "c.jpg", "url": "u"} for _ in candidate_images],
@@ -78,7 +80,15 @@ def contains(sequence: list[int], part: list[int]) -> bool:
 def test_layout_per_task(make, task_name: str) -> None:
     task, rows = get_task(task_name), [make_row(i, label=i % 3) for i in range(3)]
     batch = make(tasks=(task_name,))(rows)
-    expected = {"labels", "mention_qids", "entity_qids", "task_ids", "num_dropped", "num_dropped_negatives"}
+    expected = {
+        "labels",
+        "mention_qids",
+        "entity_qids",
+        "task_ids",
+        "num_dropped",
+        "num_dropped_negatives",
+        "num_dropped_leaked",
+    }
     for side, text, img in (
         ("mention", task.mention_needs_text, task.mention_needs_image),
         ("entity", task.entity_needs_text, task.entity_needs_image),
@@ -154,6 +164,7 @@ def test_all_dropped_gives_an_empty_batch(make) -> None:
         "task_ids",
         "num_dropped",
         "num_dropped_negatives",
+        "num_dropped_leaked",
         "return_loss",
     }
 
@@ -388,3 +399,20 @@ def test_uint8_pixels_normalised_later_equal_the_float_batch(make) -> None:
     assert restored.keys() == floats.keys()
     for key, value in floats.items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(restored[key])), key
+
+
+def test_drop_leaked_leaves_out_image_side_views_of_leaked_instances_and_counts_them(make) -> None:
+    rows = [make_row(i, label=i % 3) for i in range(9)]
+    for i, row in enumerate(rows):
+        row["mention_image_leak"] = ("copy", "near", "none")[i % 3]
+    collator = make(tasks=("I-T", "T-T"), drop_leaked=True, seed=3)
+    batch = collator(rows)
+    tasks = [collator.task_for(row["id"]).name for row in rows]
+    leaked = [task == "I-T" and row["mention_image_leak"] != "none" for task, row in zip(tasks, rows, strict=True)]
+    assert 0 < sum(leaked) < len(rows)  # the draw mixes both tasks over leaked and clean rows
+    assert int(batch["num_dropped_leaked"]) == sum(leaked)
+    assert batch["labels"].numel() == len(rows) - sum(leaked)
+    assert int(make(tasks=("I-T", "T-T"), seed=3)(rows)["num_dropped_leaked"]) == 0  # off by default
+    del rows[0]["mention_image_leak"]
+    with pytest.raises(ValueError, match="has no 'mention_image_leak' column, which drop_leaked reads"):
+        make(tasks=("I-T",), drop_leaked=True)(rows)

@@ -25,10 +25,16 @@ REPO = Path(__file__).resolve().parents[2]
 TOPICS = ("movies", "books")  # those of the `m3el_data` fixture (conftest.py)
 
 
+@pytest.mark.parametrize("drop_leaked", [False, True])
 def test_summary_counts_every_mention_view_and_the_speed(
-    tiny_clip_path: Path, small_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_clip_path: Path,
+    small_config: Callable[..., TrainConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    drop_leaked: bool,
 ) -> None:
-    config = small_config(tmp_path, max_steps=None, epochs=2, save_every=10**6)
+    caplog.set_level("INFO")
+    config = small_config(tmp_path, max_steps=None, epochs=2, save_every=10**6, drop_leaked=drop_leaked)
     final = train(config)
     text = (final / SUMMARY_NAME).read_text()
     summary = json.loads(text)
@@ -43,21 +49,27 @@ def test_summary_counts_every_mention_view_and_the_speed(
     # Reference: the task each training row draws in each epoch, and whether that task needs a missing image.
     collator = M3ELCollator.from_pretrained(tiny_clip_path, seed=config.seed)
     rows = components._load_split(config, "train")
-    dropped = 0
+    dropped = leaked = 0
     for collator.epoch in range(2):
         for row in rows:
             task = collator.task_for(row["id"])
+            if drop_leaked and task.mention_needs_image and row["mention_image_leak"] in ("copy", "near"):
+                leaked += 1
+                continue
             gold_image = row["candidate_images"][row["label"]]
             dropped += (task.mention_needs_image and row["mention_image"] is None) or (
                 task.entity_needs_image and gold_image is None
             )
     assert dropped > 0  # the fixture's release has missing images: the count is exercised
+    assert (leaked > 0) is drop_leaked  # and it has mention images that copy the gold's
     assert summary["mentions"] == {
-        "trained": 2 * len(rows) - dropped,
+        "trained": 2 * len(rows) - dropped - leaked,
         "dropped_missing_image": dropped,
         "dropped_hard_negatives": 0,
+        "dropped_leaked": leaked,
     }
     assert f"{dropped} of {2 * len(rows)} mention views" in caplog.text
+    assert (f"{leaked} of {2 * len(rows)} mention views" in caplog.text) is drop_leaked
     speed = summary["throughput"]
     assert speed["train_runtime_s"] > 0 and speed["validation_runtime_s"] == 0
     assert speed["train_mentions_per_second"] == pytest.approx(

@@ -1,0 +1,124 @@
+"""The mention-image leak: whether a mention's picture is a copy or a near-duplicate of a candidate's.
+
+The release stores a mention's image as the gold entity's image file, so wherever the two are one picture an
+image task is solved by finding the duplicate, not by linking. Each instance gets two columns:
+
+- ``mention_image_leak``: ``"copy"`` (the mention's image is byte-identical to the gold's), ``"near"`` (a
+  near-duplicate of it: re-encoded, resized or slightly cropped) or ``"none"``; null when the instance has no
+  mention image or its gold has none;
+- ``mention_image_near_candidates``: the other candidates whose image is a copy or a near-duplicate of the
+  mention's (a mislabel, or a picture that shows several candidates).
+
+**Near-duplicate**: the 64-bit perceptual hash of ``imagehash.phash`` (DCT of a 32×32 greyscale thumbnail),
+computed the same way (bit for bit, tested) on the upright picture and on six crops of it (5% and 10% off
+every side, 10% off one side). Two pictures are near-duplicates when the whole-picture hash of one is within
+`NEAR_DISTANCE` bits of any hash of the other. Measured on the real photographs bundled with matplotlib and
+scikit-image: re-encoding, resizing and greyscale conversion move the hash by at most 4 bits, crops of up to
+5% a side by at most 12 (tested), and two different photographs are at least 18 bits apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import scipy.fftpack
+
+from ..images import to_rgb
+
+__all__ = ["LEAK_KINDS", "NEAR_DISTANCE", "LeakDetector", "fingerprint", "is_leak"]
+
+LEAK_KINDS = ("copy", "near", "none")
+"""Values of ``mention_image_leak`` (null where it cannot be told)."""
+
+NEAR_DISTANCE = 12
+"""Most differing hash bits (of 64) between near-duplicates."""
+
+# (left, top, right, bottom) fractions cut off: the whole picture first.
+_CROPS = ((0, 0, 0, 0), (0.05,) * 4, (0.1,) * 4, (0.1, 0, 0, 0), (0, 0.1, 0, 0), (0, 0, 0.1, 0), (0, 0, 0, 0.1))
+_THUMBNAIL = 32
+_DECODE_AT_LEAST = 4 * _THUMBNAIL  # JPEGs are decoded at a reduced scale, to no less than this
+
+
+def is_leak(kind: str | None) -> bool:
+    """Whether a ``mention_image_leak`` value makes the instance leaked (a copy or a near-duplicate)."""
+    return kind in ("copy", "near")
+
+
+def fingerprint(data: bytes) -> np.ndarray:
+    """The perceptual hashes of an encoded image, upright: uint64 `(7,)`, the whole picture first, then crops.
+
+    Raises what PIL raises for bytes that are not an image.
+    """
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (_DECODE_AT_LEAST, _DECODE_AT_LEAST))
+        image.load()
+        upright = to_rgb(PIL.ImageOps.exif_transpose(image))
+    return _phashes(upright)
+
+
+def _phashes(image: PIL.Image.Image) -> np.ndarray:
+    """`imagehash.phash` of `image` and of its `_CROPS`, as uint64 words, in one batched DCT."""
+    width, height = image.size
+    grey = image.convert("L")
+    thumbnails = []
+    for left, top, right, bottom in _CROPS:
+        box = (int(width * left), int(height * top), width - int(width * right), height - int(height * bottom))
+        crop = grey.crop(box) if box != (0, 0, width, height) else grey
+        thumbnails.append(np.asarray(crop.resize((_THUMBNAIL, _THUMBNAIL), PIL.Image.Resampling.LANCZOS)))
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.stack(thumbnails), axis=1), axis=2)[:, :8, :8]
+    bits = dct > np.median(dct, axis=(1, 2), keepdims=True)
+    return np.packbits(bits.reshape(len(_CROPS), 64), axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> int:
+    """Hash bits between two fingerprints: the whole of one against every hash of the other, the smaller."""
+    xor = np.concatenate([a[0] ^ b, b[0] ^ a])
+    return int(np.unpackbits(xor.view(np.uint8)).reshape(len(xor), 64).sum(1).min())
+
+
+class LeakDetector:
+    """`check` an instance's images for the leak; fingerprints are remembered by content (bounded)."""
+
+    def __init__(self, cache_size: int = 1 << 16) -> None:
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def check(
+        self, mention: bytes | None, candidates: Sequence[bytes | None], label: int
+    ) -> tuple[str | None, list[int]]:
+        """``(mention_image_leak, mention_image_near_candidates)`` of an instance, from its image bytes."""
+        if mention is None:
+            return None, []
+        gold = candidates[label]
+        mine = self._fingerprint(mention)
+        near = [
+            i
+            for i, data in enumerate(candidates)
+            if i != label and data is not None and (data == mention or self._near(mine, data))
+        ]
+        if gold is None:
+            return None, near
+        if gold == mention:
+            return "copy", near
+        return ("near" if self._near(mine, gold) else "none"), near
+
+    def _near(self, mine: np.ndarray, other: bytes) -> bool:
+        return _distance(mine, self._fingerprint(other)) <= NEAR_DISTANCE
+
+    def _fingerprint(self, data: bytes) -> np.ndarray:
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = fingerprint(data)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return found
