@@ -157,7 +157,7 @@ def check_margins(overall: dict[str, dict[str, float]], min_margin: float) -> di
         f"{baseline} ({protocol})": round(margin, 3)
         for protocol, by_baseline in margins.items()
         for baseline, margin in by_baseline.items()
-        if margin < min_margin
+        if not margin >= min_margin  # NaN (nothing evaluated) fails too
     }
     if short:
         raise ValueError(

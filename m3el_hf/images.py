@@ -34,7 +34,7 @@ __all__ = [
     "ImageHeader",
     "default_max_pixels",
     "encode",
-    "jpeg_has_exif",
+    "jpeg_may_rotate",
     "open_image",
     "read_header",
     "shrink_to_shorter_side",
@@ -107,8 +107,11 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
     """``(marker, position)`` of each segment of a JPEG before its first scan; raises `OSError` on a broken one."""
     position = 2
     while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            raise OSError(f"JPEG file has no marker at byte {position}")
+        if data[position] != 0xFF:  # extraneous bytes between segments: libjpeg (and PIL) skip them
+            position = data.find(b"\xff", position)
+            if position < 0:
+                raise OSError("JPEG file has no frame header")
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
@@ -135,12 +138,13 @@ def _jpeg_header(data: bytes) -> ImageHeader:
     raise OSError("JPEG file has no frame header")
 
 
-def jpeg_has_exif(data: bytes) -> bool:
-    """Whether a JPEG holds an EXIF segment (which may rotate it); False for anything else or a broken file."""
+def jpeg_may_rotate(data: bytes) -> bool:
+    """Whether a JPEG holds an APP1 segment (EXIF or XMP, whose orientation PIL and `datasets` apply), or cannot
+    be told; False for a JPEG without one and for anything that is not a JPEG."""
     if data[:3] != b"\xff\xd8\xff":
         return False
     try:
-        return any(m == 0xE1 and data[p + 4 : p + 10] == b"Exif\x00\x00" for m, p in _jpeg_segments(data))
+        return any(marker == 0xE1 for marker, _ in _jpeg_segments(data))
     except (OSError, struct.error):
         return True  # unknown: let PIL decode it
 
@@ -154,8 +158,10 @@ def _png_header(data: bytes) -> ImageHeader:
     mode = _PNG_MODES.get(colour)
     if mode is None or width == 0 or height == 0:
         raise OSError(f"PNG header of {width}x{height} with colour type {colour} is not valid")
-    if depth == 16 and mode in ("L", "LA"):
-        mode = "I;16"  # PIL decodes 16-bit greyscale as I;16 (and drops a 16-bit grey alpha)
+    if depth == 16 and mode == "L":
+        mode = "I;16"  # PIL decodes 16-bit greyscale as I;16
+    elif depth == 16 and mode == "LA":
+        mode = "RGBA"  # and 16-bit greyscale with alpha as 8-bit RGBA
     elif depth == 1 and mode == "L":
         mode = "1"
     return ImageHeader("PNG", width, height, mode)

@@ -159,3 +159,24 @@ def test_encode_picks_png_for_transparency_and_jpeg_otherwise(real_photos):
     assert jpeg[:2] == b"\xff\xd8"
     assert jpeg == encoded(real_photos["coffee"], "JPEG", quality=JPEG_QUALITY)
     assert PIL.Image.open(io.BytesIO(encode(real_photos["camera"]))).mode == "L"
+
+
+def test_extraneous_bytes_between_jpeg_segments_are_skipped_as_pil_does(real_photos):
+    data = encoded(real_photos["coffee"], "JPEG")
+    app0_end = 4 + int.from_bytes(data[4:6], "big")  # SOI, then the APP0 segment
+    padded = data[:app0_end] + b"\x00junk\x00" + data[app0_end:]
+    assert read_header(padded) == read_header(data) == ImageHeader("JPEG", 600, 400, "RGB")
+    assert np.array_equal(np.asarray(open_image(padded)), np.asarray(open_image(data)))
+
+
+def test_a_jpeg_with_an_xmp_orientation_may_rotate():
+    from m3el_hf.images import jpeg_may_rotate
+
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    plain = encoded(PIL.Image.new("RGB", (30, 20)), "JPEG")
+    rotated = encoded(PIL.Image.new("RGB", (30, 20)), "JPEG", xmp=xmp)
+    assert open_image(rotated).size == (20, 30)  # datasets applies an XMP orientation too
+    assert jpeg_may_rotate(rotated) and not jpeg_may_rotate(plain) and not jpeg_may_rotate(b"\x89PNG")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from ..tasks import TASK_NAMES
+from ..tasks import TASK_NAMES, get_task
 
 __all__ = ["BENCHMARK_SPLIT", "HEADLINE_PROTOCOL", "LEAK_FREE_PROTOCOL", "benchmark_tasks", "eval_yaml", "task_id"]
 
@@ -62,7 +62,7 @@ def benchmark_tasks(topics: Sequence[str]) -> list[dict[str, str]]:
     tasks = []
     for topic in groups:
         for task in TASK_NAMES:
-            protocols = [HEADLINE_PROTOCOL] + ([LEAK_FREE_PROTOCOL] if task.startswith(("I-", "TI-")) else [])
+            protocols = [HEADLINE_PROTOCOL] + ([LEAK_FREE_PROTOCOL] if get_task(task).mention_needs_image else [])
             tasks += [
                 {"id": task_id(topic, task, protocol), "config": task_id(topic, task), "split": BENCHMARK_SPLIT}
                 for protocol in protocols

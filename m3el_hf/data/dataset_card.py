@@ -233,6 +233,8 @@ def leak_table(audit: DatasetAudit, topics: tuple[str, ...]) -> str:
 
 def images_text(options: Mapping[str, Any]) -> str:
     """The card's paragraph on how images were stored, from prepare's options (`PrepareConfig` as a dict)."""
+    if "max_pixels" not in options:  # prepared before the image checks: say only what is known
+        return "**Images** are the release's files as `m3el-hf prepare` embedded them."
     limit = options.get("max_pixels") or default_max_pixels()
     common = (
         f"Images over {limit:,} pixels were refused, and images in modes that readers show differently "

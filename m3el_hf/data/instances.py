@@ -197,6 +197,8 @@ class RowBuilder:
         if image.local not in cache:
             try:
                 cache[image.local] = self.images.read(image, record.source, record.index)
+                if "mention_image_leak" in self._wanted:
+                    self._decodable(cache[image.local]["bytes"], image, record)
             except M3ELFormatError as error:
                 if self.on_error == "raise":
                     raise
@@ -246,12 +248,18 @@ class RowBuilder:
             self._observe(record, row, split, duplicate)
         return {name: row[name] for name in self.columns}
 
+    def _decodable(self, data: bytes, image: RawImage, record: RawRecord) -> None:
+        """Fingerprint the image for the leak columns now, so that one whose pixels do not decode is counted."""
+        try:
+            self.leaks.fingerprint(data)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise M3ELFormatError(
+                f"undecodable image: {image.local!r} ({error})", record.source, record.index, key="undecodable_image"
+            ) from None
+
     def _leak(self, mention: dict | None, candidates: list | None, label: int) -> tuple[str | None, list[int]]:
-        """The leak columns of a row (`LeakDetector.check`); none without a mention image or candidate images."""
-        if mention is None or candidates is None:
-            return None, []
-        candidate_bytes = [image["bytes"] if image else None for image in candidates]
-        return self.leaks.check(mention["bytes"], candidate_bytes, label)
+        """The leak columns of a row (`LeakDetector.check_values`); none without a mention image."""
+        return self.leaks.check_values(mention, candidates, label) if mention is not None else (None, [])
 
     def _observe(self, record: RawRecord, row: dict[str, Any], split: str, duplicate: bool) -> None:
         gold = row["candidate_images"][row["label"]]

@@ -69,6 +69,9 @@ def _json_element(text: _Text, decoder: json.JSONDecoder, pos: int, source: str,
     """
     try:
         value, end = decoder.raw_decode(text.text, pos)
+        after = _SPACE.match(text.text, end).end()
+        if after == len(text.text) or text.text[after] not in ",]":
+            end = len(text.text)  # no separator (yet) after it: delimit the element, garbage included
     except (json.JSONDecodeError, RecursionError):
         end = len(text.text)
     failure = None

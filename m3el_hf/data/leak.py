@@ -9,12 +9,13 @@ image task is solved by finding the duplicate, not by linking. Each instance get
 - ``mention_image_near_candidates``: the other candidates whose image is a copy or a near-duplicate of the
   mention's (a mislabel, or a picture that shows several candidates).
 
-**Near-duplicate**: the 64-bit perceptual hash of ``imagehash.phash`` (DCT of a 32×32 greyscale thumbnail),
-on the upright picture (bit for bit imagehash's, tested) and on six crops of it (5% and 10% off every side,
-10% off one side). Two pictures are near-duplicates when the whole-picture hash of one is within
-`NEAR_DISTANCE` bits of any hash of the other. Measured on the real photographs bundled with matplotlib and
-scikit-image: re-encoding, resizing and greyscale conversion move the hash by at most 4 bits, crops of up to
-5% a side by at most 12 (tested), and two different photographs are at least 18 bits apart.
+**Near-duplicate**: the 64-bit perceptual hash of ``imagehash.phash`` (DCT of a 32×32 greyscale thumbnail;
+for the same decoded picture, imagehash's bit for bit, tested) on the upright picture, decoded small (JPEGs at
+a reduced DCT scale), and on six crops of it (5% and 10% off every side, 10% off one side). Two pictures are
+near-duplicates when the whole-picture hash of one is within `NEAR_DISTANCE` bits of any hash of the other.
+Measured on the real photographs bundled with matplotlib and scikit-image: re-encoding, resizing and greyscale
+conversion move the hash by at most 4 bits, crops of up to 5% a side by at most 12 (tested), and two different
+photographs are at least 18 bits apart.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import io
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -32,10 +34,7 @@ import scipy.fftpack
 
 from ..images import to_rgb
 
-__all__ = ["LEAK_KINDS", "NEAR_DISTANCE", "LeakDetector", "fingerprint", "is_leak"]
-
-LEAK_KINDS = ("copy", "near", "none")
-"""Values of ``mention_image_leak`` (null where it cannot be told)."""
+__all__ = ["NEAR_DISTANCE", "LeakDetector", "fingerprint", "is_leak"]
 
 NEAR_DISTANCE = 12
 """Most differing hash bits (of 64) between near-duplicates."""
@@ -83,7 +82,6 @@ def _phashes(image: PIL.Image.Image) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
-@functools.lru_cache(maxsize=1024)
 def _crop_weights(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per crop of `_CROPS` after the first: row weights `(6, 32, height)` and column weights `(6, width, 32)`."""
     rows = np.stack([_lanczos(height, top, bottom) for _, top, _, bottom in _CROPS[1:]])
@@ -91,6 +89,7 @@ def _crop_weights(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, columns
 
 
+@functools.lru_cache(maxsize=256)  # a side length's weights per cut: bounded, whatever the image sizes
 def _lanczos(size: int, cut_before: float, cut_after: float) -> np.ndarray:
     """`(_THUMBNAIL, size)` weights resampling the span of an axis of `size` pixels without the cut fractions
     to `_THUMBNAIL` pixels, as PIL's Lanczos filter does (support 3, widened by the scale when shrinking)."""
@@ -121,7 +120,10 @@ class LeakDetector:
     def check(
         self, mention: bytes | None, candidates: Sequence[bytes | None], label: int
     ) -> tuple[str | None, list[int]]:
-        """``(mention_image_leak, mention_image_near_candidates)`` of an instance, from its image bytes."""
+        """``(mention_image_leak, mention_image_near_candidates)`` of an instance, from its image bytes.
+
+        Raises `OSError` (or what PIL raises) for an image that cannot be decoded (see `fingerprint`).
+        """
         if mention is None:
             return None, []
         gold = candidates[label]
@@ -136,6 +138,17 @@ class LeakDetector:
         if gold == mention:
             return "copy", near
         return ("near" if self._near(mine, gold) else "none"), near
+
+    def check_values(self, mention: Any, candidates: Sequence[Any] | None, label: int) -> tuple[str | None, list[int]]:
+        """`check` on undecoded ``{"bytes", "path"}`` image values, as rows hold them (None where none)."""
+        images = [value["bytes"] if value else None for value in candidates or []]
+        if not images:
+            return None, []
+        return self.check(mention["bytes"] if mention else None, images, label)
+
+    def fingerprint(self, data: bytes) -> np.ndarray:
+        """`fingerprint` of `data`, remembered by content."""
+        return self._fingerprint(data)
 
     def _near(self, mine: np.ndarray, other: bytes) -> bool:
         return _distance(mine, self._fingerprint(other)) <= NEAR_DISTANCE

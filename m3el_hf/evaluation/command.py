@@ -18,7 +18,7 @@ from ..data.prepare import REPORT_NAME, is_synthetic
 from ..hub.leaderboard import write_eval_results
 from ..locations import check_checkpoint, check_prepared
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
-from .evaluator import PROTOCOLS, evaluate_model
+from .evaluator import PROTOCOLS, evaluate_model, ranks_the_kb
 from .plots import plot_accuracy
 from .results import EvaluationResult, format_table, percent, write_results
 
@@ -208,7 +208,11 @@ def leak_note(data: str, tasks: Sequence[str]) -> str | None:
     audit = json.loads(report.read_text(encoding="utf-8"))["audit"]
     counts: dict[str, int] = {}
     for topic in audit.values():
-        for key, value in topic.get("leaks", {}).items():
+        leaks = topic.get("leaks")
+        if leaks is None:  # a report written before the leak columns: byte copies only, of all instances
+            leaks = {"copy": topic["mention_image_is_gold_image"], "unknown": topic["instances"]}
+            leaks["unknown"] -= leaks["copy"]
+        for key, value in leaks.items():
             kind = key.rpartition("/")[2]
             counts[kind] = counts.get(kind, 0) + value
     copies, near = counts.get("copy", 0), counts.get("near", 0)
@@ -256,7 +260,7 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
         if config.max_instances is not None:
             part = part.select(range(min(config.max_instances, part.num_rows)))
         parts.append(part)
-        if any(protocol.startswith("kb") for protocol in config.protocol):
+        if any(ranks_the_kb(protocol) for protocol in config.protocol):
             kbs.append(datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT))
     kb = datasets.concatenate_datasets(kbs) if kbs else None
     return datasets.concatenate_datasets(parts), kb

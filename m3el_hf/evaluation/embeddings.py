@@ -100,7 +100,7 @@ def gather_instances(
     bar: Any,
     leaks: bool = False,
 ) -> Instances:
-    """What to encode for each instance and candidate; with `leaks`, which instances are leaked (`leak_column`)."""
+    """What to encode for each instance and candidate; with `leaks`, which instances are leaked (`LEAK_COLUMN`)."""
     need = _needs(tasks)
     topics, mention_text, mention_image, cand_text, cand_image, lengths, labels, gold_qids = ([] for _ in range(8))
     leaked: list[bool] = []
@@ -139,16 +139,18 @@ def gather_instances(
 
 
 def _leaked(block: dict[str, list[Any]], detector: LeakDetector | None) -> list[bool]:
-    """Per instance of `block`: leaked or not, from the `LEAK_COLUMN`, or (without it) from the images' bytes."""
+    """Per instance of `block`: leaked or not, from the `LEAK_COLUMN`, or (without it) from the images' bytes;
+    an image stored as a path only, or whose pixels do not decode, counts as not leaked."""
     if detector is None:
         return [is_leak(kind) for kind in block[LEAK_COLUMN]]
     flags = []
     for mention, candidates, label in zip(
         block["mention_image"], block["candidate_images"], block["label"], strict=True
     ):
-        candidate_bytes = [image["bytes"] if image else None for image in candidates or []]
-        mention_bytes = mention["bytes"] if mention else None
-        flags.append(bool(candidate_bytes) and is_leak(detector.check(mention_bytes, candidate_bytes, label)[0]))
+        try:
+            flags.append(is_leak(detector.check_values(mention, candidates, label)[0]))
+        except (OSError, SyntaxError, ValueError, TypeError):
+            flags.append(False)
     return flags
 
 

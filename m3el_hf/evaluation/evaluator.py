@@ -52,6 +52,7 @@ __all__ = [
     "PROTOCOLS",
     "Protocol",
     "evaluate_model",
+    "ranks_the_kb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ def evaluate_model(
     return EvaluationResult(records)
 
 
+def ranks_the_kb(protocol: str) -> bool:
+    """Whether `protocol` ranks each topic's whole knowledge base (``kb``, ``kb-leak-free``)."""
+    return protocol.removesuffix(LEAK_FREE_SUFFIX) == "kb"
+
+
 def _score(
     protocol: str,
     instances: Instances,
@@ -149,7 +155,7 @@ def _score(
     drop = None
     if protocol.endswith(LEAK_FREE_SUFFIX):
         tasks, drop = [t for t in tasks if t.mention_needs_image], instances.leaked
-    if protocol.startswith("kb"):
+    if ranks_the_kb(protocol):
         return _score_kb(instances, entities, cache, tasks, ties, drop)
     return _score_candidates(instances, cache, tasks, ties, drop)
 
@@ -170,7 +176,7 @@ def _check_arguments(
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"Unknown protocol(s) {unknown}; expected some of {PROTOCOLS}.")
-    if any(p.startswith("kb") for p in protocols) and kb is None:
+    if any(ranks_the_kb(p) for p in protocols) and kb is None:
         raise ValueError(
             "Protocol 'kb' ranks against each topic's knowledge base: pass `kb=` (the rows of the '{topic}-kb' "
             "configs, split 'kb'), or use protocols=('candidates',)."
@@ -185,7 +191,7 @@ def _check_arguments(
             f"The dataset lacks the column(s) {missing}; evaluate on a topic config (e.g. 'movies'), which has "
             "every column, not on a task config."
         )
-    if kb is not None and any(p.startswith("kb") for p in protocols) and not set(KB_COLUMNS) <= set(kb.column_names):
+    if kb is not None and any(ranks_the_kb(p) for p in protocols) and not set(KB_COLUMNS) <= set(kb.column_names):
         raise ValueError(
             f"`kb` must hold the columns {list(KB_COLUMNS)} (a '{{topic}}-kb' config), got {kb.column_names}."
         )

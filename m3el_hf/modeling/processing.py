@@ -23,7 +23,7 @@ from transformers.image_processing_utils import BaseImageProcessor as _BaseImage
 from transformers.image_transforms import center_crop, get_resize_output_image_size, get_size_with_aspect_ratio
 from transformers.image_utils import ChannelDimension, PILImageResampling, get_image_size_for_max_height_width
 
-from ..images import jpeg_has_exif, open_image, to_rgb
+from ..images import jpeg_may_rotate, open_image, to_rgb
 
 __all__ = ["FastImagePreprocessor", "load_processor", "lookup", "tokenize"]
 
@@ -127,7 +127,7 @@ class FastImagePreprocessor:
 
         A quarter of the bytes of the float32 result, to send between processes and to the accelerator. Images
         are PIL images or encoded bytes; a JPEG that needs no resizing (one prepared at the checkpoint's size)
-        and has no EXIF segment is decoded straight into an array by libjpeg-turbo (`simplejpeg`, with PIL's
+        and has no EXIF or XMP segment is decoded straight into an array by libjpeg-turbo (`simplejpeg`, with PIL's
         settings: the same pixels, tested), others as `datasets` decodes them. None when the processor itself
         must preprocess them (see the class docstring).
         """
@@ -153,7 +153,7 @@ class FastImagePreprocessor:
 
     def _jpeg_array(self, data: bytes) -> np.ndarray | None:
         """A JPEG's cropped uint8 RGB array when it needs no resizing and no orientation, else None."""
-        if not self.do_convert_rgb or data[:3] != b"\xff\xd8\xff" or jpeg_has_exif(data):
+        if not self.do_convert_rgb or data[:3] != b"\xff\xd8\xff" or jpeg_may_rotate(data):
             return None
         import simplejpeg
 
@@ -165,7 +165,11 @@ class FastImagePreprocessor:
             return None
         if self.resize_size is not None and self._output_size(height, width) != (height, width):
             return None
-        return self._crop(simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False))
+        try:
+            array = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+        except ValueError:
+            return None  # e.g. a scan cut short: PIL decodes what there is, as `datasets` does
+        return self._crop(array)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """float32 ``pixel_values`` from uint8 `pixels` (`pixels`'s output), on `pixels`'s device, bit for bit.

@@ -72,3 +72,16 @@ def test_bytes_that_are_not_utf8_are_named_by_record_and_file_offset_in_a_json_a
         f"movies.json, record {bad}: not UTF-8: byte 0xeb at byte offset {offset} cannot be decoded; "
         "save the file as UTF-8"
     )
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7, 9], ids=["one read", "7-byte reads", "9-byte reads"])
+def test_an_element_without_a_separator_after_it_is_one_malformed_element(tmp_path, monkeypatch, chunk):
+    """Garbage after a value, or a missing comma: one error for that element, the same at any read size."""
+    monkeypatch.setattr("m3el_hf.data.json_array._CHUNK", chunk)
+    path = tmp_path / "movies.json"
+    path.write_text('[{"a": 1}x , {"b": 2} {"c": 3}, {"d": 4}]', encoding="utf-8")
+    read = list(iter_raw_dicts(path, "movies.json"))
+    assert [index for index, _, _ in read] == [0, 1, 2]
+    assert [type(value).__name__ for _, _, value in read] == ["M3ELFormatError", "M3ELFormatError", "dict"]
+    assert read[2][2] == {"d": 4}
+    assert {value.key for _, _, value in read[:2]} == {"malformed_json"}

@@ -462,12 +462,19 @@ def real_world_release(tmp_path_factory, real_photos) -> tuple[Path, dict[str, d
         "sixteen_bit": encoded(PIL.Image.fromarray(sixteen), "PNG"),
         "cmyk_tiff": encoded(real_photos["coffee"].convert("CMYK"), "TIFF"),
         "palette_alpha": encoded(real_photos["logo"].convert("RGBA").convert("P"), "PNG", transparency=0),
+        "corrupt_pixels": _corrupt_png(encoded(real_photos["coffee"], "PNG")),
     }
     chosen = {}
     for (kind, data), record in zip(files.items(), records, strict=False):
         _gold_image_file(raw, record).write_bytes(data)
         chosen[kind] = record
     return raw, chosen
+
+
+def _corrupt_png(data: bytes) -> bytes:
+    """`data` with its first IDAT chunk's compressed bytes garbled: the header and IEND stay whole."""
+    start = data.index(b"IDAT") + 4
+    return data[:start] + bytes(b ^ 0x5A for b in data[start : start + 200]) + data[start + 200 :]
 
 
 def _gold_images(folder: Path, records: dict[str, dict], decode: bool = True) -> dict[str, object]:
@@ -491,11 +498,13 @@ def test_real_world_images_are_refused_or_stored_so_every_reader_agrees(real_wor
 
     raw, records = real_world_release
     result = prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("movies",), on_error="skip", num_proc=1))
-    assert result.report.to_dict()["images_skipped"] == {"image_too_large": 1}  # the KB reuses the instances
-    assert "30000x30000 = 900,000,000 pixels, over the limit of 89,478,485" in result.report.examples[0]
+    # The KB reuses the instances' images; pixels that do not decode are found by the leak fingerprint.
+    assert result.report.to_dict()["images_skipped"] == {"image_too_large": 1, "undecodable_image": 1}
+    assert any("30000x30000 = 900,000,000 pixels, over the limit of 89,478,485" in e for e in result.report.examples)
     stored = _gold_images(result.out, records, decode=False)
     decoded = _gold_images(result.out, records)
     assert stored["bomb"] is None and decoded["bomb"] is None
+    assert stored["corrupt_pixels"] is None
     # An EXIF-rotated JPEG is kept byte for byte: stock decoding turns it upright, as our decoding does.
     assert decoded["rotated"].size == real_photos["grace_hopper"].size
     assert np.array_equal(np.asarray(open_image(stored["rotated"])), np.asarray(decoded["rotated"]))

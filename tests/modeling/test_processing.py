@@ -228,3 +228,23 @@ def test_jpeg_bytes_decoded_directly_give_the_processors_pixels(real_photos: dic
     for data in files:
         reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)
+
+
+def test_jpegs_the_direct_path_cannot_take_give_the_processors_pixels_through_pil() -> None:
+    """A scan cut short (PIL decodes what there is) and an XMP orientation (PIL turns the picture)."""
+    from photos import encoded
+
+    from m3el_hf.images import open_image
+
+    processor = vit_b_32()
+    fast = FastImagePreprocessor(processor)
+    noise = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 300, 3), dtype=np.uint8))
+    whole = encoded(noise, "JPEG", quality=90)
+    cut = whole[: len(whole) // 2] + b"\xff\xd9"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    turned = encoded(noise, "JPEG", quality=90, xmp=xmp)
+    assert fast._jpeg_array(whole) is not None
+    for data in (cut, turned):
+        assert fast._jpeg_array(data) is None
+        reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)
