@@ -14,6 +14,7 @@ from .version import __version__
 if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getattr__` imports on first use
     from .data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns, task_features
     from .evaluation.metrics import accuracy_at_1, evaluate_module_path, gold_ranks, hits_at_k, mrr, ranking_metrics
+    from .linking import EntityIndex, EntityLinker, LinkedEntity, Mention
     from .modeling.collator import M3ELCollator, qid_to_int
     from .modeling.configuration_clipnd import CLIPNDConfig
     from .modeling.loss import ContrastiveMELLoss
@@ -40,6 +41,7 @@ _EXPORTS = {
     "modeling.processing": ("load_processor",),
     "tasks": ("TASK_NAMES", "TASKS", "TOPICS", "Task", "get_task"),
     "modeling.tiny": ("build_tiny_clip",),
+    "linking": ("EntityIndex", "EntityLinker", "LinkedEntity", "Mention"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -74,6 +74,20 @@ COMMANDS: dict[str, Command] = {
         "Train CLIP_ND from a recipe (one process here; `accelerate launch trainers/train.py` for several).",
         "m3el-hf train --recipe tiny-cpu --model demo-out/tiny-clip --data demo-out/m3el --output-dir runs/tiny",
     ),
+    "index": Command(
+        "m3el_hf.linking.command",
+        "IndexConfig",
+        "run_index",
+        "Build an entity index: embed a knowledge base once with a checkpoint, searchable with FAISS.",
+        "m3el-hf index build --model runs/clipnd/final --kb m3el --config all-kb --out index-all-kb",
+    ),
+    "link": Command(
+        "m3el_hf.linking.command",
+        "LinkConfig",
+        "run_link",
+        "Link a mention (text, and optionally a picture) to the entities of an index or a knowledge base.",
+        "m3el-hf link --model runs/clipnd/final --index index-all-kb --mention Paris --sentence 'Paris is in France.'",
+    ),
     "push-dataset": Command(
         "m3el_hf.hub.push",
         "PushDatasetConfig",
@@ -87,6 +101,13 @@ COMMANDS: dict[str, Command] = {
         "run_push_model",
         "Push a CLIP_ND checkpoint with its model card and leaderboard entries, or only .eval_results/ as a PR.",
         "m3el-hf push-model runs/clipnd/final --repo ORG/clipnd --results results.json --dataset-id ORG/m3el",
+    ),
+    "app": Command(
+        "m3el_hf.app",
+        "AppConfig",
+        "run_app",
+        "Link mentions in the browser: a Gradio page over a checkpoint and its entity indexes (m3el-hf[app]).",
+        "m3el-hf app --model runs/clipnd/final --index index-all-kb --results results.json",
     ),
 }
 

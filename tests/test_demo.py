@@ -106,6 +106,7 @@ def test_every_python_block_of_the_readme_runs_on_the_demo_outputs(short_demo: P
     blocks = _python_blocks((REPO / "README.md").read_text(encoding="utf-8"))
     assert blocks
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    printed = []
     for block in blocks:
         done = subprocess.run(
             [sys.executable, "-c", block], cwd=short_demo.parent, env=env, capture_output=True, text=True
@@ -114,7 +115,9 @@ def test_every_python_block_of_the_readme_runs_on_the_demo_outputs(short_demo: P
         assert done.stdout.strip(), "a README snippet prints what it shows"
         for line in done.stdout.strip().splitlines():
             assert ":" in line, f"unlabelled output {line!r}"
-    assert "stock CLIPModel gives the same text embedding: True" in done.stdout
+        printed.append(done.stdout)
+    assert any("stock CLIPModel gives the same text embedding: True" in out for out in printed)
+    assert any(out.startswith("best entity: Q") for out in printed)  # linking a mention in three lines
 
 
 def test_margins_are_checked_against_each_baseline_under_both_protocols(capsys) -> None:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Import order, lowest first: a module may import its own stage and any earlier one. The trainer validates with
 # the evaluator, so evaluation comes before training in this order (the pipeline reads data → modeling →
 # training → evaluation → hub).
-ORDER = ("leaves", "data", "modeling", "evaluation", "training", "hub", "top")
+ORDER = ("leaves", "data", "modeling", "evaluation", "training", "hub", "linking", "top")
 LEAVES = {
     "m3el_hf.tasks",
     "m3el_hf.atomic",

@@ -1,0 +1,200 @@
+"""Linking new mentions: `EntityLinker` embeds a mention (text, image or both) and ranks entities for it.
+
+The embeddings are the evaluator's: the checkpoint's own mention and entity templates (through
+`M3ELCollator`), its fast image path and its fusion (`CLIPNDModel.combine`); a score is the inner product of
+the mention's and the entity's embeddings, as in ``m3el-hf evaluate``. An entity lacking an input its modality
+needs (an image, for ``"I"`` and ``"TI"``) scores ``-inf``: it ranks last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import PIL.Image
+import torch
+
+from ..evaluation.embeddings import Encoders
+from ..images import open_image
+from ..modeling.collator import M3ELCollator
+from ..modeling.modeling_clipnd import CLIPNDModel
+from ..modeling.processing import load_processor
+from ..tasks import MODALITIES
+
+if TYPE_CHECKING:
+    from .index import EntityIndex
+
+__all__ = ["EntityLinker", "LinkedEntity", "Mention", "as_pil"]
+
+ImageLike = PIL.Image.Image | bytes | str | Path | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A mention to link: its surface form, its context sentence and its picture (any may be missing)."""
+
+    mention: str
+    sentence: str | None = None
+    image: ImageLike | None = None
+
+
+@dataclass(frozen=True)
+class LinkedEntity:
+    """One ranked entity: 1-based `rank`, the entity's fields, and its `score` (inner product of embeddings)."""
+
+    rank: int
+    qid: str
+    name: str
+    description: str
+    score: float
+    topic: str | None = None
+    image: PIL.Image.Image | None = None
+
+
+class EntityLinker:
+    """Links mentions to entities with a CLIP_ND (or plain CLIP) checkpoint.
+
+    >>> linker = EntityLinker.from_pretrained("runs/clipnd/final")  # doctest: +SKIP
+    >>> linker.link("Paris", sentence="Paris is a French city.", candidates=kb_rows)[0].qid  # doctest: +SKIP
+    'Q90'
+    """
+
+    def __init__(self, model: CLIPNDModel, tokenizer: Any, image_processor: Any, batch_size: int = 64) -> None:
+        self.model = model.eval()
+        self.collator = M3ELCollator.from_pretrained(model, tokenizer=tokenizer, image_processor=image_processor)
+        self.encoders = Encoders(model, tokenizer, image_processor, self.collator.max_length, batch_size, False)
+        self.checkpoint = str(getattr(model, "name_or_path", "") or "")
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, device: str | None = None, **kwargs: Any) -> EntityLinker:
+        """Load a checkpoint folder or Hub id with its tokenizer and image processor (`kwargs` go to both)."""
+        model = CLIPNDModel.from_pretrained(checkpoint, **kwargs)
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(model, *load_processor(checkpoint, **kwargs))
+
+    @torch.inference_mode()
+    def embed_mentions(self, mentions: Sequence[Mention], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(embeddings, usable)` of `mentions` for `modality`; a mention lacking a needed input is unusable."""
+        texts = [self.collator.mention_text(m.mention, m.sentence) for m in mentions]
+        return self._embed(texts, [m.image for m in mentions], modality)
+
+    @torch.inference_mode()
+    def embed_entities(self, entities: Sequence[Mapping[str, Any]], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(embeddings, usable)` of entities (``name``, ``description``, optional ``image``) for `modality`."""
+        texts = [self.collator.entity_text(entity) for entity in entities]
+        return self._embed(texts, [entity.get("image") for entity in entities], modality)
+
+    def _embed(self, texts: list[str], images: list[Any], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if modality not in MODALITIES:
+            raise ValueError(f"Unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}.")
+        dim, device = self.model.config.projection_dim, self.model.device
+        usable = torch.tensor([modality == "T" or image is not None for image in images], dtype=torch.bool)
+        out = torch.zeros(len(texts), dim, device=device)
+        rows = usable.nonzero().flatten().tolist()
+        if not rows:
+            return out, usable
+        text = self.encoders.texts([texts[i] for i in rows]) if modality != "I" else None
+        if modality != "T":
+            decoded = [_as_image(images[i]) for i in rows]
+            batch = self.encoders.batch_size
+            pixels = [self.encoders.preprocess(decoded[s : s + batch]) for s in range(0, len(decoded), batch)]
+            image = torch.cat([self.model.encode_image(p.to(device)) for p in pixels])
+        embedded = (
+            text if modality == "T" else image if modality == "I" else self.model.combine(texts=text, images=image)
+        )
+        out[torch.tensor(rows, device=device)] = embedded
+        return out, usable
+
+    def link(
+        self,
+        mention: str,
+        sentence: str | None = None,
+        image: ImageLike | None = None,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
+        index: EntityIndex | None = None,
+        top_k: int = 5,
+        mention_modality: str | None = None,
+        entity_modality: str | None = None,
+    ) -> list[LinkedEntity]:
+        """The `top_k` entities for one mention, best first: among `candidates` (dicts with ``qid``, ``name``,
+        ``description`` and optionally ``image``) or in `index`.
+
+        The mention's modality defaults to ``"TI"`` with an image, else ``"T"``; the entities' to the index's,
+        or ``"TI"`` when every candidate has an image, else ``"T"``.
+        """
+        query = Mention(mention, sentence, image)
+        return self.link_batch([query], candidates, index, top_k, mention_modality, entity_modality)[0]
+
+    def link_batch(
+        self,
+        mentions: Sequence[Mention],
+        candidates: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]] | None = None,
+        index: EntityIndex | None = None,
+        top_k: int = 5,
+        mention_modality: str | None = None,
+        entity_modality: str | None = None,
+    ) -> list[list[LinkedEntity]]:
+        """`link` for many mentions at once: one candidate list for all, one per mention, or an index."""
+        if (candidates is None) == (index is None):
+            raise ValueError("Pass either `candidates` (entities to rank) or `index` (an EntityIndex), not both.")
+        if top_k < 1:
+            raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
+        modality = mention_modality or ("TI" if all(m.image is not None for m in mentions) else "T")
+        queries, usable = self.embed_mentions(mentions, modality)
+        if not bool(usable.all()):
+            raise ValueError(f"Mention modality {modality!r} needs an image for every mention; some have none.")
+        if index is not None:
+            return index.search(queries, top_k)
+        lists = _per_mention(candidates, len(mentions))
+        return [
+            self._rank(query, entities, top_k, entity_modality) for query, entities in zip(queries, lists, strict=True)
+        ]
+
+    def _rank(
+        self, query: torch.Tensor, entities: Sequence[Mapping[str, Any]], top_k: int, modality: str | None
+    ) -> list[LinkedEntity]:
+        modality = modality or ("TI" if entities and all(e.get("image") is not None for e in entities) else "T")
+        embeddings, usable = self.embed_entities(entities, modality)
+        scores = (embeddings @ query).masked_fill(~usable.to(embeddings.device), float("-inf")).cpu()
+        order = torch.argsort(scores, descending=True, stable=True)[:top_k].tolist()
+        return [
+            LinkedEntity(
+                rank=rank,
+                qid=entities[i]["qid"],
+                name=entities[i].get("name") or "",
+                description=entities[i].get("description") or "",
+                score=float(scores[i]),
+                topic=entities[i].get("topic"),
+                image=as_pil(entities[i]["image"]) if entities[i].get("image") is not None else None,
+            )
+            for rank, i in enumerate(order, start=1)
+        ]
+
+
+def _per_mention(candidates: Any, count: int) -> list[Sequence[Mapping[str, Any]]]:
+    """One candidate list per mention: `candidates` shared by all, or already one list per mention."""
+    if candidates and not isinstance(candidates[0], Mapping):
+        if len(candidates) != count:
+            raise ValueError(f"Got {len(candidates)} candidate lists for {count} mentions; give one per mention.")
+        return list(candidates)
+    return [candidates] * count
+
+
+def _as_image(image: ImageLike) -> PIL.Image.Image | bytes:
+    """What the fast image path takes: a PIL image, or encoded bytes (files are read, as `datasets` does)."""
+    if isinstance(image, PIL.Image.Image | bytes):
+        return image
+    if isinstance(image, Mapping):
+        return image["bytes"] if image.get("bytes") is not None else open_image(image)
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image not found: {path}")
+    return path.read_bytes()
+
+
+def as_pil(image: ImageLike) -> PIL.Image.Image:
+    """`image` decoded as `datasets` decodes it (EXIF orientation applied)."""
+    image = _as_image(image)
+    return open_image(image) if isinstance(image, bytes) else image

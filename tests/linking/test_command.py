@@ -1,0 +1,31 @@
+"""m3el-hf index build and m3el-hf link: what they write and print, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from m3el_hf.cli import main
+
+
+def test_index_build_then_link_prints_ranked_entities(tiny_clip_path, movies_release, tmp_path, capsys):
+    out = tmp_path / "index-movies"
+    args = ["index", "build", "--model", str(tiny_clip_path), "--kb", str(movies_release), "--config", "movies-kb"]
+    assert main([*args, "--out", str(out), "--modality", "T"]) == 0
+    printed = capsys.readouterr().out
+    assert f"Wrote {out}:" in printed and "modality T, 0 left out" in printed
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["modality"] == "T" and meta["entities"] > 0
+
+    link = ["link", "--model", str(tiny_clip_path), "--mention", "Paris", "--sentence", "Paris premiere screenplay"]
+    assert main([*link, "--index", str(out), "--top-k", "3", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["rank"] for line in lines] == [1, 2, 3]
+    assert lines[0]["score"] >= lines[1]["score"] >= lines[2]["score"]
+    assert main([*link, "--kb", str(movies_release), "--config", "movies-kb", "--modality", "T", "--top-k", "3"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [row.split()[1] for row in table] == [line["qid"] for line in lines]  # the same entities, from the KB
+
+    assert main([*args, "--out", str(out)]) == 2
+    assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert main([*link, "--index", str(out), "--kb", str(movies_release)]) == 2
+    assert "Pass --index DIR (built by m3el-hf index build) or --kb DATA, one of them." in capsys.readouterr().err
