@@ -32,6 +32,7 @@ __all__ = [
     "JPEG_QUALITY",
     "STORED_MODES",
     "ImageHeader",
+    "decode_for_resizing",
     "default_max_pixels",
     "encode",
     "jpeg_may_rotate",
@@ -217,24 +218,33 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def shrink_to_shorter_side(data: bytes, size: int, resample: int = PIL.Image.Resampling.BICUBIC) -> PIL.Image.Image:
-    """Decode `data` upright and in 8 bits, then resize it so that its shorter side is `size` (never enlarged).
+def decode_for_resizing(data: bytes, draft_shorter: int | None = None) -> PIL.Image.Image:
+    """Decode `data` upright, in 8 bits and in a mode PIL resizes with any filter (not 1 or P).
 
-    A JPEG is decoded at a reduced scale first (PIL's draft mode: a power-of-two DCT scaling) to no less
-    than twice the target size, as `PIL.Image.Image.thumbnail` does; the bicubic resize from there differs
-    from one from the full image by under one grey level on average (measured in the tests).
+    With `draft_shorter`, a JPEG is decoded at a reduced scale (PIL's draft mode: a power-of-two DCT scaling)
+    whose shorter side is no less than it.
     """
     with PIL.Image.open(io.BytesIO(data)) as image:
         shorter = min(image.size)
-        if image.format == "JPEG" and shorter > 2 * size:
-            scale = 2 * size / shorter
+        if draft_shorter and image.format == "JPEG" and shorter > draft_shorter:
+            scale = draft_shorter / shorter
             image.draft(image.mode, (round(image.width * scale), round(image.height * scale)))
         image.load()
-        upright = PIL.ImageOps.exif_transpose(image)
-    upright = to_8bit(upright)
+        upright = to_8bit(PIL.ImageOps.exif_transpose(image))
     if upright.mode in ("1", "P"):  # PIL resizes these with the nearest neighbour only
         has_alpha = upright.info.get("transparency") is not None
         upright = upright.convert("RGBA" if has_alpha else ("L" if upright.mode == "1" else "RGB"))
+    return upright
+
+
+def shrink_to_shorter_side(data: bytes, size: int, resample: int = PIL.Image.Resampling.BICUBIC) -> PIL.Image.Image:
+    """Decode `data` upright and in 8 bits, then resize it so that its shorter side is `size` (never enlarged).
+
+    A JPEG is decoded at a reduced scale first, to no less than twice the target size, as
+    `PIL.Image.Image.thumbnail` does; the bicubic resize from there differs from one from the full image by
+    under 1.5 grey levels on average on the bundled real photos (tested).
+    """
+    upright = decode_for_resizing(data, draft_shorter=2 * size)
     shorter = min(upright.size)
     if shorter <= size:
         return upright

@@ -16,7 +16,16 @@ import PIL.Image
 import PIL.ImageOps
 import pyarrow as pa
 
-from ..images import STORED_MODES, ImageHeader, default_max_pixels, encode, read_header, shrink_to_shorter_side, to_8bit
+from ..images import (
+    STORED_MODES,
+    ImageHeader,
+    decode_for_resizing,
+    default_max_pixels,
+    encode,
+    read_header,
+    shrink_to_shorter_side,
+    to_8bit,
+)
 from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
@@ -146,12 +155,9 @@ class ImageReader:
 
 
 def _shrink_longer_side(data: bytes, max_side: int) -> PIL.Image.Image:
-    with PIL.Image.open(io.BytesIO(data)) as im:
-        im = to_8bit(PIL.ImageOps.exif_transpose(im))
-    if im.mode in ("1", "P"):
-        im = im.convert("RGBA" if im.info.get("transparency") is not None else "RGB")
-    im.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
-    return im
+    image = decode_for_resizing(data)
+    image.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
+    return image
 
 
 def _source(image: RawImage | None) -> dict[str, str] | None:

@@ -356,11 +356,10 @@ class M3ELCollator:
             out[f"{side}_text_rows"] = torch.tensor(collected.text_rows, dtype=torch.long)
         if collected.images:
             fast = self._fast_images()
-            pixels = fast.pixels(collected.images) if self.uint8_pixels else None
-            if pixels is None:
-                out[f"{side}_pixel_values"] = fast(collected.images)
-            else:
-                out[f"{side}_pixels"] = pixels
+            pixels = fast(collected.images, uint8=self.uint8_pixels)
+            # uint8 only from the fast path (a processor it falls back to may itself output uint8 values).
+            compact = self.uint8_pixels and not fast.unsupported and pixels.dtype == torch.uint8
+            out[f"{side}_pixels" if compact else f"{side}_pixel_values"] = pixels
             out[f"{side}_image_rows"] = torch.tensor(collected.image_rows, dtype=torch.long)
         return out
 

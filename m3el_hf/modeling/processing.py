@@ -114,13 +114,18 @@ class FastImagePreprocessor:
         # Tables on an accelerator stay in this process: a DataLoader worker must not touch the device.
         return {**self.__dict__, "_device_tables": {}}
 
-    def __call__(self, images: Sequence[Any]) -> torch.Tensor:
-        """Preprocess `images` into a float32 tensor `(N, 3, H, W)`, as ``processor(images=images)`` would."""
-        pixels = self.pixels(images)
+    def __call__(self, images: Sequence[Any], uint8: bool = False) -> torch.Tensor:
+        """Preprocess `images` into a float32 tensor `(N, 3, H, W)`, as ``processor(images=images)`` would.
+
+        With `uint8`, the result is `pixels`'s uint8 tensor wherever the fast path applies (float32 otherwise).
+        Each image is decoded once, whichever path it takes.
+        """
+        images = list(images)
+        pixels = self._pixels(images)  # replaces bytes it decoded by the decoded image, for the fallback
         if pixels is None:
             decoded = [open_image(image) if isinstance(image, bytes) else image for image in images]
             return self.image_processor(images=decoded, return_tensors="pt")["pixel_values"]
-        return self.normalize(pixels)
+        return pixels if uint8 else self.normalize(pixels)
 
     def pixels(self, images: Sequence[Any]) -> torch.Tensor | None:
         """The images resized and cropped, as uint8 `(N, 3, H, W)`: `normalize` turns them into ``pixel_values``.
@@ -131,13 +136,18 @@ class FastImagePreprocessor:
         settings: the same pixels, tested), others as `datasets` decodes them. None when the processor itself
         must preprocess them (see the class docstring).
         """
+        return self._pixels(list(images))
+
+    def _pixels(self, images: list[Any]) -> torch.Tensor | None:
+        """`pixels`; bytes it decodes with PIL are replaced in `images` by the decoded image."""
         if not images or self.unsupported:
             return None
         arrays = []
-        for image in images:
+        for i, image in enumerate(images):
             array = self._jpeg_array(image) if isinstance(image, bytes) else None
             if array is None:
-                image = open_image(image) if isinstance(image, bytes) else image
+                if isinstance(image, bytes):
+                    image = images[i] = open_image(image)
                 if not self._handles(image):
                     return None
                 array = self._prepare(image)

@@ -21,6 +21,16 @@ from m3el_hf.tasks import TASK_NAMES, get_task
 # Words the mention side never contains: their token ids must never reach mention rows.
 SECRET = "zebra quokka xylophone"
 IMAGE_SIZE = 32
+# The keys of every batch besides the texts, images and return_loss.
+ROW_KEYS = (
+    "labels",
+    "mention_qids",
+    "entity_qids",
+    "task_ids",
+    "num_dropped",
+    "num_dropped_negatives",
+    "num_dropped_leaked",
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +90,7 @@ def contains(sequence: list[int], part: list[int]) -> bool:
 def test_layout_per_task(make, task_name: str) -> None:
     task, rows = get_task(task_name), [make_row(i, label=i % 3) for i in range(3)]
     batch = make(tasks=(task_name,))(rows)
-    expected = {
-        "labels",
-        "mention_qids",
-        "entity_qids",
-        "task_ids",
-        "num_dropped",
-        "num_dropped_negatives",
-        "num_dropped_leaked",
-    }
+    expected = set(ROW_KEYS)
     for side, text, img in (
         ("mention", task.mention_needs_text, task.mention_needs_image),
         ("entity", task.entity_needs_text, task.entity_needs_image),
@@ -157,16 +159,7 @@ def test_missing_images_drop_examples_and_negatives(make) -> None:
 def test_all_dropped_gives_an_empty_batch(make) -> None:
     batch = make(tasks=("TI-TI",))([make_row(0, mention_image=False), make_row(1, mention_image=False)])
     assert batch["num_dropped"].item() == 2 and batch["labels"].numel() == 0
-    assert set(batch) == {
-        "labels",
-        "mention_qids",
-        "entity_qids",
-        "task_ids",
-        "num_dropped",
-        "num_dropped_negatives",
-        "num_dropped_leaked",
-        "return_loss",
-    }
+    assert set(batch) == {*ROW_KEYS, "return_loss"}
 
 
 def test_hard_negatives_follow_the_golds(make) -> None:
