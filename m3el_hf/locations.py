@@ -10,7 +10,10 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["check_checkpoint", "check_prepared", "check_raw_release", "looks_like_hub_id"]
+__all__ = ["SUMMARY_NAME", "check_checkpoint", "check_prepared", "check_raw_release", "looks_like_hub_id"]
+
+SUMMARY_NAME = "training_summary.json"
+"""The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _RAW_MARKERS = ("_candidates_images",)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from accelerate.state import AcceleratorState, GradientState
 from huggingface_hub import DatasetCard, ModelCard
 
@@ -53,7 +54,8 @@ def test_at_the_demo_scale_image_tasks_measure_linking_not_copies(full_demo: Pat
     test = datasets.load_dataset(str(full_demo / "m3el"), "all", split="test")
     test = test.cast_column("mention_image", datasets.Image(decode=False))
     test = test.cast_column("candidate_images", datasets.List(datasets.Image(decode=False)))
-    odds, leaked = [], 0
+    odds: dict[str, list[float]] = {}
+    leaked = 0
     for row in test:
         images = row["candidate_images"]
         if row["mention_image"] is None or images[row["label"]] is None:
@@ -61,17 +63,18 @@ def test_at_the_demo_scale_image_tasks_measure_linking_not_copies(full_demo: Pat
         if row["mention_image_leak"] in ("copy", "near"):
             leaked += 1
             continue
-        odds.append(1 / sum(image is not None for image in images))
-    chance = sum(odds) / len(odds)
+        odds.setdefault(row["topic"], []).append(1 / sum(image is not None for image in images))
+    chance = sum(sum(values) / len(values) for values in odds.values()) / len(odds)  # topics weigh the same
     cells = {(r["model"], r["protocol"]): r for r in read_results(full_demo / "results.json") if r["task"] == "I-I"}
     cells = {key: r for key, r in cells.items() if r["topic"] == "all"}
     random, trained = (cells[model, "candidates-leak-free"] for model in ("zero-shot CLIP", "CLIP_ND"))
     with capsys.disabled():
         print(
-            f"\nleak-free I-I at the demo's scale ({len(odds)} test mentions, {leaked} leaked left out): chance "
+            f"\nleak-free I-I at the demo's scale ({sum(map(len, odds.values()))} test mentions, {leaked} leaked left "
+            f"out): chance "
             f"{chance:.3f}, random CLIP {random['accuracy']:.3f}, CLIP_ND {trained['accuracy']:.3f}"
         )
-    assert (random["evaluated"], random["leaked"]) == (len(odds), leaked) and leaked > 0
+    assert (random["evaluated"], random["leaked"]) == (sum(map(len, odds.values())), leaked) and leaked > 0
     assert random["accuracy"] < chance + 0.15  # the pictures share only the entity's colour and shape
     assert trained["accuracy"] > chance + 0.35
 
@@ -89,7 +92,11 @@ def test_short_demo_leaves_results_checkpoints_and_publishable_folders(short_dem
     assert dataset_card.data.pretty_name.startswith("Synthetic")
     model_card = ModelCard.load(out / "publish" / "model" / "README.md")
     assert model_card.data.eval_results and "These scores come from a synthetic release" in model_card.text
-    assert (out / "publish" / "model" / ".eval_results" / "m3el-synthetic-demo.yaml").is_file()
+    entries = yaml.safe_load((out / "publish" / "model" / ".eval_results" / "m3el-synthetic-demo.yaml").read_text())
+    benchmark = yaml.safe_load((out / "publish" / "dataset" / "eval.yaml").read_text())
+    assert benchmark["evaluation_framework"] == "mteb" and {e["evaluation_framework"] for e in entries} == {"mteb"}
+    ids = {task["id"] for task in benchmark["tasks"]}
+    assert {e["dataset"]["task_id"] for e in entries} <= ids and "M3ELI2ICandidatesLeakFree" in ids
 
 
 def test_the_demo_refuses_a_used_folder_unless_told(short_demo: Path) -> None:

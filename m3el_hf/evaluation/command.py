@@ -91,6 +91,15 @@ class EvaluateConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "Replace the leaderboard entries of an earlier run in --eval-results."}
     )
+    harness: Literal["builtin", "mteb"] = field(
+        default="builtin",
+        metadata={
+            "help": "builtin: m3el-hf's evaluator (fast; every unique text and image encoded once). mteb: the M³EL "
+            "tasks run by MTEB, for any model MTEB can load (pip install 'm3el-hf[mteb]'): the same scores but for "
+            "near-ties within 8 float32 ulps and Kb golds ranked below 1,000; MTEB's own result files go next to "
+            "--output, in OUTPUT-mteb/."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -128,10 +137,21 @@ class EvaluateConfig:
                 f"{HEADLINE_PROTOCOL!r}, ties 'expected'; got --split {self.split} --protocol "
                 f"{' '.join(self.protocol)} --ties {self.ties} --max-instances {self.max_instances}."
             )
+        if self.harness == "mteb":
+            self._check_mteb()
         labels = self.labels()
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise ValueError(f"Two --model values share the label(s) {repeated}; name each with --model-name.")
+
+    def _check_mteb(self) -> None:
+        if importlib.util.find_spec("mteb") is None:
+            raise ValueError("--harness mteb needs MTEB: pip install 'm3el-hf[mteb]', or use --harness builtin.")
+        if self.ties != "expected" or self.max_instances is not None:
+            raise ValueError(
+                "--harness mteb scores whole splits with ties 'expected' (the M³EL tasks' main score); leave out "
+                f"--ties {self.ties} and --max-instances, or use --harness builtin."
+            )
 
     def labels(self) -> tuple[str, ...]:
         """Each model's label in the report: its --model-name, else the folder name (run/final -> run)."""
@@ -156,27 +176,30 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     check_prepared(config.data)
     if config.eval_results is not None:
         _entry_folders(config)  # refuse a used folder now, not after evaluating
-    dataset, kb = _load_data(config)
+    dataset, kb = _load_data(config) if config.harness == "builtin" else (None, None)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for path, name in zip(config.model, config.labels(), strict=True):
-        logger.info("Evaluating %s (%s) on %d instances", name, path, dataset.num_rows)
-        model = CLIPNDModel.from_pretrained(path).to(device)
-        tokenizer, image_processor = load_processor(path)
-        result = evaluate_model(
-            model,
-            tokenizer,
-            image_processor,
-            dataset,
-            kb=kb,
-            tasks=config.tasks,
-            protocols=config.protocol,
-            model_name=name,
-            checkpoint=str(path),
-            split=config.split,
-            ties=config.ties,
-            batch_size=config.batch_size,
-        )
+        if config.harness == "mteb":
+            result = _evaluate_with_mteb(config, path, name, device)
+        else:
+            logger.info("Evaluating %s (%s) on %d instances", name, path, dataset.num_rows)
+            model = CLIPNDModel.from_pretrained(path).to(device)
+            tokenizer, image_processor = load_processor(path)
+            result = evaluate_model(
+                model,
+                tokenizer,
+                image_processor,
+                dataset,
+                kb=kb,
+                tasks=config.tasks,
+                protocols=config.protocol,
+                model_name=name,
+                checkpoint=str(path),
+                split=config.split,
+                ties=config.ties,
+                batch_size=config.batch_size,
+            )
         print(result.table(config.metrics), end="\n\n")
         results.append(result)
     if len(results) > 1:
@@ -195,6 +218,24 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     if config.eval_results is not None:
         _write_leaderboard_entries(config, records)
     return results
+
+
+def _evaluate_with_mteb(config: EvaluateConfig, model: str, name: str, device: str) -> EvaluationResult:
+    from .mteb_harness import evaluate_with_mteb
+
+    logger.info("Evaluating %s (%s) through MTEB", name, model)
+    return evaluate_with_mteb(
+        model,
+        config.data,
+        topics=config.topics or _available_topics(config.data),
+        tasks=config.tasks,
+        protocols=config.protocol,
+        model_name=name,
+        split=config.split,
+        batch_size=config.batch_size,
+        results_folder=config.output.with_name(f"{config.output.stem}-mteb"),
+        device=device,
+    )
 
 
 def leak_note(data: str, tasks: Sequence[str]) -> str | None:

@@ -45,7 +45,7 @@ from .embeddings import (
     gather_kb,
 )
 from .metrics import Ties, ranking_metrics
-from .results import ALL_TOPICS, METRIC_KEYS, RECORD_KEYS, EvaluationResult
+from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
 __all__ = [
     "LEAK_FREE_SUFFIX",
@@ -135,7 +135,7 @@ def evaluate_model(
         for protocol, by_cell in cells.items()
         for (task, topic), cell in by_cell.items()
     ]
-    return EvaluationResult(records)
+    return EvaluationResult(add_overall(records))
 
 
 def ranks_the_kb(protocol: str) -> bool:
@@ -234,7 +234,6 @@ def _score_candidates(
             kept, excluded, leaked = _split_kept(usable, drop, indices)
             metrics = ranking_metrics([per_instance[i] for i in kept], instances.labels[kept], ks=_KS, ties=ties)
             cells[task.name, topic] = (metrics, len(kept), excluded, leaked)
-        cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
     return cells
 
 
@@ -261,7 +260,6 @@ def _score_kb(
             metrics = _rank_against(mention_embeds[index[keep]], entity_embeds, entity_ok, gold[topic][keep], ties)
             evaluated, available = int(keep.sum()), int(usable.sum())
             cells[task.name, topic] = (metrics, evaluated, len(indices) - available, available - evaluated)
-        cells[task.name, ALL_TOPICS] = _pool([cells[task.name, topic] for topic in by_topic])
     return cells
 
 
@@ -294,7 +292,7 @@ def _rank_against(
 
 
 def _pool(cells: Iterable[_Cell]) -> _Cell:
-    """Combine cells by a count-weighted mean of their metrics (metrics are means over mentions)."""
+    """Combine chunks of one topic's mentions by a count-weighted mean of their metrics (means over mentions)."""
     cells = list(cells)
     count = sum(int(cell[0]["count"]) for cell in cells)
     pooled: dict[str, float] = {"count": count}

@@ -17,6 +17,7 @@ __all__ = [
     "METRIC_KEYS",
     "RECORD_KEYS",
     "EvaluationResult",
+    "add_overall",
     "format_table",
     "is_missing",
     "percent",
@@ -27,7 +28,8 @@ __all__ = [
 
 
 ALL_TOPICS = "all"
-"""The `topic` of the records pooling every evaluated topic (a mention-weighted mean)."""
+"""The `topic` of the records over every topic: each metric is the mean over the topics with an evaluated
+instance (MTEB's mean over subsets, so both harnesses report one overall score); counts are summed."""
 
 
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
@@ -53,7 +55,7 @@ out because the mention's image is a copy or near-duplicate of the gold's (0 und
 
 @dataclass
 class EvaluationResult:
-    """The records of one model's evaluation: one per (protocol, topic, task), pooled topic ``"all"`` included.
+    """The records of one model's evaluation: one per (protocol, topic, task), the overall topic ``"all"`` included.
 
     >>> result = evaluate_model(model, tokenizer, image_processor, test_set)  # doctest: +SKIP
     >>> result.mean_accuracy()  # doctest: +SKIP
@@ -83,6 +85,29 @@ class EvaluationResult:
                 )
                 blocks.append(_render(title, ["task", *topics], rows))
         return "\n\n".join(blocks)
+
+
+def add_overall(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`records` (per topic) with an `ALL_TOPICS` record after each (model, protocol, task)'s topics.
+
+    Its metrics are the unweighted means over the topics that evaluated at least one instance (``NaN`` when
+    none did), as MTEB averages a task's subsets; ``evaluated``, ``excluded`` and ``leaked`` are sums.
+    """
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for record in records:
+        if record["topic"] != ALL_TOPICS:
+            groups.setdefault((record["model"], record["protocol"], record["task"]), []).append(record)
+    out: list[dict[str, Any]] = []
+    for group in groups.values():
+        out += [dict(record) for record in group]
+        scored = [record for record in group if record["evaluated"]]
+        overall = {**group[0], "topic": ALL_TOPICS}
+        for key in METRIC_KEYS:
+            overall[key] = math.fsum(r[key] for r in scored) / len(scored) if scored else float("nan")
+        for key in ("evaluated", "excluded", "leaked"):
+            overall[key] = sum(record[key] for record in group)
+        out.append(overall)
+    return out
 
 
 def write_results(
@@ -116,7 +141,11 @@ def write_results(
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a file written by [`write_results`]; ``null`` metrics come back as ``NaN``."""
+    """The records of a file written by [`write_results`]; ``null`` metrics come back as ``NaN``.
+
+    The `ALL_TOPICS` records are computed again from the topics' (`add_overall`), so a file written before the
+    overall score became the mean over topics reads as a new one does.
+    """
     path = Path(path)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["records"]
@@ -128,20 +157,20 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: record {i} lacks {missing}; rewrite the file with `m3el-hf evaluate`.")
         record.update({key: float("nan") for key in METRIC_KEYS if record[key] is None})
-    return records
+    return add_overall([record for record in records if record["topic"] != ALL_TOPICS])
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """Accuracy (%) of each model (columns) per task (rows), pooled over topics, one block per protocol."""
+    """Accuracy (%) of each model (columns) per task (rows), over all topics (their mean), one block per protocol."""
     blocks = []
     for protocol in unique(r["protocol"] for r in records):
-        pooled = [r for r in records if r["protocol"] == protocol and r["topic"] == ALL_TOPICS]
-        models = unique(r["model"] for r in pooled)
-        cells = {(r["task"], r["model"]): r["accuracy"] for r in pooled}
-        tasks = unique(r["task"] for r in pooled)
-        evaluated = {r["task"]: r["evaluated"] for r in pooled}  # the same instances for every model
+        overall = [r for r in records if r["protocol"] == protocol and r["topic"] == ALL_TOPICS]
+        models = unique(r["model"] for r in overall)
+        cells = {(r["task"], r["model"]): r["accuracy"] for r in overall}
+        tasks = unique(r["task"] for r in overall)
+        evaluated = {r["task"]: r["evaluated"] for r in overall}  # the same instances for every model
         rows = [[task, str(evaluated[task]), *(percent(cells.get((task, m))) for m in models)] for task in tasks]
-        means = [_mean_accuracy([r for r in pooled if r["model"] == m], protocol, ALL_TOPICS) for m in models]
+        means = [_mean_accuracy([r for r in overall if r["model"] == m], protocol, ALL_TOPICS) for m in models]
         rows.append(["mean", "", *map(percent, means)])
         title = f"Accuracy (%), protocol {protocol!r}, all topics"
         blocks.append(_render(title, ["task", "instances", *models], rows))

@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL, task_id
+from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
 from ..modeling.configuration_clipnd import settings_of
@@ -57,11 +57,11 @@ _PROTOCOL_NAMES = {
     "kb-leak-free": "whole-KB protocol, leak-free",
 }
 _PROTOCOL_TITLES = {
-    "candidates": "candidate list (rank the instance's own candidates; the leaderboard metric)",
+    "candidates": "candidate list (rank the instance's own candidates; M³EL's protocol)",
     "kb": "whole knowledge base (rank every entity of the topic's KB)",
     "candidates-leak-free": (
         "candidate list, leak-free (tasks with a mention image, without the instances whose mention image is a copy "
-        "or near-duplicate of the gold's; also on the leaderboard)"
+        "or near-duplicate of the gold's)"
     ),
     "kb-leak-free": "whole knowledge base, leak-free (without the instances whose mention image copies the gold's)",
 }
@@ -167,7 +167,9 @@ def _results_text(records: Sequence[Mapping[str, Any]], model: str, plot: bool) 
     models = unique(r["model"] for r in records)
     parts = [
         f"Accuracy (%) on the **{BENCHMARK_SPLIT}** split, evaluated with `m3el-hf evaluate`; ties between "
-        "candidate scores count as their expected value. "
+        "candidate scores count as their expected value, and `all` is the mean over the topics (each weighing the "
+        "same, as MTEB averages subsets). Every protocol is an MTEB task of the M³EL benchmark (`M3EL{m}2{e}"
+        "Candidates`, `...Kb`, `...LeakFree`). "
         + (
             f"Baselines from the same evaluation: {', '.join(m for m in models if m != model)}."
             if len(models) > 1
@@ -207,8 +209,8 @@ def _limitations_text(synthetic: bool) -> str:
     lines += [
         "**I-I is inflated by the data:** in M³EL, some mention images are byte-identical to the gold entity's "
         "image (the dataset card's audit gives the share), so image-to-image matching is partly trivial.",
-        "**Protocols are not comparable:** accuracy over the instance's candidate list (the leaderboard "
-        "metric) is far easier than ranking the whole knowledge base; every table above names its protocol. "
+        "**Protocols are not comparable:** accuracy over the instance's candidate list (M³EL's protocol) "
+        "is far easier than ranking the whole knowledge base; every table above names its protocol. "
         "Instances lacking a modality a task needs are excluded from that task (see `excluded`).",
         "Entity text relies on Wikidata descriptions; entities without one fall back to their name.",
     ]
@@ -233,7 +235,7 @@ def model_index_results(
     """One `EvalResult` (accuracy) per record of `model` with a value, for the card's ``model-index``. Pure.
 
     The task type follows the task's modalities (`hub_task_type`); the protocol is named in the free-text
-    task and metric names, the dataset config is the benchmark task (``{topic}-{task}``).
+    task and metric names, the dataset config is the one holding the task's columns (``{topic}-{task}``).
     """
     results = []
     for r in records:
@@ -246,7 +248,7 @@ def model_index_results(
                 task_name=f"Multi-modal entity linking, task {r['task']}, {protocol}",
                 dataset_type=dataset_id,
                 dataset_name=dataset_name,
-                dataset_config=task_id(r["topic"], r["task"]),
+                dataset_config=f"{r['topic']}-{r['task']}",
                 dataset_split=r["split"],
                 metric_type="accuracy",
                 metric_value=float(r["accuracy"]),

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from ..arguments import add_dataclass_arguments, dataclass_from_namespace
+from ..locations import SUMMARY_NAME
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 
 __all__ = [
@@ -45,8 +46,6 @@ _ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 _RECIPES = "m3el_hf.trainers"
 PATH_OPTIONS = ("model", "data", "output_dir", "resume_from")
 """Options that may name local paths: the training summary keeps only their last part (Hub ids stay whole)."""
-SUMMARY_NAME = "training_summary.json"
-"""The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""benchmark: the eval.yaml that declares a benchmark task per topic and task, and their ids."""
+"""benchmark: the eval.yaml that registers M³EL as a Hub benchmark run by MTEB, and its task ids."""
 
 from __future__ import annotations
 
@@ -6,33 +6,36 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-from m3el_hf.data.benchmark import LEAK_FREE_PROTOCOL, eval_yaml, task_id
+from m3el_hf.data.benchmark import BENCHMARK_PROTOCOLS, eval_yaml, mteb_task_name, task_id
 from m3el_hf.tasks import TASK_NAMES, get_task
 
 
-def test_eval_yaml_declares_a_task_per_config_and_prepare_writes_it(movies_release):
+def test_eval_yaml_declares_every_mteb_task_per_topic_and_overall_and_prepare_writes_it(movies_release) -> None:
     text = (movies_release / "eval.yaml").read_text(encoding="utf-8")
     assert text == eval_yaml(("movies",))
     spec = yaml.safe_load(text)
-    assert {"name", "description", "evaluation_framework", "tasks"} <= spec.keys()
-    assert "candidate list" in spec["description"] and "accuracy" in spec["description"]
-    ids = [t["id"] for t in spec["tasks"]]
-    expected = []
-    for topic in ("movies", "all"):
-        for task in TASK_NAMES:
-            expected.append(task_id(topic, task))
-            if get_task(task).mention_needs_image:
-                expected.append(task_id(topic, task, LEAK_FREE_PROTOCOL))
-    assert ids == expected and len(ids) == 2 * (9 + 6)
-    assert "movies-I-I-leak-free" in ids and "movies-T-I-leak-free" not in ids
-    assert "leak-free" in spec["description"] and "mention_image_leak" in spec["description"]
+    assert list(spec) == ["name", "description", "evaluation_framework", "tasks"]
+    assert spec["evaluation_framework"] == "mteb"
+    for phrase in ("candidate list", "knowledge base", "left out and counted", "expected value", "mean over"):
+        assert phrase in spec["description"]
+    names = [mteb_task_name(t, p) for p in BENCHMARK_PROTOCOLS for t in TASK_NAMES]
+    names = [name for name in names if name is not None]
+    assert len(names) == 9 + 9 + 6 + 6
+    assert spec["tasks"] == [
+        entry
+        for name in names
+        for entry in ({"id": name}, {"id": f"{name}_movies_test", "config": "movies", "split": "test"})
+    ]
     configs = {c["config_name"] for c in DatasetCard.load(movies_release / "README.md").data.configs}
-    assert all(t["config"] in configs and t["split"] == "test" for t in spec["tasks"])
-    leak_free = next(t for t in spec["tasks"] if t["id"] == "all-TI-I-leak-free")
-    assert leak_free["config"] == "all-TI-I"
+    assert all(t["config"] in configs for t in spec["tasks"] if "config" in t)
 
 
-def test_task_ids_exist_for_the_leaderboard_protocols_only():
-    assert task_id("books", "TI-TI", "candidates-leak-free") == "books-TI-TI-leak-free"
-    with pytest.raises(ValueError, match="No benchmark task for protocol 'kb'"):
-        task_id("books", "TI-TI", "kb")
+def test_task_ids_are_formed_as_mtebs_writer_forms_them() -> None:
+    assert task_id("movies", "T-TI") == "M3ELT2TICandidates_movies_test"
+    assert task_id("all", "TI-I", "kb") == "M3ELTI2IKb"
+    assert task_id("books", "I-I", "candidates-leak-free") == "M3ELI2ICandidatesLeakFree_books_test"
+    assert mteb_task_name("T-I", "kb-leak-free") is None and not get_task("T-I").mention_needs_image
+    with pytest.raises(ValueError, match="no mention image"):
+        task_id("books", "T-T", "candidates-leak-free")
+    with pytest.raises(ValueError, match="No benchmark task for protocol 'whole'"):
+        task_id("books", "TI-TI", "whole")

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from m3el_hf.cli import main
+from m3el_hf.data.benchmark import task_id
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.results import EvaluationResult, read_results
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
@@ -78,10 +79,17 @@ def _brute_force_candidates(model, processors, dataset) -> dict:
             if m is None or gold is None:
                 continue
             scores = [float("-inf") if e[task.entity] is None else float(m @ e[task.entity]) for e in entities]
-            accuracy, reciprocal = _rank_by_hand(scores, row["label"])
-            for topic in (row["topic"], "all"):
-                sums.setdefault((task.name, topic), []).append((accuracy, reciprocal))
-    return {key: [sum(v) / len(values) for v in zip(*values, strict=True)] for key, values in sums.items()}
+            sums.setdefault((task.name, row["topic"]), []).append(_rank_by_hand(scores, row["label"]))
+    means = {key: [sum(v) / len(values) for v in zip(*values, strict=True)] for key, values in sums.items()}
+    return {**means, **_over_topics(means)}
+
+
+def _over_topics(means: dict[tuple[str, str], list[float]]) -> dict[tuple[str, str], list[float]]:
+    """The "all" cells: per task, the mean over the topics that have a value (each topic weighing the same)."""
+    by_task: dict[str, list[list[float]]] = {}
+    for (task, _), values in means.items():
+        by_task.setdefault(task, []).append(values)
+    return {(task, "all"): [sum(v) / len(rows) for v in zip(*rows, strict=True)] for task, rows in by_task.items()}
 
 
 def test_candidates_equal_brute_force(model, processors, damaged):
@@ -167,15 +175,19 @@ def test_constant_model_scores_chance(model, processors, damaged, monkeypatch):
     monkeypatch.setattr(model, "encode_image", lambda pixel_values: constant.expand(len(pixel_values), -1))
     cells = _cells(_evaluate(model, processors, damaged))
     for task in map(get_task, TASK_NAMES):
-        chance = []
+        chance: dict[tuple[str, str], list[float]] = {}
         for row in damaged:
             has = [image is not None for image in row["candidate_images"]]
             if (task.mention_needs_image and row["mention_image"] is None) or (
                 task.entity_needs_image and not has[row["label"]]
             ):
                 continue
-            chance.append(1 / (sum(has) if task.entity_needs_image else len(has)))
-        assert cells[task.name, "all"]["accuracy"] == pytest.approx(sum(chance) / len(chance), abs=1e-9)
+            chance.setdefault((task.name, row["topic"]), []).append(
+                1 / (sum(has) if task.entity_needs_image else len(has))
+            )
+        means = {key: [sum(values) / len(values)] for key, values in chance.items()}
+        for key, (value,) in {**means, **_over_topics(means)}.items():
+            assert cells[key]["accuracy"] == pytest.approx(value, abs=1e-9), key
         assert cells[task.name, "all"]["accuracy"] < 0.9
 
 
@@ -326,15 +338,15 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     assert {r["model"] for r in payload["records"]} == {"my-run", tiny_clip_path.name}
     assert payload["synthetic"] is True  # the release was made by m3el-hf synth
     written = yaml.safe_load((entries / "my-run" / ".eval_results" / "m3el.yaml").read_text())
-    suffix = {"candidates": "", "candidates-leak-free": "-leak-free"}
     expected = {
-        f"{r['topic']}-{r['task']}{suffix[r['protocol']]}": r["accuracy"]
+        task_id(r["topic"], r["task"], r["protocol"]): round(100 * r["accuracy"], 5)
         for r in payload["records"]
-        if r["model"] == "my-run" and r["accuracy"] is not None
+        if r["model"] == "my-run" and r["accuracy"] is not None and r["topic"] != "all"
     }
-    assert {r["protocol"] for r in payload["records"]} == set(suffix)  # the default protocols
-    assert {e["dataset"]["task_id"]: e["value"] for e in written} == pytest.approx(expected)
-    assert len(expected) == 3 * (9 + 6)  # movies, books and all; 9 tasks, 6 of them leak-free too
+    assert {r["protocol"] for r in payload["records"]} == {"candidates", "candidates-leak-free"}  # the defaults
+    assert {e["dataset"]["task_id"]: e["value"] for e in written} == expected
+    assert len(expected) == 2 * (9 + 6)  # movies and books (not all five topics: no overall); 6 leak-free tasks
+    assert {e["evaluation_framework"] for e in written} == {"mteb"}
     assert all(e["dataset"]["id"] == "me/m3el" for e in written)
     assert f"m3el-hf push-model {entries / 'my-run'} --repo OWNER/MODEL --create-pr" in capsys.readouterr().out
 

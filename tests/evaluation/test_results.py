@@ -9,7 +9,7 @@ from PIL import Image
 
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.plots import plot_accuracy
-from m3el_hf.evaluation.results import RECORD_KEYS, format_table, read_results, write_results
+from m3el_hf.evaluation.results import RECORD_KEYS, add_overall, format_table, read_results, write_results
 
 
 def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path):
@@ -33,3 +33,39 @@ def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path)
     png = plot_accuracy(back, tmp_path / "plots" / "accuracy.png")
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
+
+
+def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> None:
+    """Each topic weighs the same (MTEB's mean over subsets), whatever its size; an empty topic is left out."""
+
+    def record(topic: str, accuracy: float, evaluated: int) -> dict:
+        metrics = {key: accuracy for key in ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")}
+        return {"model": "m", "protocol": "candidates", "task": "T-T", "topic": topic, **metrics} | {
+            "evaluated": evaluated,
+            "excluded": 1,
+            "leaked": 2,
+        }
+
+    topics = [record("movies", 0.9, 100), record("books", 0.3, 2), record("sports", math.nan, 0)]
+    out = add_overall(topics)
+    assert [r["topic"] for r in out] == ["movies", "books", "sports", "all"]
+    overall = out[-1]
+    assert overall["accuracy"] == overall["mrr"] == (0.9 + 0.3) / 2  # not the mention-weighted 0.888
+    assert (overall["evaluated"], overall["excluded"], overall["leaked"]) == (102, 3, 6)
+    assert math.isnan(add_overall([record("sports", math.nan, 0)])[-1]["accuracy"])
+
+
+def test_an_older_file_reads_with_the_overall_score_as_the_mean_over_topics(tmp_path) -> None:
+    """Files written when `all` pooled mentions come back with the mean over topics, as the leaderboard publishes."""
+    topics = [("movies", 0.9, 100), ("books", 0.3, 2), ("all", 0.888, 102)]  # the old, mention-weighted overall
+    records = [
+        {"model": "m", "checkpoint": "c", "protocol": "candidates", "topic": topic, "task": "T-T", "split": "test"}
+        | {key: value for key in ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")}
+        | {"evaluated": n, "excluded": 0, "leaked": 0, "ties": "expected"}
+        for topic, value, n in topics
+    ]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}))
+    back = read_results(path)
+    assert [r["topic"] for r in back] == ["movies", "books", "all"]
+    assert back[-1]["accuracy"] == (0.9 + 0.3) / 2 and back[-1]["evaluated"] == 102
