@@ -24,13 +24,15 @@ def check_config(data: str, name: str) -> None:
         )
 
 
-def load_topic_splits(data: str, topics: Sequence[str], split: str) -> dict[str, datasets.Dataset]:
-    """`split` of each topic config of `data`, by topic.
+def load_topic_splits(
+    data: str, topics: Sequence[str], split: str, revision: str | None = None
+) -> dict[str, datasets.Dataset]:
+    """`split` of each topic config of `data` (at `revision`, for a Hub id), by topic.
 
     A topic too small to have that split (prepare leaves empty splits out of the card) is left out with a
     warning; no topic having it is an error.
     """
-    loaded = {topic: datasets.load_dataset(data, topic) for topic in topics}
+    loaded = {topic: datasets.load_dataset(data, topic, revision=revision) for topic in topics}
     found = {topic: splits[split] for topic, splits in loaded.items() if split in splits}
     if not found:
         raise ValueError(

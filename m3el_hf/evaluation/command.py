@@ -45,6 +45,13 @@ class EvaluateConfig:
     )
     data: str = field(metadata={"help": "Prepared M³EL folder or Hub dataset id."})
     output: Path = field(metadata={"help": "JSON file to write every model's records to."})
+    data_revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "Branch, tag or commit of a Hub --data (default: main); recorded in the leaderboard entries "
+            "when --data is the --dataset-id."
+        },
+    )
     model_name: tuple[str, ...] | None = field(
         default=None,
         metadata={
@@ -226,8 +233,8 @@ def _evaluate_with_mteb(config: EvaluateConfig, model: str, name: str, device: s
     logger.info("Evaluating %s (%s) through MTEB", name, model)
     return evaluate_with_mteb(
         model,
-        config.data,
-        topics=config.topics or _available_topics(config.data),
+        config.data if config.data_revision is None else {"path": config.data, "revision": config.data_revision},
+        topics=config.topics or _available_topics(config.data, config.data_revision),
         tasks=config.tasks,
         protocols=config.protocol,
         model_name=name,
@@ -285,7 +292,8 @@ def _entry_folders(config: EvaluateConfig) -> dict[str, Path]:
 
 def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
     for name, folder in _entry_folders(config).items():
-        for path in write_eval_results(records, folder, config.dataset_id, name):
+        revision = config.data_revision if config.data == config.dataset_id else None
+        for path in write_eval_results(records, folder, config.dataset_id, name, dataset_revision=revision):
             print(f"Wrote {path}")
         if folder.is_dir():
             print(f"Submit {name}'s scores: m3el-hf push-model {folder} --repo OWNER/MODEL --create-pr")
@@ -295,22 +303,22 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
     """The instances of every topic (one split, concatenated) and, for protocol kb, their KB rows."""
     import datasets
 
-    topics = config.topics or _available_topics(config.data)
+    topics = config.topics or _available_topics(config.data, config.data_revision)
     parts, kbs = [], []
-    for topic, part in load_topic_splits(config.data, topics, config.split).items():
+    for topic, part in load_topic_splits(config.data, topics, config.split, config.data_revision).items():
         if config.max_instances is not None:
             part = part.select(range(min(config.max_instances, part.num_rows)))
         parts.append(part)
         if any(ranks_the_kb(protocol) for protocol in config.protocol):
-            kbs.append(datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT))
+            kbs.append(datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT, revision=config.data_revision))
     kb = datasets.concatenate_datasets(kbs) if kbs else None
     return datasets.concatenate_datasets(parts), kb
 
 
-def _available_topics(data: str) -> tuple[str, ...]:
+def _available_topics(data: str, revision: str | None = None) -> tuple[str, ...]:
     import datasets
 
-    names = set(datasets.get_dataset_config_names(data))
+    names = set(datasets.get_dataset_config_names(data, revision=revision))
     topics = tuple(topic for topic in TOPICS if topic in names)
     if not topics:
         raise ValueError(f"{data} has no M³EL topic config ({', '.join(TOPICS)}); is it a folder written by prepare?")

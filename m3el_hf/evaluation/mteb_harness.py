@@ -33,10 +33,14 @@ _SCORE_KEYS = {
 
 
 def build_mteb_tasks(
-    data: str, topics: Sequence[str], tasks: Sequence[str], protocols: Sequence[str], split: str = "test"
+    data: str | dict[str, str],
+    topics: Sequence[str],
+    tasks: Sequence[str],
+    protocols: Sequence[str],
+    split: str = "test",
 ) -> list[Any]:
-    """The MTEB task objects for `tasks` × `protocols` on `data` (a prepared folder or Hub id), limited to
-    `topics` and `split`."""
+    """The MTEB task objects for `tasks` × `protocols` on `data` (a prepared folder, a Hub id, or ``{"path",
+    "revision"}``), limited to `topics` and `split`."""
     from .mteb_tasks import TASKS
 
     by_name = {cls.metadata.name: cls for cls in TASKS}
@@ -68,7 +72,7 @@ def load_mteb_model(model: str, device: str | None = None, label: str | None = N
 
 def evaluate_with_mteb(
     model: str,
-    data: str,
+    data: str | dict[str, str],
     *,
     topics: Sequence[str],
     tasks: Sequence[str],
@@ -83,7 +87,7 @@ def evaluate_with_mteb(
     """Evaluate `model` (a checkpoint folder, or any model id MTEB can load) on `data` through ``mteb.evaluate``.
 
     Args:
-        model, data: The model and the prepared M³EL folder or Hub id.
+        model, data: The model, and the prepared M³EL folder, Hub id or ``{"path", "revision"}``.
         topics, tasks, protocols, split: What to evaluate, as in `evaluate_model`.
         model_name (`str`, *optional*): The `model` label of the records.
         batch_size (`int`, *optional*, defaults to 64): MTEB's encode batch size.

@@ -665,3 +665,30 @@ def test_records_follow_the_topics_order_and_labels_name_mteb_results(
     )
     models = {path.name for path in (tmp_path / "mteb" / "results").iterdir()}
     assert models == {"local__run-a", "local__run-b"}
+
+
+@pytest.mark.parametrize("harness", ["builtin", "mteb"])
+def test_data_revision_reaches_every_read_and_the_leaderboard_entries(
+    harness: str, tiny_clip_path: Path, release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Hub --data read at --data-revision by either harness (the Hub stood in for by the local release), and the
+    leaderboard entries pinning that revision."""
+    reads: list[tuple[str, str | None]] = []
+    load, names, splits = datasets.load_dataset, datasets.get_dataset_config_names, datasets.get_dataset_split_names
+
+    def hub(function: Callable[..., Any]) -> Callable[..., Any]:
+        def read(path: str, *args: Any, revision: str | None = None, **kwargs: Any) -> Any:
+            reads.append((path, revision))
+            return function(str(release) if path == "me/m3el" else path, *args, **kwargs)
+
+        return read
+
+    for name, function in (("load_dataset", load), ("get_dataset_config_names", names)):
+        monkeypatch.setattr(datasets, name, hub(function))
+    monkeypatch.setattr(datasets, "get_dataset_split_names", hub(splits))
+    args = ["evaluate", "--harness", harness, "--model", str(tiny_clip_path), "--data", "me/m3el"]
+    args += ["--data-revision", "abc123", "--tasks", "T-T", "--output", str(tmp_path / "r.json")]
+    assert main([*args, "--eval-results", str(tmp_path / "entries"), "--dataset-id", "me/m3el"]) == 0
+    assert reads and set(reads) == {("me/m3el", "abc123")}
+    (entries,) = (tmp_path / "entries").rglob("*.yaml")
+    assert {entry["dataset"]["revision"] for entry in yaml.safe_load(entries.read_text())} == {"abc123"}
