@@ -16,12 +16,14 @@ from typing import Any
 import datasets
 import mteb
 import numpy as np
+import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
+from photos import encoded, rotated_jpeg
 
 from m3el_hf.cli import main
 from m3el_hf.data.benchmark import BENCHMARK_PROTOCOLS, eval_yaml, mteb_task_name, task_id
@@ -692,3 +694,38 @@ def test_data_revision_reaches_every_read_and_the_leaderboard_entries(
     assert reads and set(reads) == {("me/m3el", "abc123")}
     (entries,) = (tmp_path / "entries").rglob("*.yaml")
     assert {entry["dataset"]["revision"] for entry in yaml.safe_load(entries.read_text())} == {"abc123"}
+
+
+def test_real_photographs_give_the_builtin_numbers(
+    release: Path, tiny_clip_path: Path, tmp_path: Path, real_photos: dict
+) -> None:
+    """Real photographs in the stored bytes (EXIF-rotated JPEG, 16-bit greyscale PNG, RGBA PNG, plain JPEG): MTEB
+    decodes them with `datasets` and hands PIL images to the encoder, the built-in preprocesses the bytes; the
+    same numbers on every image task."""
+    photos = [photo.convert("RGB") for photo in real_photos.values() if photo.mode != "RGBA"]
+    sixteen_bit = np.asarray(real_photos["camera"], dtype=np.uint16) * 257
+    files = [
+        rotated_jpeg(photos[0]),
+        encoded(PIL.Image.fromarray(sixteen_bit), "PNG"),
+        encoded(real_photos["logo"], "PNG"),
+        *(encoded(photo, "JPEG", quality=90) for photo in photos[1:]),
+    ]
+
+    def photograph(rows: list[dict[str, Any]]) -> None:
+        for i, row in enumerate(rows):
+            row["mention_image"] = {"bytes": files[i % len(files)], "path": None}
+            for j, image in enumerate(row["candidate_images"]):
+                if image is not None:
+                    image["bytes"] = files[(i + j + 1) % len(files)]
+
+    photographed = _copy_release(release, tmp_path / "photographed")
+    _rewrite(photographed, f"data/*/{SPLIT}-*.parquet", photograph)
+    stored = datasets.load_dataset(str(photographed), "movies", split=SPLIT)
+    stored = stored.cast_column("mention_image", datasets.Image(decode=False))
+    assert [row["mention_image"]["bytes"] for row in stored.select(range(2))] == files[:2]
+    tasks = [task for task in TASK_NAMES if "I" in task]
+    options = {"topics": TOPICS, "tasks": tasks, "protocols": ("candidates",), "split": SPLIT}
+    result = evaluate_with_mteb(str(tiny_clip_path), str(photographed), **options, progress=False, device="cpu")
+    reference = _builtin(tiny_clip_path, photographed, SPLIT, tasks=tasks, protocols=("candidates",))
+    _assert_same_records(result.records, reference.records)
+    assert all(record["evaluated"] > 0 for record in result.records)
