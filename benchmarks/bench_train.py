@@ -16,7 +16,6 @@ Prints each rate and epochs / step: near 1 means data loading is not the bottlen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,7 @@ from bench_eval import build
 from bench_step import timed_steps
 
 from m3el_hf.data.loading import load_topic_splits
+from m3el_hf.json_files import read_json
 from m3el_hf.modeling.collator import M3ELCollator
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.tasks import TOPICS
@@ -38,7 +38,7 @@ from m3el_hf.training.loop import train
 
 def epoch_rate(config: TrainConfig) -> tuple[float, dict]:
     """Mentions per second of `train(config)`, and its summary's counts."""
-    summary = json.loads((train(config) / SUMMARY_NAME).read_text(encoding="utf-8"))
+    summary = read_json(train(config) / SUMMARY_NAME)
     AcceleratorState._reset_state(reset_partial_state=True)  # the next train() starts like a new process
     GradientState._reset_state()
     return summary["throughput"]["train_mentions_per_second"], summary["mentions"]

@@ -1,14 +1,12 @@
 """m3el-hf: the M³EL multi-modal entity-linking benchmark and CLIP_ND for the Hugging Face ecosystem.
 
 Public names are imported on first use, as transformers does: ``import m3el_hf`` stays fast for the
-data commands, and torch is imported only by what needs it. CLIP_ND is registered with transformers'
-Auto classes at once or when they are imported (`m3el_hf.modeling.auto_registration`).
+data commands, and torch is imported only by what needs it. Importing it changes nothing in the import system.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .modeling.auto_registration import register_auto_classes
 from .version import __version__
 
 if TYPE_CHECKING:  # re-exports for type checkers and IDEs; at run time `__getattr__` imports on first use
@@ -60,5 +58,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
-
-register_auto_classes()

@@ -15,6 +15,7 @@ ORDER = ("leaves", "data", "modeling", "evaluation", "training", "hub", "linking
 LEAVES = {
     "m3el_hf.tasks",
     "m3el_hf.atomic",
+    "m3el_hf.json_files",
     "m3el_hf.arguments",
     "m3el_hf.version",
     "m3el_hf.locations",

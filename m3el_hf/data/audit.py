@@ -83,7 +83,7 @@ class TopicAudit:
             gold_positions=Counter({int(k): v for k, v in data["gold_positions"].items()}),
             duplicates=data["duplicates"],
             kb_entities=data["kb_entities"],
-            leaks=Counter(data.get("leaks", {})),
+            leaks=Counter(data["leaks"]),
         )
 
 

@@ -6,7 +6,7 @@ and is what ``push-dataset`` uploads::
     m3el/
       README.md                                  dataset card; its YAML declares every config
       LICENSE.md                                 the terms of the data (Commons images, Wikidata text, the release)
-      prepare_report.json                        counts, data audit, what was skipped, synthetic or not
+      prepare_report.json                        counts, data audit, what was skipped, synthetic or not (versioned)
       data/{topic}/{split}-00000-of-0000N.parquet
       kb/{topic}/kb-00000-of-0000N.parquet
 """
@@ -28,6 +28,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import replace_dir
 from ..images import default_max_pixels
+from ..json_files import read_json, write_json
 from ..locations import check_raw_release
 from ..progress import library_bars_off
 from ..progress import progress as progress_bar
@@ -45,6 +46,7 @@ __all__ = [
     "PrepareResult",
     "is_synthetic",
     "prepare",
+    "read_report",
     "run_prepare",
 ]
 
@@ -306,10 +308,17 @@ def is_synthetic(data: str | os.PathLike[str]) -> bool | None:
 
     Returns None when `data` is not a local prepared folder (a Hub id): then nothing is known.
     """
-    path = Path(data) / REPORT_NAME
-    if not path.is_file():
+    if not (Path(data) / REPORT_NAME).is_file():
         return None
-    return _read_json(path).get("synthetic") is not None
+    return read_report(data)["synthetic"] is not None
+
+
+def read_report(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``prepare_report.json`` of a prepared folder: its options, synthetic marker, audit and skips."""
+    path = Path(folder) / REPORT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a folder written by `m3el-hf prepare`.")
+    return read_json(path)
 
 
 def _write_report(
@@ -320,7 +329,7 @@ def _write_report(
     options["out"] = config.out.name
     del options["num_proc"]  # changes the speed, not the output: the folder is the same on every machine
     payload = {"options": options, "synthetic": synthetic, "audit": audit.to_dict(), "skipped": report.to_dict()}
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(path, payload, default=str)
 
 
 def run_prepare(config: PrepareConfig) -> PrepareResult:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any, Literal
 from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
-from ..data.prepare import REPORT_NAME, is_synthetic
+from ..data.prepare import REPORT_NAME, is_synthetic, read_report
 from ..hub.leaderboard import write_eval_results
 from ..locations import check_checkpoint, check_prepared
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
@@ -250,17 +249,11 @@ def leak_note(data: str, tasks: Sequence[str]) -> str | None:
 
     Read from a local prepared folder's ``prepare_report.json``; None for a Hub id or when nothing leaks.
     """
-    report = Path(data) / REPORT_NAME
-    if not report.is_file() or not any(get_task(task).mention_needs_image for task in tasks):
+    if not (Path(data) / REPORT_NAME).is_file() or not any(get_task(task).mention_needs_image for task in tasks):
         return None
-    audit = json.loads(report.read_text(encoding="utf-8"))["audit"]
     counts: dict[str, int] = {}
-    for topic in audit.values():
-        leaks = topic.get("leaks")
-        if leaks is None:  # a report written before the leak columns: byte copies only, of all instances
-            leaks = {"copy": topic["mention_image_is_gold_image"], "unknown": topic["instances"]}
-            leaks["unknown"] -= leaks["copy"]
-        for key, value in leaks.items():
+    for topic in read_report(data)["audit"].values():
+        for key, value in topic["leaks"].items():
             kind = key.rpartition("/")[2]
             counts[kind] = counts.get(kind, 0) + value
     copies, near = counts.get("copy", 0), counts.get("near", 0)

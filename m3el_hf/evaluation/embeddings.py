@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..data.leak import LeakDetector, is_leak
+from ..data.leak import is_leak
 from ..images import open_image
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import FastImagePreprocessor, tokenize
@@ -37,7 +37,7 @@ _READ_BATCH = 512
 INSTANCE_COLUMNS = ("topic", "mention", "sentence", "mention_image", "candidates", "candidate_images", "label")
 KB_COLUMNS = ("topic", "qid", "name", "description", "image")
 LEAK_COLUMN = "mention_image_leak"
-"""Read by the leak-free protocols where the data has it; computed from the images where it does not."""
+"""Read by the leak-free protocols: whether an instance's mention image copies the gold's (`m3el_hf.data.leak`)."""
 
 
 class TextRegistry:
@@ -104,11 +104,10 @@ def gather_instances(
     need = _needs(tasks)
     topics, mention_text, mention_image, cand_text, cand_image, lengths, labels, gold_qids = ([] for _ in range(8))
     leaked: list[bool] = []
-    columns = (*INSTANCE_COLUMNS, LEAK_COLUMN) if leaks and LEAK_COLUMN in dataset.column_names else INSTANCE_COLUMNS
-    detector = LeakDetector() if leaks and LEAK_COLUMN not in columns else None
+    columns = (*INSTANCE_COLUMNS, LEAK_COLUMN) if leaks else INSTANCE_COLUMNS
     for block in _batches(dataset, columns, bar):
         if leaks:
-            leaked += _leaked(block, detector)
+            leaked += [is_leak(kind) for kind in block[LEAK_COLUMN]]
         for i, candidates in enumerate(block["candidates"]):
             if need["mention_text"]:
                 mention_text.append(texts.add(collator.mention_text(block["mention"][i], block["sentence"][i])))
@@ -136,22 +135,6 @@ def gather_instances(
         gold_qids=gold_qids,
         leaked=torch.tensor(leaked if leaks else [False] * len(labels), dtype=torch.bool),
     )
-
-
-def _leaked(block: dict[str, list[Any]], detector: LeakDetector | None) -> list[bool]:
-    """Per instance of `block`: leaked or not, from the `LEAK_COLUMN`, or (without it) from the images' bytes;
-    an image stored as a path only, or whose pixels do not decode, counts as not leaked."""
-    if detector is None:
-        return [is_leak(kind) for kind in block[LEAK_COLUMN]]
-    flags = []
-    for mention, candidates, label in zip(
-        block["mention_image"], block["candidate_images"], block["label"], strict=True
-    ):
-        try:
-            flags.append(is_leak(detector.check_values(mention, candidates, label)[0]))
-        except (OSError, SyntaxError, ValueError, TypeError):
-            flags.append(False)
-    return flags
 
 
 def gather_kb(

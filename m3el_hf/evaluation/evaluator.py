@@ -12,8 +12,8 @@ Protocols:
   ``{topic}-kb`` config); the gold is the KB row carrying the instance's ``gold_qid``.
 - ``"candidates-leak-free"`` and ``"kb-leak-free"``: the same, for the tasks whose mention side uses the
   image, without the *leaked* instances (the mention's image is a copy or a near-duplicate of the gold's,
-  `m3el_hf.data.leak`), which are counted in the records' ``leaked``. The column ``mention_image_leak`` says
-  which they are; data without it has it computed from the images.
+  `m3el_hf.data.leak`), which are counted in the records' ``leaked``. The column ``mention_image_leak``
+  (written by ``m3el-hf prepare``) says which they are.
 
 An instance is *excluded* from a task (and counted) when its mention or its gold entity lacks an image
 the task needs. Any other entity lacking a needed image is scored ``-inf``: it ranks last and never
@@ -35,6 +35,7 @@ from ..tasks import TASK_NAMES, Task, get_task
 from .embeddings import (
     INSTANCE_COLUMNS,
     KB_COLUMNS,
+    LEAK_COLUMN,
     EmbeddingCache,
     Encoders,
     ImageStream,
@@ -190,6 +191,11 @@ def _check_arguments(
         raise ValueError(
             f"The dataset lacks the column(s) {missing}; evaluate on a topic config (e.g. 'movies'), which has "
             "every column, not on a task config."
+        )
+    if any(p.endswith(LEAK_FREE_SUFFIX) for p in protocols) and LEAK_COLUMN not in dataset.column_names:
+        raise ValueError(
+            f"The dataset lacks the column {LEAK_COLUMN!r}, which the leak-free protocols read; prepare the data "
+            "again with `m3el-hf prepare`, or leave those protocols out."
         )
     if kb is not None and any(ranks_the_kb(p) for p in protocols) and not set(KB_COLUMNS) <= set(kb.column_names):
         raise ValueError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
+from ..json_files import read_json, write_json
 
 __all__ = [
     "ALL_TOPICS",
@@ -118,8 +117,8 @@ def write_results(
 ) -> Path:
     """Write every model's records to one JSON file, atomically; empty cells are ``null``.
 
-    The file is ``{"dataset": ..., "synthetic": ..., "ties": ..., "records": [...]}``, the input of model
-    cards and plots.
+    The file is ``{"format_version": 1, "dataset": ..., "synthetic": ..., "ties": ..., "records": [...]}``
+    (`m3el_hf.json_files`), the input of model cards and plots.
 
     Args:
         path (`str` or `os.PathLike`): The JSON file to write; its folder is created.
@@ -136,28 +135,20 @@ def write_results(
         raise ValueError(f"The results mix tie handlings {ties}; evaluate every model with the same `ties`.")
     nulled = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
     payload = {"dataset": dataset, "synthetic": synthetic, "ties": ties[0] if ties else None, "records": nulled}
-    text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_json(path, payload, ensure_ascii=False, allow_nan=False)
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a file written by [`write_results`]; ``null`` metrics come back as ``NaN``.
-
-    The `ALL_TOPICS` records are computed again from the topics' (`add_overall`), so a file written before the
-    overall score became the mean over topics reads as a new one does.
-    """
-    path = Path(path)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))["records"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not an evaluation results file written by write_results ({error!r}).") from None
+    """The records of a file written by [`write_results`], in its order; ``null`` metrics come back as ``NaN``."""
+    records = read_json(path).get("records")
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise ValueError(f"{path} has no list of records; write it with `m3el-hf evaluate`.")
     for i, record in enumerate(records):
-        record.setdefault("leaked", 0)  # files written before the leak-free protocols
         missing = [key for key in RECORD_KEYS if key not in record]
         if missing:
             raise ValueError(f"{path}: record {i} lacks {missing}; rewrite the file with `m3el-hf evaluate`.")
         record.update({key: float("nan") for key in METRIC_KEYS if record[key] is None})
-    return add_overall([record for record in records if record["topic"] != ALL_TOPICS])
+    return records
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:

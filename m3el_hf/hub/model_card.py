@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -20,8 +20,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
+from ..json_files import read_json
 from ..modeling.configuration_clipnd import settings_of
-from ..training.config import PATH_OPTIONS, SUMMARY_NAME
+from ..training.config import SUMMARY_NAME
 from ..version import __version__
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "build_model_card",
     "hub_task_type",
     "model_index_results",
-    "without_local_paths",
+    "read_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,19 +87,10 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def without_local_paths(summary: dict[str, Any]) -> dict[str, Any]:
-    """The training summary with every path of its options reduced to its last part, wherever this runs.
-
-    `train` already writes them so; a summary of m3el-hf 0.1 kept them as given. Only the Hub ids that the
-    summary records as such (``base_model``, ``dataset``) stay whole.
-    """
-    config = dict(summary.get("config", {}))
-    hub_ids = {summary.get("base_model"), summary.get("dataset")} - {None}
-    for key in PATH_OPTIONS:
-        value = config.get(key)
-        if isinstance(value, str) and value not in hub_ids:
-            config[key] = PurePath(value).name
-    return {**summary, "config": config}
+def read_summary(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's ``training_summary.json`` (written by `train`, `m3el_hf.json_files`); {} when it has none."""
+    path = Path(checkpoint_dir) / SUMMARY_NAME
+    return read_json(path) if path.is_file() else {}
 
 
 def _training_text(summary: Mapping[str, Any], config: Mapping[str, Any]) -> str:
@@ -307,7 +299,7 @@ def build_model_card(
     checkpoint_dir = Path(checkpoint_dir)
     records = list(results_records or [])
     settings = settings_of(_read_json(checkpoint_dir / "config.json"))
-    summary = without_local_paths(_read_json(checkpoint_dir / SUMMARY_NAME))
+    summary = read_summary(checkpoint_dir)
     base = base_model_of(summary, base_model)
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],

@@ -20,7 +20,6 @@ logged or written.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,10 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import replace_dir
+from ..json_files import read_json
 from ..locations import looks_like_hub_id
-from ..training.config import SUMMARY_NAME
 from ..version import __version__
-from .model_card import MODEL_NAME, base_model_of
+from .model_card import MODEL_NAME, base_model_of, read_summary
 from .staging import (
     DATASET_IGNORE_PATTERNS,
     MODEL_IGNORE_PATTERNS,
@@ -299,12 +298,7 @@ def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] 
 
     if not Path(results).is_file():
         raise FileNotFoundError(f"Results file {results} not found; write it with `m3el-hf evaluate`.")
-    return read_results(results), json.loads(Path(results).read_text(encoding="utf-8")).get("synthetic")
-
-
-def _summary(checkpoint_dir: Path) -> dict[str, Any]:
-    path = checkpoint_dir / SUMMARY_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_results(results), read_json(results).get("synthetic")
 
 
 def _base_model_license(base_model: str | None, token: str | None) -> str:
@@ -366,7 +360,7 @@ def push_model(
         )
     full = (checkpoint_dir / "config.json").is_file()
     if full:
-        base_model = base_model_of(_summary(checkpoint_dir), base_model)
+        base_model = base_model_of(read_summary(checkpoint_dir), base_model)
         license = license or _base_model_license(base_model, token)
 
     def stage(staging: Path, link: bool) -> None:

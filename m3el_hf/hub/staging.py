@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import os
 import shutil
@@ -13,18 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import DatasetCard
-from transformers import CLIPProcessor
 
 from ..data.audit import DatasetAudit
 from ..data.benchmark import eval_yaml
 from ..data.dataset_card import LICENSE_FILE, build_dataset_card, dataset_sizes, license_text
-from ..data.prepare import REPORT_NAME
+from ..data.prepare import read_report
 from ..data.records import SkipReport
-from ..modeling.configuration_clipnd import CLIPNDConfig
-from ..modeling.processing import load_processor
-from ..training.config import SUMMARY_NAME
 from .leaderboard import EVAL_RESULTS_DIR, eval_results_files
-from .model_card import MODEL_NAME, PLOT_NAME, build_model_card, without_local_paths
+from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
 
 __all__ = [
     "DATASET_IGNORE_PATTERNS",
@@ -101,35 +96,23 @@ def list_files(folder: Path) -> dict[str, int]:
     return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _prepare_report(folder: Path) -> dict[str, Any]:
-    path = folder / REPORT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {folder} is not a folder written by `m3el-hf prepare`.")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def refresh_dataset_card(folder: str | os.PathLike[str], *, repo_id: str = "m3el") -> DatasetCard:
     """Re-render a prepared folder's dataset card from its ``prepare_report.json``, for `repo_id`; writes nothing.
 
     The counts and the audit are the ones `prepare` measured; only the repo id in the loading
     snippets changes, so ``refresh_dataset_card(folder)`` reproduces the card `prepare` wrote.
     """
-    report = _prepare_report(Path(folder))
-    skipped = report.get("skipped", {})
+    report = read_report(folder)
+    skipped, options = report["skipped"], report["options"]
     skips = SkipReport()
-    skips.records_skipped.update(skipped.get("records_skipped", {}))
-    skips.images_skipped.update(skipped.get("images_skipped", {}))
-    skips.examples.extend(skipped.get("examples", []))
+    skips.records_skipped.update(skipped["records_skipped"])
+    skips.images_skipped.update(skipped["images_skipped"])
+    skips.examples.extend(skipped["examples"])
     audit = DatasetAudit.from_dict(report["audit"])
-    topics = _topics(report)
-    synthetic = report.get("synthetic") is not None
+    topics = tuple(options["topics"])
+    synthetic = report["synthetic"] is not None
     sizes = dataset_sizes(folder, topics)
-    options = report.get("options", {})
     return build_dataset_card(audit, skips, topics, repo_id=repo_id, synthetic=synthetic, sizes=sizes, options=options)
-
-
-def _topics(report: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(report.get("options", {}).get("topics") or report["audit"])
 
 
 def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str, link: bool = True) -> None:
@@ -140,8 +123,9 @@ def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str
         raise FileNotFoundError(f"{folder} holds no data/*/*.parquet shard; run `m3el-hf prepare` again.")
     _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml", LICENSE_FILE), link)
     _write_text(staging / "README.md", str(card))
-    _write_text(staging / LICENSE_FILE, license_text(_prepare_report(folder).get("synthetic") is not None))
-    _write_text(staging / "eval.yaml", eval_yaml(_topics(_prepare_report(folder))))
+    report = read_report(folder)
+    _write_text(staging / LICENSE_FILE, license_text(report["synthetic"] is not None))
+    _write_text(staging / "eval.yaml", eval_yaml(tuple(report["options"]["topics"])))
 
 
 def _stage_plot(staging: Path, plot: Path | None, records: Sequence[Mapping[str, Any]]) -> Path | None:
@@ -196,11 +180,7 @@ def stage_model(
                 "No --results: the model card holds no scores and no leaderboard entries. Evaluate first "
                 "(m3el-hf evaluate ... --output results.json), then pass --results results.json --dataset-id ORG/m3el."
             )
-        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME, SUMMARY_NAME), link)
-        _as_stock_clip(checkpoint_dir, staging)
-        if (checkpoint_dir / SUMMARY_NAME).is_file():
-            summary = json.loads((checkpoint_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
-            _write_text(staging / SUMMARY_NAME, json.dumps(without_local_paths(summary), indent=2) + "\n")
+        _copy_tree(checkpoint_dir, staging, (*MODEL_IGNORE_PATTERNS, "README.md", PLOT_NAME), link)
         plot_path = _stage_plot(staging, Path(plot) if plot else None, records)
         card = build_model_card(
             checkpoint_dir,
@@ -216,19 +196,6 @@ def stage_model(
         _write_text(staging / "README.md", str(card))
     for name, text in generated.items():
         _write_text(staging / EVAL_RESULTS_DIR / name, text)
-
-
-def _as_stock_clip(checkpoint_dir: Path, staging: Path) -> None:
-    """Stage a checkpoint of m3el-hf 0.1 as `export` writes one today: a stock CLIP ``config.json`` (settings
-    under ``clipnd``) and a ``processor_config.json``, so that the Hub's widget and the Auto classes load it."""
-    config = json.loads((checkpoint_dir / "config.json").read_text(encoding="utf-8"))
-    if config.get("model_type") == CLIPNDConfig.model_type:
-        _write_text(staging / "config.json", CLIPNDConfig.from_pretrained(checkpoint_dir).to_json_string())
-    if not (checkpoint_dir / "processor_config.json").is_file():
-        tokenizer, image_processor = load_processor(checkpoint_dir)
-        with tempfile.TemporaryDirectory() as scratch:  # not in `staging`: its files may be links to the user's
-            CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(scratch)
-            _write_text(staging / "processor_config.json", Path(scratch, "processor_config.json").read_text())
 
 
 def staging_near(source: Path) -> Path:

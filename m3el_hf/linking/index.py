@@ -14,7 +14,6 @@ the exact index is measured when it is built and stored in ``index.json``).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..atomic import replace_dir
+from ..json_files import read_json, write_json
 from ..progress import progress as progress_bar
 from .linker import EntityLinker, LinkedEntity, as_pil
 
@@ -147,7 +147,7 @@ class EntityIndex:
             (staging / "data").mkdir()
             self.dataset.to_parquet(str(staging / "data" / "index-00000-of-00001.parquet"))
             meta = {"checkpoint": self.checkpoint, "modality": self.modality, "factory": self.factory, **self.info}
-            (staging / INDEX_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            write_json(staging / INDEX_FILE, meta)
             (staging / "README.md").write_text(_card(meta), encoding="utf-8")
             replace_dir(staging, folder, overwrite)
         except BaseException:
@@ -161,7 +161,7 @@ class EntityIndex:
         folder = Path(folder)
         if not (folder / INDEX_FILE).is_file():
             raise FileNotFoundError(f"{folder} is not an entity index: it has no {INDEX_FILE} (m3el-hf index build).")
-        meta = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        meta = read_json(folder / INDEX_FILE)
         files = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
         dataset = datasets.Dataset.from_parquet(files)
         info = {k: v for k, v in meta.items() if k not in ("checkpoint", "modality", "factory")}

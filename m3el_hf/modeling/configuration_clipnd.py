@@ -8,9 +8,7 @@ import re
 import string
 from typing import Any, Literal
 
-from transformers import AutoConfig, CLIPConfig
-
-from .auto_registration import finish_deferred_registration
+from transformers import CLIPConfig
 
 __all__ = ["FUSION_MODES", "SETTINGS_KEY", "TEMPLATE_FIELDS", "CLIPNDConfig", "check_template", "settings_of"]
 
@@ -60,15 +58,14 @@ class CLIPNDConfig(CLIPConfig):
             not its gold row: the same entity twice in a batch is not a negative.
 
     Saved checkpoints are stock CLIP checkpoints: ``config.json`` says ``model_type: clip`` and holds these
-    settings under [`SETTINGS_KEY`], which stock transformers ignores; checkpoints of m3el-hf 0.1
-    (``model_type: clipnd``, settings at the top level) load too.
+    settings under [`SETTINGS_KEY`], which stock transformers ignores.
 
     >>> config = CLIPNDConfig(fusion="weighted", fusion_text_weight=0.7)
     >>> config.to_dict()["model_type"], config.to_dict()["clipnd"]["fusion"], config.entity_text_template
     ('clip', 'weighted', '{name} : {description}')
     """
 
-    # What checkpoints of m3el-hf 0.1 say (settings at the top level); it keeps them loading through AutoConfig.
+    # The name of the class in memory only: `to_dict` writes "clip", and nothing registers "clipnd" with AutoConfig.
     model_type = "clipnd"
 
     fusion: Literal["mean", "weighted"] = "mean"
@@ -130,7 +127,7 @@ class CLIPNDConfig(CLIPConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
-        """Load a `clipnd` config, or convert the config of a plain `clip` checkpoint; MEL kwargs override both.
+        """Load the config of a CLIP or CLIP_ND checkpoint (both say `clip`); MEL kwargs override its settings.
 
         This is what lets `CLIPNDModel.from_pretrained("openai/clip-vit-base-patch32")` work.
         """
@@ -140,17 +137,17 @@ class CLIPNDConfig(CLIPConfig):
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"Cannot load the checkpoint {pretrained_model_name_or_path}: {first}") from None
         model_type = config_dict.get("model_type")
-        if model_type not in (cls.model_type, CLIPConfig.model_type):
+        if model_type != CLIPConfig.model_type:
             raise ValueError(
                 f"{pretrained_model_name_or_path} holds a {model_type!r} checkpoint; CLIP_ND starts from a CLIP "
-                f"('clip') or CLIP_ND checkpoint."
+                "checkpoint ('clip'), which is also what CLIP_ND checkpoints are."
             )
         return cls.from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
         config_dict = {key: value for key, value in _flat(config_dict).items() if key != "model_type"}
-        if config_dict.get("architectures") in (["CLIPModel"], ["CLIPNDModel"]):
+        if config_dict.get("architectures") == ["CLIPModel"]:
             config_dict.pop("architectures")
         # Route MEL overrides through `__init__`, which validates them; `from_dict` would only `setattr` them.
         for name in cls.mel_field_names():
@@ -188,13 +185,13 @@ def _flat(config_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_of(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """The entity-linking settings a checkpoint's ``config.json`` records (either format); {} for plain CLIP.
+    """The entity-linking settings a checkpoint's ``config.json`` records under `SETTINGS_KEY`; {} for plain CLIP.
 
     >>> settings_of({"model_type": "clip", "clipnd": {"fusion": "mean"}})
     {'fusion': 'mean'}
     """
-    flat = _flat(config_dict)
-    return {name: flat[name] for name in _MEL_FIELDS if name in flat}
+    settings = config_dict.get(SETTINGS_KEY) or {}
+    return {name: settings[name] for name in _MEL_FIELDS if name in settings}
 
 
 def check_template(name: str, template: str, allowed: frozenset[str]) -> None:
@@ -212,8 +209,3 @@ def check_template(name: str, template: str, allowed: frozenset[str]) -> None:
             f"{sorted(fields)}. Example: {CLIPNDConfig.__dataclass_fields__[name].default!r}."
             + (leak if name == "mention_template" else "")
         )
-
-
-AutoConfig.register(CLIPNDConfig.model_type, CLIPNDConfig, exist_ok=True)
-# When touching CLIPNDConfig first imported transformers, the model's registration waited for this module.
-finish_deferred_registration()

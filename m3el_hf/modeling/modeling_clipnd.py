@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, CLIPModel
+from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
 from .configuration_clipnd import CLIPNDConfig
@@ -330,6 +330,3 @@ def _check_every_row_covered(has_text: torch.Tensor, has_image: torch.Tensor) ->
             f"encode(): rows {empty.nonzero().flatten().tolist()} have neither a text nor an image; every output "
             "row needs an entry in text_rows and/or image_rows (or lower num_rows)."
         )
-
-
-AutoModel.register(CLIPNDConfig, CLIPNDModel, exist_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from transformers import BaseImageProcessor, CLIPProcessor, PreTrainedTokenizerB
 
 from ..atomic import replace_dir
 from ..data.prepare import is_synthetic
+from ..json_files import write_json
 from ..modeling.collator import M3ELCollator
 from ..progress import library_bars_off
 from .config import PATH_OPTIONS, SUMMARY_NAME, TrainConfig
@@ -149,7 +149,7 @@ def export(
         # them: AutoProcessor and the zero-shot-image-classification pipeline load the folder as it is.
         CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
         if summary is not None:
-            (staging / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            write_json(staging / SUMMARY_NAME, summary)
         replace_dir(staging, directory, overwrite=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

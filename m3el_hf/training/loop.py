@@ -13,7 +13,6 @@ placement, DDP, mixed precision, gradient accumulation, checkpoints), and the co
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import shutil
@@ -31,6 +30,7 @@ from peft import PeftModel
 from torch.utils.data import DataLoader
 
 from ..evaluation.evaluator import evaluate_model
+from ..json_files import read_json
 from ..locations import check_checkpoint, check_prepared
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import load_processor
@@ -377,7 +377,7 @@ def run_train(config: TrainConfig) -> Path:
 
 def training_report(final: Path, config: TrainConfig) -> str:
     """A few lines on a finished run: where its models are, its updates, scores and speed, the next command."""
-    summary = json.loads((final / SUMMARY_NAME).read_text(encoding="utf-8"))
+    summary = read_json(final / SUMMARY_NAME)
     validation, speed = summary["validation"], summary["throughput"]
     best = final.parent / "best"
     scores = (

@@ -19,7 +19,7 @@ from m3el_hf.atomic import process_umask
 from m3el_hf.cli import main
 from m3el_hf.data.features import INSTANCE_FEATURES, task_columns
 from m3el_hf.data.loading import load_topic_splits
-from m3el_hf.data.prepare import REPORT_NAME, PrepareConfig, prepare
+from m3el_hf.data.prepare import REPORT_NAME, PrepareConfig, prepare, read_report
 from m3el_hf.data.raw_files import M3ELFormatError, iter_raw_dicts
 from m3el_hf.data.synth import SynthConfig, synthesize
 from m3el_hf.loading_script import m3el as m3el_builder
@@ -77,6 +77,7 @@ def test_layout_and_report(prepared):
     )
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["skipped"]["records_skipped"] == {} and report["options"]["raw"] == "release"
+    assert report.pop("format_version") == 1 and read_report(out) == report
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".m3el")]
     umask = process_umask()
     assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o777 & ~umask}
@@ -394,9 +395,10 @@ def test_non_editable_install_in_a_fresh_venv(tmp_path):
         "-c",
         "import evaluate, m3el_hf, m3el_hf.loading_script.m3el as builder\n"
         "from importlib import resources\n"
+        "from m3el_hf.evaluation.metrics import evaluate_module_path\n"
         "from m3el_hf.training.config import recipe_path\n"
-        "metric = evaluate.load(m3el_hf.evaluate_module_path())\n"
-        "print(m3el_hf.__file__, builder.__file__, recipe_path('tiny-cpu'), m3el_hf.evaluate_module_path())\n"
+        "metric = evaluate.load(evaluate_module_path())\n"
+        "print(m3el_hf.__file__, builder.__file__, recipe_path('tiny-cpu'), evaluate_module_path())\n"
         "print(resources.files('m3el_hf.model_cards').joinpath('model_card.md').is_file())\n"
         "print(metric.compute(scores=[[0.1, 0.9]], gold=[1])['accuracy'])\n",
     ).split()

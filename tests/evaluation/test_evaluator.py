@@ -17,6 +17,7 @@ from m3el_hf.cli import main
 from m3el_hf.data.benchmark import task_id
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.results import EvaluationResult, read_results
+from m3el_hf.json_files import write_json
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.tasks import TASK_NAMES, get_task
 
@@ -241,10 +242,10 @@ def test_leak_free_protocols_leave_out_leaked_instances_and_count_them(model, pr
         assert free["leaked"] == full["evaluated"] - r["evaluated"] and full["leaked"] == 0
         for key in ("accuracy", "hits@3", "mrr"):
             assert free[key] == pytest.approx(r[key], nan_ok=True), (r["protocol"], r["task"], r["topic"], key)
-    # Data without the column (an older prepared folder): the leak is computed from the images, the same.
+    # Data without the column, which prepare writes: refused in one line, before any encoding.
     without = instances.remove_columns(["mention_image_leak", "mention_image_near_candidates"])
-    again = _evaluate(model, processors, without, protocols=("candidates-leak-free",))
-    assert again.records == [r for r in result.records if r["protocol"] == "candidates-leak-free"]
+    with pytest.raises(ValueError, match="lacks the column 'mention_image_leak', which the leak-free protocols read"):
+        _evaluate(model, processors, without, protocols=("candidates-leak-free",))
 
 
 def test_each_text_and_image_is_encoded_once(model, processors, instances, kb, monkeypatch):
@@ -374,12 +375,12 @@ def test_the_leak_note_reports_what_the_audit_counted(tmp_path):
         "movies": {"instances": 30, "leaks": {"test/copy": 3, "test/near": 2, "test/none": 20, "train/near_other": 1}},
         "books": {"instances": 10, "leaks": {"train/copy": 1, "train/none": 9}},
     }
-    (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
+    write_json(tmp_path / "prepare_report.json", {"audit": audit})
     note = leak_note(str(tmp_path), ("T-T", "I-I"))
     assert note.startswith("Note: 4 of 35 mention images are the gold entity's image byte for byte and 2 more")
     assert "(17.1% leaked, data audit)" in note
     assert leak_note(str(tmp_path), ("T-T", "T-I")) is None  # no task with a mention image: nothing to say
     assert leak_note("someone/m3el", ("I-I",)) is None  # a Hub id: no local audit to read
     audit = {"movies": {"instances": 30, "leaks": {"test/none": 30}}}
-    (tmp_path / "prepare_report.json").write_text(json.dumps({"audit": audit}), encoding="utf-8")
+    write_json(tmp_path / "prepare_report.json", {"audit": audit})
     assert leak_note(str(tmp_path), ("I-I",)) is None

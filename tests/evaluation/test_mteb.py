@@ -443,7 +443,7 @@ def _drop_column(folder: Path, column: str) -> None:
 def test_leak_free_task_needs_the_leak_column(
     release: Path, tiny_clip_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A release prepared before the leak column: the leak-free tasks refuse it, naming the column."""
+    """A release without the leak column: the leak-free tasks refuse it, naming the column."""
     old = _copy_release(release, tmp_path / "old")
     _drop_column(old, "mention_image_leak")
     assert "mention_image_leak" not in datasets.load_dataset(str(old), "books", split="test").column_names
@@ -452,10 +452,13 @@ def test_leak_free_task_needs_the_leak_column(
     task = _task(M3ELI2ICandidates, old)  # the other tasks do not read it
     task.load_data()
     assert sum(len(task.dataset[t]["test"]["queries"]) for t in TOPICS) == 4
-    # The command line says so too (the built-in harness would compute the leaks from the images instead).
+    # The command line says so too, with either harness.
     args = ["evaluate", "--model", str(tiny_clip_path), "--data", str(old), "--output", str(tmp_path / "r.json")]
-    assert main([*args, "--harness", "mteb", "--tasks", "I-I", "--protocol", "candidates-leak-free"]) == 2
+    args += ["--tasks", "I-I", "--protocol", "candidates-leak-free"]
+    assert main([*args, "--harness", "mteb"]) == 2
     assert "has no 'mention_image_leak' column" in capsys.readouterr().err
+    assert main(args) == 2
+    assert "lacks the column 'mention_image_leak', which the leak-free protocols read" in capsys.readouterr().err
 
 
 def _repeat_candidates(rows: list[dict[str, Any]]) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from PIL import Image
 
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.plots import plot_accuracy
 from m3el_hf.evaluation.results import RECORD_KEYS, add_overall, format_table, read_results, write_results
+from m3el_hf.json_files import FormatVersionError
 
 
 def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path):
@@ -19,7 +21,7 @@ def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path)
     assert all(tuple(record) == RECORD_KEYS for record in result.records)
     path = write_results(tmp_path / "results.json", [result], dataset="m3el")
     payload = json.loads(path.read_text())
-    assert payload["dataset"] == "m3el" and payload["ties"] == "expected"
+    assert payload["format_version"] == 1 and payload["dataset"] == "m3el" and payload["ties"] == "expected"
     empty = [r for r in payload["records"] if r["evaluated"] == 0]
     assert empty and all(r["accuracy"] is None and r["mrr"] is None for r in empty)
     back = read_results(path)
@@ -55,17 +57,10 @@ def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> 
     assert math.isnan(add_overall([record("sports", math.nan, 0)])[-1]["accuracy"])
 
 
-def test_an_older_file_reads_with_the_overall_score_as_the_mean_over_topics(tmp_path) -> None:
-    """Files written when `all` pooled mentions come back with the mean over topics, as the leaderboard publishes."""
-    topics = [("movies", 0.9, 100), ("books", 0.3, 2), ("all", 0.888, 102)]  # the old, mention-weighted overall
-    records = [
-        {"model": "m", "checkpoint": "c", "protocol": "candidates", "topic": topic, "task": "T-T", "split": "test"}
-        | {key: value for key in ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")}
-        | {"evaluated": n, "excluded": 0, "leaked": 0, "ties": "expected"}
-        for topic, value, n in topics
-    ]
-    path = tmp_path / "old.json"
-    path.write_text(json.dumps({"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}))
-    back = read_results(path)
-    assert [r["topic"] for r in back] == ["movies", "books", "all"]
-    assert back[-1]["accuracy"] == (0.9 + 0.3) / 2 and back[-1]["evaluated"] == 102
+def test_a_results_file_of_another_format_version_is_refused(model, processors, damaged, tmp_path):
+    result = evaluate_model(model, *processors, damaged, tasks=("T-T",), progress=False)
+    path = write_results(tmp_path / "results.json", [result], dataset="m3el")
+    payload = json.loads(path.read_text())
+    path.write_text(json.dumps({**payload, "format_version": 2}))
+    with pytest.raises(FormatVersionError, match=rf"^{path} has format_version 2; this m3el-hf reads format_version 1"):
+        read_results(path)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from m3el_hf.json_files import write_json
 from m3el_hf.tasks import TASK_NAMES
 
 MODELS = ("zero-shot CLIP", "CLIP_ND (name only)", "CLIP_ND")
@@ -46,7 +46,7 @@ def checkpoint(tiny_clip_path, training_leftovers, tmp_path_factory) -> Path:
         "wall_time_s": 3.5,
         "losses": [2.0, 1.5],
     }
-    (path / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    write_json(path / "training_summary.json", summary)
     (path / "README.md").write_text("old card\n", encoding="utf-8")
     for junk in training_leftovers:
         (path / junk).parent.mkdir(parents=True, exist_ok=True)

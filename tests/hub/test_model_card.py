@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 from huggingface_hub import DatasetCard, ModelCard
 
-from m3el_hf.data.prepare import is_synthetic
+from m3el_hf.data.prepare import is_synthetic, read_report
 from m3el_hf.hub.model_card import build_model_card
+from m3el_hf.json_files import read_json, write_json
 
 
 def test_a_synthetic_release_is_named_synthetic_from_synth_to_the_model_card(
     movies_release, checkpoint, records, tmp_path
 ):
-    report = json.loads((movies_release / "prepare_report.json").read_text(encoding="utf-8"))
+    report = read_report(movies_release)
     assert report["synthetic"]["generator"] == "m3el-hf synth" and report["synthetic"]["instances"] == 40
     assert is_synthetic(movies_release) is True and is_synthetic("me/m3el") is None
     card = DatasetCard.load(movies_release / "README.md")
     assert card.data.pretty_name.startswith("Synthetic") and "synthetic" in card.data.tags
     assert "This is a synthetic release" in card.text
     # The model card learns it from what training recorded about its data (see test_training).
-    summary = json.loads((checkpoint / "training_summary.json").read_text(encoding="utf-8"))
+    summary = read_json(checkpoint / "training_summary.json")
     for recorded, flagged in ((True, True), (None, False), (False, False)):
         folder = tmp_path / f"ckpt-{recorded}"
         shutil.copytree(checkpoint, folder)
         summary["synthetic_data"] = recorded
-        (folder / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        write_json(folder / "training_summary.json", summary)
         text = build_model_card(folder, records, repo_id="me/clipnd", dataset_id="me/m3el").text
         assert ("These scores come from a synthetic release" in text) is flagged
 

@@ -18,6 +18,7 @@ from m3el_hf.cli import main
 from m3el_hf.data.benchmark import eval_yaml
 from m3el_hf.hub.leaderboard import write_eval_results
 from m3el_hf.hub.push import push_dataset, push_model
+from m3el_hf.json_files import write_json
 
 TOKEN = "hf_SECRETtoken0123456789abcdef"
 
@@ -30,7 +31,7 @@ TOKEN = "hf_SECRETtoken0123456789abcdef"
 @pytest.fixture(scope="session")
 def results_file(records, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("hub-results") / "results.json"
-    path.write_text(json.dumps({"dataset": "demo-out/m3el", "ties": "expected", "records": records}), encoding="utf-8")
+    write_json(path, {"dataset": "demo-out/m3el", "ties": "expected", "records": records})
     return path
 
 
@@ -217,7 +218,7 @@ def test_model_dry_run_draws_the_plot_and_flags_synthetic_data(checkpoint, recor
     pytest.importorskip("matplotlib")
     results = tmp_path / "results.json"
     payload = {"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}
-    results.write_text(json.dumps(payload), "utf-8")
+    write_json(results, payload)
     out = tmp_path / "staged"
     push_model(checkpoint, "me/clipnd", results=results, dataset_id="me/m3el", license="mit", dry_run_dir=out)
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,16 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
 from m3el_hf.hub.push import push_model
 from m3el_hf.hub.staging import refresh_dataset_card
-
-# config.json of a checkpoint written by m3el-hf 0.1 (tests/modeling/fixtures).
-LEGACY_CONFIG = Path(__file__).parents[1] / "modeling" / "fixtures" / "clipnd-0.1-config.json"
+from m3el_hf.json_files import read_json, write_json
 
 
 def test_refresh_dataset_card_reproduces_prepare_card_for_any_repo_id(movies_release):
@@ -26,21 +23,20 @@ def test_refresh_dataset_card_reproduces_prepare_card_for_any_repo_id(movies_rel
     assert card.data.to_dict() == DatasetCard.load(movies_release / "README.md").data.to_dict()
 
 
-def test_a_summary_with_local_paths_is_staged_without_them_from_any_folder(checkpoint, tmp_path, monkeypatch):
-    """A summary as m3el-hf 0.1 wrote it (paths as given, no recorded Hub id), staged from an unrelated folder:
-    the card declares no base model, and no staged file holds a local path."""
-    legacy = tmp_path / "inputs" / "run" / "final"
-    shutil.copytree(checkpoint, legacy)
-    summary = json.loads((legacy / "training_summary.json").read_text(encoding="utf-8"))
-    del summary["base_model"], summary["dataset"]
-    local = {"model": "demo-out/tiny-clip", "data": str(tmp_path / "inputs" / "m3el"), "output_dir": "demo-out/x"}
-    summary["config"].update(local)
-    (legacy / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+def test_a_model_trained_from_local_folders_is_staged_without_their_paths(checkpoint, tmp_path, monkeypatch):
+    """A summary of a run from local folders (`train` records their names only, and no Hub id), staged from an
+    unrelated folder: the card declares no base model, and no staged file holds a local path."""
+    local = tmp_path / "inputs" / "run" / "final"
+    shutil.copytree(checkpoint, local)
+    summary = read_json(local / "training_summary.json")
+    summary.update(base_model=None, dataset=None)
+    summary["config"].update(model="tiny-clip", data="m3el", output_dir="x")
+    write_json(local / "training_summary.json", summary)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     out = tmp_path / "staged"
-    push_model(legacy, "me/clipnd", dataset_id="me/m3el", license="apache-2.0", dry_run_dir=out)
+    push_model(local, "me/clipnd", dataset_id="me/m3el", license="apache-2.0", dry_run_dir=out)
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model is None and card.data.license == "apache-2.0"
     assert "`tiny-clip`, a local checkpoint that is not on the Hub" in card.text
@@ -54,8 +50,7 @@ def test_a_summary_with_local_paths_is_staged_without_them_from_any_folder(check
 def test_a_checkpoint_needs_a_licence(checkpoint, tmp_path):
     local = tmp_path / "local"
     shutil.copytree(checkpoint, local)
-    summary = json.loads((local / "training_summary.json").read_text(encoding="utf-8"))
-    (local / "training_summary.json").write_text(json.dumps({**summary, "base_model": None}), encoding="utf-8")
+    write_json(local / "training_summary.json", {**read_json(local / "training_summary.json"), "base_model": None})
     with pytest.raises(ValueError, match=r"trained from a local folder.*pass --license"):
         push_model(local, "me/clipnd", dataset_id="me/m3el", dry_run_dir=tmp_path / "a")
     # A Hub base whose card cannot be read (offline here): the licence must be given.
@@ -64,24 +59,15 @@ def test_a_checkpoint_needs_a_licence(checkpoint, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("written_by", ["today", "0.1"])
-def test_the_hub_pipeline_call_runs_on_the_staged_folder(tiny_clip_path, tmp_path, written_by):
-    """What the Hub's widget and "Use this model" run, on what push-model would upload, in a fresh interpreter;
-    a checkpoint of m3el-hf 0.1 (model_type clipnd, no processor_config.json) is staged as one of today."""
+def test_the_hub_pipeline_call_runs_on_the_staged_folder(tiny_clip_path, tmp_path):
+    """What the Hub's widget and "Use this model" run, on what push-model would upload, in a fresh interpreter."""
     from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
     from m3el_hf.modeling.processing import load_processor
     from m3el_hf.training.checkpoints import export
 
     final = tmp_path / "run" / "final"
-    if written_by == "today":
-        tokenizer, image_processor = load_processor(tiny_clip_path)
-        export(CLIPNDModel.from_pretrained(tiny_clip_path), tokenizer, image_processor, final)
-    else:
-        shutil.copytree(tiny_clip_path, final, ignore=shutil.ignore_patterns("processor_config.json"))
-        load_processor(tiny_clip_path)[1].save_pretrained(final)  # preprocessor_config.json, as 0.1 exported
-        shutil.copy(
-            Path(__file__).parents[1] / "modeling" / "fixtures" / "clipnd-0.1-config.json", final / "config.json"
-        )
+    tokenizer, image_processor = load_processor(tiny_clip_path)
+    export(CLIPNDModel.from_pretrained(tiny_clip_path), tokenizer, image_processor, final)
     before = {p.name: p.read_bytes() for p in final.iterdir()}
     out = tmp_path / "staged"
     push_model(final, "me/clipnd", dataset_id="me/m3el", license="apache-2.0", dry_run_dir=out)

@@ -7,6 +7,7 @@ import json
 import datasets
 import pytest
 
+from m3el_hf.json_files import FormatVersionError
 from m3el_hf.linking import EntityIndex, EntityLinker, Mention
 
 
@@ -57,6 +58,10 @@ def test_saved_index_loads_back_and_with_stock_datasets(linker, kb, mentions, tm
         index.save(folder)
     with pytest.raises(FileNotFoundError, match=r"has no index\.json"):
         EntityIndex.load(tmp_path)
+    assert meta["format_version"] == 1
+    (folder / "index.json").write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(FormatVersionError, match=r"index\.json has format_version 2; this m3el-hf reads"):
+        EntityIndex.load(folder)
 
 
 def test_an_approximate_index_reports_its_recall(linker, kb):

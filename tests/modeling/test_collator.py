@@ -235,7 +235,7 @@ def test_from_pretrained_reads_the_checkpoint(tiny_clip_path: Path, tmp_path: Pa
     assert collator.tasks == ("T-T",) and collator.max_length == 77 and collator.augment_description
     folder = shutil.copytree(tiny_clip_path, tmp_path / "clipnd")
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="clipnd", augment_description=False, hard_negatives=True, mention_template="{mention}")
+    config["clipnd"] = {"augment_description": False, "hard_negatives": True, "mention_template": "{mention}"}
     (folder / "config.json").write_text(json.dumps(config))
     collator = M3ELCollator.from_pretrained(folder, seed=3, hard_negatives=False)
     assert (collator.augment_description, collator.hard_negatives, collator.seed) == (False, False, 3)

@@ -76,9 +76,11 @@ def test_config_from_clip_config_keeps_towers() -> None:
     assert (config.model_type, config.fusion, config.fusion_text_weight) == ("clipnd", "weighted", 0.25)
 
 
-def test_config_from_pretrained_rejects_other_models(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="holds a 'bert' checkpoint"):
+@pytest.mark.parametrize("model_type", ["bert", "clipnd"])
+def test_config_from_pretrained_rejects_other_models(tmp_path: Path, model_type: str) -> None:
+    """Anything but a CLIP config is refused in one line, `clipnd` too: CLIP_ND checkpoints say `clip`."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(ValueError, match=f"holds a '{model_type}' checkpoint; CLIP_ND starts from a CLIP"):
         CLIPNDConfig.from_pretrained(tmp_path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel
 
 from m3el_hf.modeling.collator import M3ELCollator
 from m3el_hf.modeling.configuration_clipnd import SETTINGS_KEY, CLIPNDConfig, settings_of
@@ -20,7 +19,6 @@ from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.modeling.processing import load_processor
 from m3el_hf.training.checkpoints import export
 
-FIXTURES = Path(__file__).parent / "fixtures"
 # Every entity-linking setting away from its default, so that a dropped or defaulted one shows.
 SETTINGS = {
     "fusion": "weighted",
@@ -40,15 +38,6 @@ def exported(tiny_clip_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     model = CLIPNDModel.from_pretrained(tiny_clip_path, **SETTINGS)
     tokenizer, image_processor = load_processor(tiny_clip_path)
     return export(model, tokenizer, image_processor, tmp_path_factory.mktemp("export") / "final")
-
-
-@pytest.fixture(scope="module")
-def legacy(tiny_clip_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of m3el-hf 0.1: `model_type: clipnd`, settings at the top level (its config.json, kept)."""
-    path = tmp_path_factory.mktemp("legacy") / "clipnd-0.1"
-    shutil.copytree(tiny_clip_path, path)
-    shutil.copy(FIXTURES / "clipnd-0.1-config.json", path / "config.json")
-    return path
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:
@@ -132,43 +121,18 @@ def test_stock_clip_gives_the_same_embeddings(exported: Path) -> None:
             torch.testing.assert_close(getattr(ours, method)(**inputs).pooler_output, expected)
 
 
-@pytest.mark.parametrize(
-    "imports",
-    [
-        "import m3el_hf\nfrom transformers import AutoConfig, AutoModel",
-        "from transformers import AutoConfig, AutoModel\nimport m3el_hf",
-    ],
-    ids=["m3el_hf-first", "transformers-first"],
-)
-def test_auto_model_gives_the_same_class_in_either_import_order(exported: Path, legacy: Path, imports: str) -> None:
-    """``import m3el_hf`` imports neither torch nor transformers. After it, whatever the order, a checkpoint of
-    today is a CLIPModel (as without m3el_hf) and one of m3el-hf 0.1 (model_type clipnd) a CLIPNDModel."""
-    code = (
-        "import sys\n"
-        "import m3el_hf\n"
-        "assert not {'torch', 'transformers'} & set(sys.modules), 'import m3el_hf imported torch or transformers'\n"
-        f"{imports}\n"
-        f"for path in ({str(exported)!r}, {str(legacy)!r}):\n"
-        "    print(type(AutoConfig.from_pretrained(path)).__name__, type(AutoModel.from_pretrained(path)).__name__)\n"
+def test_transformers_auto_classes_know_nothing_of_clipnd(exported: Path) -> None:
+    """Nothing is registered with transformers: its Auto classes load a CLIP_ND checkpoint as the plain CLIP it is,
+    with m3el_hf and CLIP_ND imported, and `CLIPNDModel` loads it as CLIP_ND."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    assert CLIPNDConfig.model_type not in CONFIG_MAPPING
+    assert (type(AutoConfig.from_pretrained(exported)), type(AutoModel.from_pretrained(exported))) == (
+        CLIPConfig,
+        CLIPModel,
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["CLIPConfig", "CLIPModel", "CLIPNDConfig", "CLIPNDModel"]
-
-
-def test_a_checkpoint_of_version_0_1_still_loads(legacy: Path, tiny_clip_path: Path) -> None:
-    written = json.loads((FIXTURES / "clipnd-0.1-config.json").read_text())
-    assert written["model_type"] == "clipnd" and written["fusion"] == "weighted"
-    config = CLIPNDModel.from_pretrained(legacy).config
-    expected = {name: written[name] for name in SETTINGS}
-    assert {name: getattr(config, name) for name in SETTINGS} == expected == settings_of(written)
-    assert M3ELCollator.from_pretrained(legacy).mention_template == written["mention_template"]
-    assert isinstance(AutoConfig.from_pretrained(legacy), CLIPNDConfig)
-    # Re-exported, it becomes a stock CLIP checkpoint with the same settings.
-    tokenizer, image_processor = load_processor(tiny_clip_path)
-    again = export(CLIPNDModel.from_pretrained(legacy), tokenizer, image_processor, legacy.parent / "re-exported")
-    assert json.loads((again / "config.json").read_text())[SETTINGS_KEY] == expected
+    assert type(CLIPNDModel.from_pretrained(exported)) is CLIPNDModel
 
 
 def test_plain_clip_gives_no_settings(tiny_clip_path: Path) -> None:

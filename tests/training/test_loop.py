@@ -15,11 +15,13 @@ from safetensors.torch import load_file
 from transformers import CLIPModel
 
 from m3el_hf.atomic import process_umask
+from m3el_hf.hub.model_card import read_summary
+from m3el_hf.json_files import FormatVersionError
 from m3el_hf.modeling.collator import M3ELCollator
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.training import components
 from m3el_hf.training.config import SUMMARY_NAME, TrainConfig
-from m3el_hf.training.loop import train
+from m3el_hf.training.loop import train, training_report
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = ("movies", "books")  # those of the `m3el_data` fixture (conftest.py)
@@ -38,6 +40,7 @@ def test_summary_counts_every_mention_view_and_the_speed(
     final = train(config)
     text = (final / SUMMARY_NAME).read_text()
     summary = json.loads(text)
+    assert summary.pop("format_version") == 1 and read_summary(final) == summary
     assert summary["synthetic_data"] is True  # m3el_data comes from m3el-hf synth
     # Published with the model: local folders become their names and are not taken for Hub ids.
     assert (summary["base_model"], summary["dataset"]) == (None, None)
@@ -171,3 +174,12 @@ def test_train_says_what_it_did_and_never_mixes_two_runs(
     assert main([*argv, "--max-steps", "1", "--overwrite"]) == 0  # replaced as a whole: no checkpoint of the old one
     assert json.loads((run / "final" / SUMMARY_NAME).read_text())["steps"] == 1
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+
+def test_the_report_refuses_a_summary_of_another_format_version(tmp_path: Path) -> None:
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / SUMMARY_NAME).write_text(json.dumps({"steps": 1}), encoding="utf-8")
+    config = TrainConfig(model="m", data="d", output_dir=tmp_path / "run")
+    with pytest.raises(FormatVersionError, match=r"training_summary\.json has no format_version; this m3el-hf reads"):
+        training_report(final, config)
