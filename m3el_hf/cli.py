@@ -118,7 +118,13 @@ _QUIET_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: every command listed, but only the command `argv` names gets its options.
+
+    Building a command's options imports its module, and some import torch: the other commands' modules are not
+    imported, so ``m3el-hf --help`` and the data commands start without torch or transformers.
+    """
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)  # the top-level options take no value
     parser = argparse.ArgumentParser(
         prog="m3el-hf",
         description="M³EL multi-modal entity linking and CLIP_ND on the Hugging Face stack.",
@@ -131,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        config_cls, _ = command.load()
         sub = subparsers.add_parser(
             name,
             help=command.help,
@@ -140,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[common],
         )
-        # A config class may define its own options (`TrainConfig`: a recipe that only explicit flags override).
-        getattr(config_cls, "add_arguments", partial(add_dataclass_arguments, cls=config_cls))(sub)
+        if name == chosen:
+            config_cls, _ = command.load()
+            # A config class may define its own options (`TrainConfig`: a recipe that only explicit flags override).
+            getattr(config_cls, "add_arguments", partial(add_dataclass_arguments, cls=config_cls))(sub)
     return parser
 
 
@@ -154,7 +161,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``m3el-hf`` with `argv` (default: the process arguments); return the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     config_cls, run = COMMANDS[args.command].load()
     try:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -23,12 +26,15 @@ def test_every_subcommand_explains_itself(command, capsys):
     assert COMMANDS[command].help.split(":")[0][:30] in " ".join(text.split())
 
 
+def parse(argv: list[str]):
+    return build_parser(argv).parse_args(argv)
+
+
 def test_list_options_extend_and_keep_dataclass_defaults():
-    parser = build_parser()
-    args = parser.parse_args(["evaluate", "--model", "a", "--model", "b", "c", "--data", "d", "--output", "o.json"])
+    args = parse(["evaluate", "--model", "a", "--model", "b", "c", "--data", "d", "--output", "o.json"])
     assert dataclass_from_namespace(EvaluateConfig, args).model == ("a", "b", "c")
-    assert dataclass_from_namespace(SynthConfig, parser.parse_args(["synth", "--out", "x"])).topics == TOPICS
-    args = parser.parse_args(["synth", "--out", "x", "--topics", "books", "--topics", "sports", "--no-overwrite"])
+    assert dataclass_from_namespace(SynthConfig, parse(["-q", "synth", "--out", "x"])).topics == TOPICS
+    args = parse(["synth", "--out", "x", "--topics", "books", "--topics", "sports", "--no-overwrite"])
     config = dataclass_from_namespace(SynthConfig, args)
     assert (config.topics, config.overwrite, config.instances) == (("books", "sports"), False, 1000)
 
@@ -55,6 +61,44 @@ def test_every_subcommand_shows_an_example_and_marks_required_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"m3el-hf {m3el_hf.__version__}"
+
+
+_RUN_AND_LIST_HEAVY = """
+import json, sys
+from m3el_hf.cli import main
+seen = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    seen.append([argv[0], status, sorted({"torch", "transformers"} & set(sys.modules))])
+print(json.dumps(seen))
+"""
+
+
+def _fresh_cli(argvs: list[list[str]], cwd) -> list[list]:
+    """Run each `argv` through `main` in one fresh interpreter; per command, its status and the heavy modules."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_HEAVY, json.dumps(argvs)], cwd=cwd, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["synth", "--help"], ["prepare", "--help"], ["show", "--help"]])
+def test_help_imports_neither_torch_nor_transformers(argv, tmp_path):
+    assert _fresh_cli([argv], tmp_path) == [[argv[0], 0, []]]
+
+
+def test_synth_prepare_and_show_run_without_torch_or_transformers(tmp_path):
+    argvs = [
+        ["-q", "synth", "--out", "raw", "--instances", "30", "--topics", "movies"],
+        ["-q", "prepare", "--raw", "raw", "--out", "m3el", "--topics", "movies"],
+        ["-q", "show", "m3el", "--config", "movies-I-T"],
+    ]
+    assert _fresh_cli(argvs, tmp_path) == [["-q", 0, []]] * 3
+    assert (tmp_path / "m3el" / "prepare_report.json").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_explicit_flags_override_the_recipe_and_only_they_do(tmp_path: Path) -> 
     recipe = TrainConfig(model="m", data="d", output_dir=tmp_path, epochs=7, learning_rate=0.5, lora=True)
     recipe.to_yaml(tmp_path / "recipe.yaml")
     argv = ["train", "--recipe", str(tmp_path / "recipe.yaml"), "--learning-rate", "0.25", "--no-augment-description"]
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     before = vars(args).copy()
     config = TrainConfig.from_namespace(args)
     assert vars(args) == before  # the namespace is not mutated
