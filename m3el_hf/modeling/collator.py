@@ -407,7 +407,7 @@ def _column(row: Mapping[str, Any], task: Task, name: str) -> Any:
     if name not in row:
         raise ValueError(
             f"Row {row.get('id')!r} has no {name!r} column, which task {task.name} needs. Load a config or "
-            f"columns that include it (see `m3el_hf.task_columns({task.name!r})`) or restrict `tasks`."
+            f"columns that include it (see `m3el_hf.data.features.task_columns({task.name!r})`) or restrict `tasks`."
         )
     return row[name]
 

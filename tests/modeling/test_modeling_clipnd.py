@@ -107,25 +107,6 @@ def test_init_accepts_clip_config() -> None:
     assert isinstance(CLIPNDModel(clip).config, CLIPNDConfig)
 
 
-def test_lazy_public_names() -> None:
-    import ast
-    import inspect
-
-    import m3el_hf
-
-    # The TYPE_CHECKING imports (for type checkers) name exactly the lazily exported names.
-    tree = ast.parse(inspect.getsource(m3el_hf))
-    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
-    static = {(node.module, alias.name) for node in block.body for alias in node.names}
-    assert static == {(module, name) for name, module in m3el_hf._MODULE_OF.items()}
-
-    assert set(m3el_hf.__all__) <= set(dir(m3el_hf))
-    assert all(getattr(m3el_hf, name) is not None for name in m3el_hf.__all__)
-    assert m3el_hf.CLIPNDModel is CLIPNDModel
-    with pytest.raises(AttributeError, match="no attribute 'CLIPND'"):
-        m3el_hf.CLIPND  # noqa: B018
-
-
 # --- encoders ------------------------------------------------------------------------------------------------
 
 
