@@ -27,6 +27,7 @@ from typing import Any, Literal
 from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import replace_dir
+from ..benchmark import eval_yaml
 from ..images import default_max_pixels
 from ..json_files import read_json, write_json
 from ..locations import check_raw_release
@@ -34,7 +35,6 @@ from ..progress import library_bars_off
 from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from .audit import DatasetAudit
-from .benchmark import eval_yaml
 from .dataset_card import LICENSE_FILE, dataset_sizes, instance_path, kb_path, license_text, render_dataset_card
 from .raw_files import M3ELFormatError, find_record_files
 from .records import SkipReport

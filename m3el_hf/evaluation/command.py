@@ -10,14 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
+from ..benchmark import (
+    BENCHMARK_SPLIT,
+    HEADLINE_PROTOCOL,
+    PROTOCOLS,
+    Protocol,
+    ranks_the_kb,
+    write_eval_results,
+)
 from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
 from ..data.prepare import REPORT_NAME, is_synthetic, read_report
-from ..hub.leaderboard import write_eval_results
 from ..locations import check_checkpoint, check_prepared
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
-from .evaluator import PROTOCOLS, evaluate_model, ranks_the_kb
+from .evaluator import evaluate_model
 from .plots import plot_accuracy
 from .results import EvaluationResult, format_table, percent, write_results
 
@@ -63,7 +69,7 @@ class EvaluateConfig:
     )
     tasks: tuple[str, ...] = field(default=TASK_NAMES, metadata={"help": "Tasks to evaluate."})
     split: str = field(default="test", metadata={"help": "Split of the instances to evaluate."})
-    protocol: tuple[Literal["candidates", "kb", "candidates-leak-free", "kb-leak-free"], ...] = field(
+    protocol: tuple[Protocol, ...] = field(
         default=("candidates", "candidates-leak-free"),
         metadata={
             "help": "candidates: rank each mention's candidate list (M³EL's, the headline); kb: rank the topic's "

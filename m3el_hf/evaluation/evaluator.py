@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from ..benchmark import PROTOCOLS, is_leak_free, ranks_the_kb
 from ..modeling.collator import M3ELCollator
 from ..progress import progress as progress_bar
 from ..tasks import TASK_NAMES, Task, get_task
@@ -48,19 +49,9 @@ from .embeddings import (
 from .metrics import Ties, ranking_metrics
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
-__all__ = [
-    "LEAK_FREE_SUFFIX",
-    "PROTOCOLS",
-    "Protocol",
-    "evaluate_model",
-    "ranks_the_kb",
-]
+__all__ = ["evaluate_model"]
 
 logger = logging.getLogger(__name__)
-
-Protocol = Literal["candidates", "kb", "candidates-leak-free", "kb-leak-free"]
-PROTOCOLS: tuple[str, ...] = ("candidates", "kb", "candidates-leak-free", "kb-leak-free")
-LEAK_FREE_SUFFIX = "-leak-free"
 
 _KS = (1, 3, 5)
 # Score-matrix elements per whole-KB chunk (mentions × KB entities): ~64 MB of float32 at a time.
@@ -118,13 +109,13 @@ def evaluate_model(
         with torch.inference_mode():
             encoders = Encoders(model, tokenizer, image_processor, collator.max_length, batch_size, progress)
             texts, images = TextRegistry(), ImageStream(encoders)
-            bases = {p.removesuffix(LEAK_FREE_SUFFIX) for p in protocols}
-            rows = dataset.num_rows + (kb.num_rows if "kb" in bases else 0)
-            leaks = any(p.endswith(LEAK_FREE_SUFFIX) for p in protocols)
+            whole_kb = any(ranks_the_kb(p) for p in protocols)
+            rows = dataset.num_rows + (kb.num_rows if whole_kb else 0)
+            leaks = any(is_leak_free(p) for p in protocols)
             # One bar at a time: reading the rows (their images are encoded as they come), then the texts.
             with progress_bar(desc="Reading rows, encoding images", total=rows, unit="row", show=progress) as bar:
                 instances = gather_instances(dataset, collator, task_list, texts, images, bar, leaks=leaks)
-                entities = gather_kb(kb, collator, task_list, texts, images, bar) if "kb" in bases else None
+                entities = gather_kb(kb, collator, task_list, texts, images, bar) if whole_kb else None
                 image_embeddings = images.embeddings()
             cache = EmbeddingCache(model, encoders.texts(texts.items), image_embeddings)
             cells = {protocol: _score(protocol, instances, entities, cache, task_list, ties) for protocol in protocols}
@@ -139,11 +130,6 @@ def evaluate_model(
     return EvaluationResult(add_overall(records))
 
 
-def ranks_the_kb(protocol: str) -> bool:
-    """Whether `protocol` ranks each topic's whole knowledge base (``kb``, ``kb-leak-free``)."""
-    return protocol.removesuffix(LEAK_FREE_SUFFIX) == "kb"
-
-
 def _score(
     protocol: str,
     instances: Instances,
@@ -154,7 +140,7 @@ def _score(
 ) -> dict[tuple[str, str], _Cell]:
     """The cells of one protocol; a leak-free one scores the tasks with an image on the mention side only."""
     drop = None
-    if protocol.endswith(LEAK_FREE_SUFFIX):
+    if is_leak_free(protocol):
         tasks, drop = [t for t in tasks if t.mention_needs_image], instances.leaked
     if ranks_the_kb(protocol):
         return _score_kb(instances, entities, cache, tasks, ties, drop)
@@ -192,7 +178,7 @@ def _check_arguments(
             f"The dataset lacks the column(s) {missing}; evaluate on a topic config (e.g. 'movies'), which has "
             "every column, not on a task config."
         )
-    if any(p.endswith(LEAK_FREE_SUFFIX) for p in protocols) and LEAK_COLUMN not in dataset.column_names:
+    if any(is_leak_free(p) for p in protocols) and LEAK_COLUMN not in dataset.column_names:
         raise ValueError(
             f"The dataset lacks the column {LEAK_COLUMN!r}, which the leak-free protocols read; prepare the data "
             "again with `m3el-hf prepare`, or leave those protocols out."

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.benchmark import mteb_task_name
-from .evaluator import LEAK_FREE_SUFFIX
+from ..benchmark import mteb_task_name, protocol_name
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
 __all__ = ["build_mteb_tasks", "evaluate_with_mteb", "load_mteb_model", "records_from_mteb"]
@@ -125,7 +124,7 @@ def records_from_mteb(
     records = []
     for task_result in task_results:
         task = specs[task_result.task_name]
-        protocol = ("kb" if task.ranks_kb else "candidates") + (LEAK_FREE_SUFFIX if task.leak_free else "")
+        protocol = protocol_name(task.ranks_kb, task.leak_free)
         by_topic = sorted(
             task_result.scores[header["split"]], key=lambda scores: list(topics).index(scores["hf_subset"])
         )

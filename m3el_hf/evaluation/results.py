@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..benchmark import ALL_TOPICS, HEADLINE_PROTOCOL
 from ..json_files import read_json, write_json
 
 __all__ = [
-    "ALL_TOPICS",
     "METRIC_KEYS",
     "RECORD_KEYS",
     "EvaluationResult",
@@ -24,11 +24,6 @@ __all__ = [
     "unique",
     "write_results",
 ]
-
-
-ALL_TOPICS = "all"
-"""The `topic` of the records over every topic: each metric is the mean over the topics with an evaluated
-instance (MTEB's mean over subsets, so both harnesses report one overall score); counts are summed."""
 
 
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
@@ -63,7 +58,7 @@ class EvaluationResult:
 
     records: list[dict[str, Any]] = field(default_factory=list)
 
-    def mean_accuracy(self, protocol: str = "candidates", topic: str = ALL_TOPICS) -> float:
+    def mean_accuracy(self, protocol: str = HEADLINE_PROTOCOL, topic: str = ALL_TOPICS) -> float:
         """Macro mean accuracy over the tasks evaluated for `protocol` and `topic` (``NaN`` if none was)."""
         return _mean_accuracy(self.records, protocol, topic)
 

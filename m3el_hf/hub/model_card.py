@@ -2,7 +2,7 @@
 
 Scores are published twice: ``model-index`` in the card's YAML (`EvalResult`, read by the Hub's
 model page and by tools that predate eval.yaml) and ``.eval_results/*.yaml`` (see
-[`m3el_hf.hub.leaderboard`]), which feed the M³EL benchmark's leaderboard.
+[`m3el_hf.benchmark`]), which feed the M³EL benchmark's leaderboard.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..data.benchmark import BENCHMARK_SPLIT, HEADLINE_PROTOCOL
+from ..benchmark import ALL_TOPICS, BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
 from ..json_files import read_json
@@ -174,7 +174,7 @@ def _results_text(records: Sequence[Mapping[str, Any]], model: str, plot: bool) 
         title = _PROTOCOL_TITLES.get(protocol, protocol)
         mine = [r for r in ours if r["protocol"] == protocol]
         same = [r for r in records if r["protocol"] == protocol]
-        topic = "all" if any(r["topic"] == "all" for r in same) else mine[0]["topic"]
+        topic = ALL_TOPICS if any(r["topic"] == ALL_TOPICS for r in same) else mine[0]["topic"]
         parts += [
             f"### {model}, protocol: {title}",
             _task_topic_table(mine),

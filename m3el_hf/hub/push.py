@@ -11,7 +11,7 @@ What is uploaded:
 - model: the checkpoint files (never optimizer, scheduler or RNG states), ``README.md`` (the model
   card), ``accuracy.png`` and ``.eval_results/*.yaml`` (leaderboard entries);
 - results only: a folder without ``config.json`` holding ``.eval_results/`` (see
-  `m3el_hf.hub.leaderboard.write_eval_results`) uploads just those files, e.g. as a pull request
+  `m3el_hf.benchmark.write_eval_results`) uploads just those files, e.g. as a pull request
   (``--create-pr``) to the repo of a model you evaluated but do not own; its model card is left alone.
 
 The token comes from ``token``, else ``HF_TOKEN``, else the stored login; it is never printed,

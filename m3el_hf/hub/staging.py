@@ -13,12 +13,11 @@ from typing import Any
 
 from huggingface_hub import DatasetCard
 
+from ..benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml
 from ..data.audit import DatasetAudit
-from ..data.benchmark import eval_yaml
 from ..data.dataset_card import LICENSE_FILE, build_dataset_card, dataset_sizes, license_text
 from ..data.prepare import read_report
 from ..data.records import SkipReport
-from .leaderboard import EVAL_RESULTS_DIR, eval_results_files
 from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
 
 __all__ = [
@@ -168,7 +167,7 @@ def stage_model(
         if not generated and not any(checkpoint_dir.glob(f"{EVAL_RESULTS_DIR}/*.yaml")):
             raise FileNotFoundError(
                 f"{checkpoint_dir} holds neither a checkpoint (config.json) nor {EVAL_RESULTS_DIR}/*.yaml: pass an "
-                "exported checkpoint, or a folder written by m3el_hf.hub.leaderboard.write_eval_results."
+                "exported checkpoint, or a folder written by m3el_hf.benchmark.write_eval_results."
             )
         logger.info(
             "No config.json in %s: pushing the %s entries only, no model card.", checkpoint_dir, EVAL_RESULTS_DIR

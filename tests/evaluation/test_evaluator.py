@@ -13,8 +13,8 @@ import torch
 import yaml
 from PIL import Image
 
+from m3el_hf.benchmark import task_id
 from m3el_hf.cli import main
-from m3el_hf.data.benchmark import task_id
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.results import EvaluationResult, read_results
 from m3el_hf.json_files import write_json
@@ -223,8 +223,8 @@ def test_a_split_without_any_image_scores_text_tasks_and_excludes_the_rest(model
 
 
 def test_leak_free_protocols_leave_out_leaked_instances_and_count_them(model, processors, instances, kb):
+    from m3el_hf.benchmark import PROTOCOLS
     from m3el_hf.data.leak import is_leak
-    from m3el_hf.evaluation.evaluator import PROTOCOLS
 
     result = _evaluate(model, processors, instances, kb=kb, protocols=PROTOCOLS)
     cells = {(r["protocol"], r["task"], r["topic"]): r for r in result.records}

@@ -25,10 +25,10 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 from photos import encoded, rotated_jpeg
 
+from m3el_hf.benchmark import PROTOCOLS, eval_yaml, mteb_task_name, task_id
 from m3el_hf.cli import main
-from m3el_hf.data.benchmark import BENCHMARK_PROTOCOLS, eval_yaml, mteb_task_name, task_id
 from m3el_hf.evaluation import mteb_retrieval, mteb_tasks
-from m3el_hf.evaluation.evaluator import PROTOCOLS, evaluate_model
+from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.mteb_harness import build_mteb_tasks, evaluate_with_mteb
 from m3el_hf.evaluation.mteb_retrieval import TIE_ULPS, AbsTaskM3EL
 from m3el_hf.evaluation.mteb_tasks import (
@@ -316,14 +316,14 @@ def test_mteb_clip_wrapper_runs_the_tasks(tiny_clip_path: Path, release: Path) -
 
 def _spec(name: str) -> tuple[str, str]:
     """The M³EL task and protocol whose MTEB task is `name`."""
-    matches = [(t, p) for t in TASK_NAMES for p in BENCHMARK_PROTOCOLS if mteb_task_name(t, p) == name]
+    matches = [(t, p) for t in TASK_NAMES for p in PROTOCOLS if mteb_task_name(t, p) == name]
     assert len(matches) == 1, name
     return matches[0]
 
 
 def test_the_thirty_tasks_are_the_benchmark_tasks() -> None:
     names = [cls.metadata.name for cls in TASKS]
-    expected = {mteb_task_name(t, p) for t in TASK_NAMES for p in BENCHMARK_PROTOCOLS} - {None}
+    expected = {mteb_task_name(t, p) for t in TASK_NAMES for p in PROTOCOLS} - {None}
     assert len(names) == len(set(names)) == len(expected) == 30
     assert set(names) == expected
 

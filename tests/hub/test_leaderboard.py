@@ -6,8 +6,7 @@ import pytest
 import yaml
 from huggingface_hub import parse_eval_result_entries
 
-from m3el_hf.data.benchmark import eval_yaml, task_id
-from m3el_hf.hub.leaderboard import EVAL_RESULTS_DIR, eval_results_files, write_eval_results
+from m3el_hf.benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml, task_id, write_eval_results
 from m3el_hf.tasks import TASK_NAMES, TOPICS
 
 

@@ -14,9 +14,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import _http, set_client_factory
 from PIL import Image
 
+from m3el_hf.benchmark import eval_yaml, write_eval_results
 from m3el_hf.cli import main
-from m3el_hf.data.benchmark import eval_yaml
-from m3el_hf.hub.leaderboard import write_eval_results
 from m3el_hf.hub.push import push_dataset, push_model
 from m3el_hf.json_files import write_json
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-from m3el_hf.data.benchmark import BENCHMARK_PROTOCOLS, eval_yaml, mteb_task_name, task_id
+from m3el_hf.benchmark import PROTOCOLS, eval_yaml, mteb_task_name, task_id
 from m3el_hf.tasks import TASK_NAMES, get_task
 
 
@@ -18,7 +18,7 @@ def test_eval_yaml_declares_every_mteb_task_per_topic_and_overall_and_prepare_wr
     assert spec["evaluation_framework"] == "mteb"
     for phrase in ("candidate list", "knowledge base", "left out and counted", "expected value", "mean over"):
         assert phrase in spec["description"]
-    names = [mteb_task_name(t, p) for p in BENCHMARK_PROTOCOLS for t in TASK_NAMES]
+    names = [mteb_task_name(t, p) for p in PROTOCOLS for t in TASK_NAMES]
     names = [name for name in names if name is not None]
     assert len(names) == 9 + 9 + 6 + 6
     assert spec["tasks"] == [
