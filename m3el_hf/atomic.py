@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "process_umask", "replace_dir"]
+__all__ = ["atomic_write", "process_umask", "refuse_used_folder", "replace_dir"]
 
 
 def process_umask() -> int:
@@ -46,14 +46,32 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
     return path
 
 
+def refuse_used_folder(out: str | os.PathLike[str], overwrite: bool, alternative: str | None = None) -> bool:
+    """Whether `out` is used (a file, or a folder with anything in it); a `FileExistsError` if so without `overwrite`.
+
+    Every command that writes a folder refuses a used one in these words; `alternative` adds another way out
+    (``"--resume-from latest to continue it"``).
+
+    >>> refuse_used_folder("no/such/folder", overwrite=False)
+    False
+    """
+    out = Path(out)
+    used = out.exists() and (out.is_file() or any(out.iterdir()))
+    if used and not overwrite:
+        also = f", {alternative}" if alternative else ""
+        raise FileExistsError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it{also}, or choose another folder."
+        )
+    return used
+
+
 def replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
     """Move a finished `staging` folder to `out` (a folder or a file, replaced) in one rename.
 
     Its folders and files get the modes the umask gives new ones: `tempfile.mkdtemp` (and temporary files
     written inside) are private to the user, which the published folder must not be.
     """
-    if out.exists() and (out.is_file() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    refuse_used_folder(out, overwrite)
     umask = process_umask()
     for path in [staging, *staging.rglob("*")]:
         if path.is_symlink():

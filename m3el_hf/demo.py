@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import refuse_used_folder
 from .tasks import TASK_NAMES, TOPICS
 
 __all__ = ["MARGIN_PROTOCOLS", "MODEL_NAMES", "DemoConfig", "check_margins", "run_demo"]
@@ -84,11 +85,7 @@ def run_demo(config: DemoConfig) -> Path:
     from .modeling.tiny import build_tiny_clip
 
     out = config.out
-    if out.is_dir() and any(out.iterdir()):
-        if not config.overwrite:
-            raise FileExistsError(
-                f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
-            )
+    if refuse_used_folder(out, config.overwrite):
         shutil.rmtree(out)
     raw = synthesize(SynthConfig(out=out / "raw", instances=config.instances, seed=config.seed))
     data = prepare(PrepareConfig(raw=raw, out=out / "m3el")).out

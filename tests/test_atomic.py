@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from m3el_hf.atomic import atomic_write, process_umask, replace_dir
+from m3el_hf.atomic import atomic_write, process_umask, refuse_used_folder, replace_dir
+
+PACKAGE = Path(__file__).resolve().parents[1] / "m3el_hf"
 
 
 def staged(tmp_path: Path, name: str = "staging") -> Path:
@@ -47,6 +49,35 @@ def test_replace_dir_refuses_to_overwrite_unless_told(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match=r"out already exists and is not empty; pass --overwrite"):
         replace_dir(staged(tmp_path), out, overwrite=False)
     assert (out / "keep.txt").read_text(encoding="utf-8") == "x"
+
+
+@pytest.mark.parametrize("existing", ["folder", "file", "empty folder", "none"])
+def test_a_used_folder_is_refused_in_one_wording(tmp_path: Path, existing: str) -> None:
+    out = tmp_path / "out"
+    if existing.endswith("folder"):
+        out.mkdir()
+    if existing == "folder":
+        (out / "keep.txt").write_text("x", encoding="utf-8")
+    elif existing == "file":
+        out.write_text("x", encoding="utf-8")
+    used = existing in ("folder", "file")
+    assert refuse_used_folder(out, overwrite=True) is used
+    if not used:
+        assert refuse_used_folder(out, overwrite=False) is False
+        return
+    message = f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
+    with pytest.raises(FileExistsError) as refused:
+        refuse_used_folder(out, overwrite=False)
+    assert str(refused.value) == message
+    with pytest.raises(FileExistsError) as refused:
+        refuse_used_folder(out, overwrite=False, alternative="--resume-from latest to continue it")
+    assert str(refused.value) == message.replace("it, or", "it, --resume-from latest to continue it, or")
+    assert (tmp_path / "out").exists()
+
+
+def test_no_other_module_words_the_refusal() -> None:
+    wording = "already exists and is not empty"
+    assert [p.name for p in sorted(PACKAGE.rglob("*.py")) if wording in p.read_text(encoding="utf-8")] == ["atomic.py"]
 
 
 def test_replace_dir_leaves_hard_links_and_link_targets_alone(tmp_path: Path) -> None:

@@ -148,7 +148,8 @@ MISTAKES = {
     ),
     "train, --output-dir holds another run": (
         "train --recipe tiny-cpu --model {model} --data {data} --output-dir {busy}",
-        "{busy} already holds a run (x.txt); pass --overwrite to replace it, --resume-from latest",
+        "{busy} already exists and is not empty; pass --overwrite to replace it, --resume-from latest to continue "
+        "it, or choose another folder.",
     ),
     "evaluate, a folder that is no checkpoint": (
         "evaluate --model {run} --data {data} --output {root}/r.json",
@@ -160,7 +161,7 @@ MISTAKES = {
     ),
     "evaluate, --eval-results holds earlier entries": (
         "evaluate --model {model} --data {data} --output {root}/r.json --eval-results {entries} --dataset-id me/m3el",
-        "{entries}/{label} already exists and is not empty; pass --overwrite to replace it",
+        "{entries}/{label} already exists and is not empty; pass --overwrite to replace it, or choose another folder.",
     ),
     "evaluate, a topic typo": (
         "evaluate --model {model} --data {data} --output {root}/r.json --topics movie",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from datasets.exceptions import DatasetGenerationError
 
-from ..atomic import replace_dir
+from ..atomic import refuse_used_folder, replace_dir
 from ..benchmark import eval_yaml
 from ..images import default_max_pixels
 from ..json_files import read_json, write_json
@@ -246,10 +246,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     check_raw_release(config.raw)
     find_record_files(config.raw, config.topics)
     out = config.out.resolve()
-    if out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise FileExistsError(
-            f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
-        )
+    refuse_used_folder(out, config.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     audit, report = DatasetAudit(), SkipReport()
     # The staging folder is a hidden sibling: an interrupted run leaves nothing that loads as `out`.

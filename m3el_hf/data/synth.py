@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..atomic import replace_dir
+from ..atomic import refuse_used_folder, replace_dir
 from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from ..version import __version__
@@ -142,7 +142,7 @@ class SynthConfig:
             "release does; the other mention images are other pictures of the gold (a few instances have none)."
         },
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace `out` if it already exists and is not empty."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace `out` if it holds anything."})
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -365,10 +365,7 @@ def synthesize(config: SynthConfig) -> Path:
         `FileExistsError`: `out` exists, is not empty and `config.overwrite` is not set.
     """
     out = config.out
-    if out.exists() and (out.is_file() or any(out.iterdir())) and not config.overwrite:
-        raise FileExistsError(
-            f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
-        )
+    refuse_used_folder(out, config.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     counts = [config.instances // len(config.topics)] * len(config.topics)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import refuse_used_folder
 from ..benchmark import (
     BENCHMARK_SPLIT,
     HEADLINE_PROTOCOL,
@@ -282,10 +283,7 @@ def _entry_folders(config: EvaluateConfig) -> dict[str, Path]:
         if not slug:
             raise ValueError(f"--model-name {name!r} gives no usable folder name for --eval-results; use letters.")
         folders[name] = folder = config.eval_results / slug
-        if folder.is_dir() and any(folder.iterdir()) and not config.overwrite:
-            raise FileExistsError(
-                f"{folder} already exists and is not empty; pass --overwrite to replace it, or choose another folder."
-            )
+        refuse_used_folder(folder, config.overwrite)
     return folders
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ..atomic import refuse_used_folder
 from ..tasks import MODALITIES
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ def run_index(config: IndexConfig) -> Path:
     from . import EntityIndex, EntityLinker
 
     out = config.out
-    if out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it.")
+    refuse_used_folder(out, config.overwrite)
     kb = datasets.load_dataset(config.kb, config.config, split="kb")
     linker = EntityLinker.from_pretrained(config.model)
     index = EntityIndex.build(linker, kb, config.modality, config.factory, config.batch_size)

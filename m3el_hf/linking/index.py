@@ -25,7 +25,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..atomic import replace_dir
+from ..atomic import refuse_used_folder, replace_dir
 from ..json_files import read_json, write_json
 from ..progress import progress as progress_bar
 from .linker import EntityLinker, LinkedEntity, as_pil
@@ -139,8 +139,7 @@ class EntityIndex:
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the index folder (card, ``index.json``, Parquet) atomically; returns it."""
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise FileExistsError(f"{folder} already exists and is not empty; pass --overwrite to replace it.")
+        refuse_used_folder(folder, overwrite)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
         try:

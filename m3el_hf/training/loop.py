@@ -29,6 +29,7 @@ from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_
 from peft import PeftModel
 from torch.utils.data import DataLoader
 
+from ..atomic import refuse_used_folder
 from ..evaluation.evaluator import evaluate_model
 from ..json_files import read_json
 from ..locations import check_checkpoint, check_prepared
@@ -354,13 +355,7 @@ def _prepare_and_train(config: TrainConfig, accelerator: Accelerator, started: f
 def _claim_output_dir(config: TrainConfig, accelerator: Accelerator) -> None:
     """Refuse a folder that holds another run, unless resuming it or told to replace it (then empty it)."""
     out = Path(config.output_dir)
-    taken = out.is_dir() and any(out.iterdir())
-    if taken and config.resume_from is None and not config.overwrite:
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(sorted(p.name for p in out.iterdir())[:4])}); pass "
-            "--overwrite to replace it, --resume-from latest to continue it, or choose another --output-dir."
-        )
-    if taken and config.overwrite and config.resume_from is None:
+    if config.resume_from is None and refuse_used_folder(out, config.overwrite, "--resume-from latest to continue it"):
         if accelerator.is_main_process:
             logger.warning("--overwrite: deleting the run in %s", out)
             shutil.rmtree(out)

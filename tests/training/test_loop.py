@@ -168,7 +168,8 @@ def test_train_says_what_it_did_and_never_mixes_two_runs(
     assert (run / "checkpoints").is_dir()
 
     assert main([*argv, "--max-steps", "1"]) == 2  # refused: the folder holds a run
-    assert "already holds a run" in capsys.readouterr().err
+    refusal = "already exists and is not empty; pass --overwrite to replace it, --resume-from latest to continue it"
+    assert refusal in capsys.readouterr().err
     assert json.loads((run / "final" / SUMMARY_NAME).read_text()) == first  # untouched
 
     assert main([*argv, "--max-steps", "1", "--overwrite"]) == 0  # replaced as a whole: no checkpoint of the old one
