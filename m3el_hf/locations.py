@@ -7,29 +7,41 @@ loads a model or a data set. The messages are shared: one wording for one kind o
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-__all__ = ["SUMMARY_NAME", "check_checkpoint", "check_prepared", "check_raw_release", "looks_like_hub_id"]
+__all__ = ["SUMMARY_NAME", "check_checkpoint", "check_prepared", "check_raw_release", "is_hub_id"]
 
 SUMMARY_NAME = "training_summary.json"
 """The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _RAW_MARKERS = ("_candidates_images",)
 _PREPARED_MARKERS = ("prepare_report.json",)
 
 
-def looks_like_hub_id(value: str) -> bool:
-    """Whether `value` reads as a Hub repo id ``OWNER/NAME`` (and is no absolute or explicitly relative path)."""
-    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/"))
+def is_hub_id(value: str, owner: bool = True) -> bool:
+    """Whether `value` is a Hub repo id by `huggingface_hub`'s own rules: ``OWNER/NAME``, or with ``owner=False``
+    also a bare ``NAME`` (``gpt2``). A path (``./x``, ``/x``, ``a/b/c``) is none.
+
+    >>> is_hub_id("openai/clip-vit-base-patch32"), is_hub_id("gpt2"), is_hub_id("gpt2", owner=False)
+    (True, False, True)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if owner and value.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _check_elsewhere(value: str | os.PathLike[str], option: str, what: str) -> None:
     """A value that is no local folder must read as a Hub id: a file or a missing path is refused."""
     if Path(value).exists():
         raise FileNotFoundError(f"{option} {value} is a file; pass a folder or a Hub {what} id.")
-    if not looks_like_hub_id(os.fspath(value)):
+    if not is_hub_id(os.fspath(value)):
         raise FileNotFoundError(
             f"{option} {value}: no such folder here, and not a Hub {what} id (OWNER/NAME); check the path."
         )

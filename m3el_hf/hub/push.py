@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from ..atomic import replace_dir
 from ..json_files import read_json
-from ..locations import looks_like_hub_id
+from ..locations import is_hub_id
 from ..version import __version__
 from .model_card import MODEL_NAME, base_model_of, read_summary
 from .staging import (
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 def _check_repo_id(value: str | None, option: str) -> None:
-    if value is not None and not looks_like_hub_id(value):
+    if value is not None and not is_hub_id(value):
         raise ValueError(f"{option} must be a Hub repo id 'OWNER/NAME', got {value!r}.")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -21,13 +20,12 @@ from transformers import BaseImageProcessor, CLIPProcessor, PreTrainedTokenizerB
 from ..atomic import replace_dir
 from ..data.prepare import is_synthetic
 from ..json_files import write_json
+from ..locations import is_hub_id
 from ..modeling.collator import M3ELCollator
 from ..progress import library_bars_off
 from .config import PATH_OPTIONS, SUMMARY_NAME, TrainConfig
 
 __all__ = ["Run", "TrainingState", "export", "hub_id", "resolve_resume", "save_checkpoint", "training_summary"]
-
-_HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
 
 
 @dataclass
@@ -163,7 +161,7 @@ def hub_id(value: str | None) -> str | None:
     >>> hub_id("openai/clip-vit-base-patch32")
     'openai/clip-vit-base-patch32'
     """
-    if value is None or os.path.isabs(value) or Path(value).exists() or not _HUB_ID.match(value):
+    if value is None or os.path.isabs(value) or Path(value).exists() or not is_hub_id(value, owner=False):
         return None
     return value
 
