@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 from datasets.builder import Key
 from datasets.utils import tqdm as hf_tqdm
 
-from m3el_hf.data.dataset_card import CITATION, instance_path
+from m3el_hf.data.dataset_card import CITATION
 from m3el_hf.data.features import INSTANCE_FEATURES, KB_FEATURES, KB_SPLIT, SPLITS, task_columns
 from m3el_hf.data.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of
 from m3el_hf.data.raw_files import find_record_files
 from m3el_hf.data.records import OnError, SkipReport, iter_records
+from m3el_hf.layout import instance_path
 from m3el_hf.tasks import TASK_NAMES, TOPICS, check_topics, get_task
 
 __all__ = ["M3EL", "M3ELConfig", "config_names"]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .layout import REPORT_NAME
+
 __all__ = ["SUMMARY_NAME", "check_checkpoint", "check_prepared", "check_raw_release", "is_hub_id"]
 
 SUMMARY_NAME = "training_summary.json"
 """The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 
 _RAW_MARKERS = ("_candidates_images",)
-_PREPARED_MARKERS = ("prepare_report.json",)
 
 
 def is_hub_id(value: str, owner: bool = True) -> bool:
@@ -69,22 +70,20 @@ def check_prepared(value: str | os.PathLike[str], option: str = "--data") -> Non
     if not path.is_dir():
         _check_elsewhere(value, option, "dataset")
         return
-    if any((path / marker).exists() for marker in _PREPARED_MARKERS):
+    if (path / REPORT_NAME).exists():
         return
     if _is_raw(path):
         raise ValueError(
             f"{option} {value} is a raw M³EL release, not a prepared folder; prepare it first: "
             f"m3el-hf prepare --raw {value} --out m3el, then pass --data m3el."
         )
-    raise FileNotFoundError(
-        f"{option} {value} is not a folder written by m3el-hf prepare (it has no prepare_report.json)."
-    )
+    raise FileNotFoundError(f"{option} {value} is not a folder written by m3el-hf prepare (it has no {REPORT_NAME}).")
 
 
 def check_raw_release(value: str | os.PathLike[str], option: str = "--raw") -> None:
     """Refuse a prepared folder where the raw release is expected (the reverse mistake of `check_prepared`)."""
     path = Path(value)
-    if path.is_dir() and any((path / marker).exists() for marker in _PREPARED_MARKERS):
+    if path.is_dir() and (path / REPORT_NAME).exists():
         raise ValueError(
             f"{option} {value} is a folder written by m3el-hf prepare, not the raw release; {option} takes the "
             "release's folder (movies.json …, movies_candidates_images/ …)."

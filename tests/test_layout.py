@@ -19,6 +19,7 @@ LEAVES = {
     "m3el_hf.benchmark",
     "m3el_hf.arguments",
     "m3el_hf.version",
+    "m3el_hf.layout",
     "m3el_hf.locations",
     "m3el_hf.images",
     "m3el_hf.progress",

@@ -1,14 +1,7 @@
 """``m3el-hf prepare``: run the M³EL builder and write the Hub layout (Parquet shards + dataset card).
 
-The folder it writes loads with stock ``datasets.load_dataset(folder, config)``, also streaming,
-and is what ``push-dataset`` uploads::
-
-    m3el/
-      README.md                                  dataset card; its YAML declares every config
-      LICENSE.md                                 the terms of the data (Commons images, Wikidata text, the release)
-      prepare_report.json                        counts, data audit, what was skipped, synthetic or not (versioned)
-      data/{topic}/{split}-00000-of-0000N.parquet
-      kb/{topic}/kb-00000-of-0000N.parquet
+The folder it writes (its files: `m3el_hf.layout`) loads with stock ``datasets.load_dataset(folder, config)``,
+also streaming, and is what ``push-dataset`` uploads.
 """
 
 from __future__ import annotations
@@ -30,18 +23,18 @@ from ..atomic import refuse_used_folder, replace_dir
 from ..benchmark import eval_yaml
 from ..images import default_max_pixels
 from ..json_files import read_json, write_json
+from ..layout import CARD_NAME, EVAL_YAML_NAME, LICENSE_NAME, REPORT_NAME, instance_path, kb_path, shard_name
 from ..locations import check_raw_release
 from ..progress import library_bars_off
 from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from .audit import DatasetAudit
-from .dataset_card import LICENSE_FILE, dataset_sizes, instance_path, kb_path, license_text, render_dataset_card
+from .dataset_card import dataset_sizes, license_text, render_dataset_card
 from .raw_files import M3ELFormatError, find_record_files
 from .records import SkipReport
 from .synth import SYNTH_MARKER
 
 __all__ = [
-    "REPORT_NAME",
     "PrepareConfig",
     "PrepareResult",
     "is_synthetic",
@@ -51,8 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-REPORT_NAME = "prepare_report.json"
 
 
 @dataclass(frozen=True)
@@ -163,7 +154,7 @@ def _move_shards(built: Path, split: str, pattern: str, staging: Path) -> None:
     target = staging / Path(pattern).parent
     target.mkdir(parents=True, exist_ok=True)
     for i, shard in enumerate(shards):
-        shard.rename(target / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
+        shard.rename(target / shard_name(split, i, len(shards)))
 
 
 def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tuple[DatasetAudit, SkipReport]:
@@ -179,7 +170,7 @@ def _build_config(config: PrepareConfig, config_name: str, staging: Path) -> tup
     work = staging / ".work" / config_name
     builder, built = _build(config, config_name, work, **({"instances_dir": str(staging)} if kb else {}))
     for split in builder.info.splits:
-        _move_shards(built, split, kb_path(topic) if kb else instance_path(topic, split), staging)
+        _move_shards(built, split, (kb_path if kb else instance_path)(topic, split), staging)
     shutil.rmtree(work)
     return builder.row_builder.audit, builder.skip_report
 
@@ -274,9 +265,9 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         card = render_dataset_card(
             audit, report, config.topics, synthetic=synthetic is not None, sizes=sizes, options=asdict(config)
         )
-        (staging / "README.md").write_text(card, encoding="utf-8", newline="")
-        (staging / LICENSE_FILE).write_text(license_text(synthetic is not None), encoding="utf-8")
-        (staging / "eval.yaml").write_text(eval_yaml(config.topics), encoding="utf-8")
+        (staging / CARD_NAME).write_text(card, encoding="utf-8", newline="")
+        (staging / LICENSE_NAME).write_text(license_text(synthetic is not None), encoding="utf-8")
+        (staging / EVAL_YAML_NAME).write_text(eval_yaml(config.topics), encoding="utf-8")
         _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
         replace_dir(staging, out, config.overwrite)
     except BaseException:

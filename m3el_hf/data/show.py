@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..layout import CARD_NAME
 from ..locations import check_prepared
 
 __all__ = ["ShowConfig", "card_sections", "show"]
@@ -56,7 +57,7 @@ def show(config: ShowConfig) -> None:
         print("First row:")
         for key, value in first[0].items():
             print(f"  {key}: {_short(value)}")
-    readme = Path(config.path) / "README.md"
+    readme = Path(config.path) / CARD_NAME
     if readme.is_file():
         for title, text in card_sections(readme.read_text(encoding="utf-8"), config.sections).items():
             print(f"\n## {title}\n{text}")

@@ -21,7 +21,8 @@ from ..benchmark import (
 )
 from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
-from ..data.prepare import REPORT_NAME, is_synthetic, read_report
+from ..data.prepare import is_synthetic, read_report
+from ..layout import REPORT_NAME
 from ..locations import check_checkpoint, check_prepared
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 from .evaluator import evaluate_model

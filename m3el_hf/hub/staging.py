@@ -15,9 +15,10 @@ from huggingface_hub import DatasetCard
 
 from ..benchmark import EVAL_RESULTS_DIR, eval_results_files, eval_yaml
 from ..data.audit import DatasetAudit
-from ..data.dataset_card import LICENSE_FILE, build_dataset_card, dataset_sizes, license_text
+from ..data.dataset_card import build_dataset_card, dataset_sizes, license_text
 from ..data.prepare import read_report
 from ..data.records import SkipReport
+from ..layout import CARD_NAME, EVAL_YAML_NAME, LICENSE_NAME, instance_path
 from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
 
 __all__ = [
@@ -118,13 +119,14 @@ def stage_dataset(folder: str | os.PathLike[str], staging: Path, *, repo_id: str
     """Fill `staging` with what the dataset repo should hold: the prepared folder, its card for `repo_id`, eval.yaml."""
     folder = Path(folder)
     card = refresh_dataset_card(folder, repo_id=repo_id)
-    if not any(folder.glob("data/*/*.parquet")):
-        raise FileNotFoundError(f"{folder} holds no data/*/*.parquet shard; run `m3el-hf prepare` again.")
-    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, "README.md", "eval.yaml", LICENSE_FILE), link)
-    _write_text(staging / "README.md", str(card))
+    shards = instance_path("*", "*")
+    if not any(folder.glob(shards)):
+        raise FileNotFoundError(f"{folder} holds no {shards} shard; run `m3el-hf prepare` again.")
+    _copy_tree(folder, staging, (*DATASET_IGNORE_PATTERNS, CARD_NAME, EVAL_YAML_NAME, LICENSE_NAME), link)
+    _write_text(staging / CARD_NAME, str(card))
     report = read_report(folder)
-    _write_text(staging / LICENSE_FILE, license_text(report["synthetic"] is not None))
-    _write_text(staging / "eval.yaml", eval_yaml(tuple(report["options"]["topics"])))
+    _write_text(staging / LICENSE_NAME, license_text(report["synthetic"] is not None))
+    _write_text(staging / EVAL_YAML_NAME, eval_yaml(tuple(report["options"]["topics"])))
 
 
 def _stage_plot(staging: Path, plot: Path | None, records: Sequence[Mapping[str, Any]]) -> Path | None:

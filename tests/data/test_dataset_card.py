@@ -6,8 +6,9 @@ import datasets
 import pyarrow.parquet as pq
 import yaml
 
-from m3el_hf.data.dataset_card import LICENSE_FILE, license_text
+from m3el_hf.data.dataset_card import license_text
 from m3el_hf.data.features import task_columns
+from m3el_hf.layout import LICENSE_NAME
 
 
 def _yaml(folder) -> dict:
@@ -16,8 +17,8 @@ def _yaml(folder) -> dict:
 
 def test_license_other_names_and_links_the_notice_in_the_folder(movies_release):
     card = _yaml(movies_release)
-    assert card["license"] == "other" and card["license_name"] and card["license_link"] == LICENSE_FILE
-    notice = (movies_release / LICENSE_FILE).read_text(encoding="utf-8")
+    assert card["license"] == "other" and card["license_name"] and card["license_link"] == LICENSE_NAME
+    notice = (movies_release / LICENSE_NAME).read_text(encoding="utf-8")
     assert notice == license_text(synthetic=True) and "m3el-hf synth" in notice
     real = license_text()
     assert "Wikimedia Commons" in real and "CC0" in real and "states no licence" in real

@@ -19,9 +19,10 @@ from m3el_hf.atomic import process_umask
 from m3el_hf.cli import main
 from m3el_hf.data.features import INSTANCE_FEATURES, task_columns
 from m3el_hf.data.loading import load_topic_splits
-from m3el_hf.data.prepare import REPORT_NAME, PrepareConfig, prepare, read_report
+from m3el_hf.data.prepare import PrepareConfig, prepare, read_report
 from m3el_hf.data.raw_files import M3ELFormatError, iter_raw_dicts
 from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.layout import REPORT_NAME
 from m3el_hf.loading_script import m3el as m3el_builder
 from m3el_hf.loading_script.m3el import M3EL, config_names
 from m3el_hf.tasks import TASK_NAMES
