@@ -76,9 +76,9 @@ def naive(model, tokenizer, image_processor, dataset, batch_size: int) -> float:
         for start in range(0, dataset.num_rows, batch_size):
             rows = dataset[start : start + batch_size]
             for i, candidates in enumerate(rows["candidates"]):
-                mention_text = collator.mention_text(rows["mention"][i], rows["sentence"][i])
+                mention_text = collator.templates.mention_text(rows["mention"][i], rows["sentence"][i])
                 mention, mention_ok = _encode(model, collator, [mention_text], [rows["mention_image"][i]], task.mention)
-                texts = [collator.entity_text(candidate) for candidate in candidates]
+                texts = [collator.templates.entity_text(candidate) for candidate in candidates]
                 entities, usable = _encode(model, collator, texts, rows["candidate_images"][i], task.entity)
                 if not mention_ok or rows["label"][i] not in usable:
                     continue  # excluded: the mention or the gold lacks a needed image

@@ -27,11 +27,11 @@ from m3el_hf.modeling.processing import tokenize
 @torch.inference_mode()
 def forward_floor(linker: EntityLinker, kb: datasets.Dataset, batch_size: int) -> float:
     """Seconds of the model's two encoders alone on the KB's inputs, prepared beforehand."""
-    texts = [linker.collator.entity_text(row) for row in kb]
+    texts = [linker.encoders.templates.entity_text(row) for row in kb]
     images = [open_image(row["image"]) for row in kb.cast_column("image", datasets.Image(decode=False))]
     batches = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenize(linker.encoders.tokenizer, texts[start : start + batch_size], linker.collator.max_length)
+        tokens = tokenize(linker.encoders.tokenizer, texts[start : start + batch_size], linker.encoders.max_length)
         batches.append((tokens, linker.encoders.preprocess(images[start : start + batch_size])))
     begin = time.perf_counter()
     for tokens, pixels in batches:

@@ -123,7 +123,7 @@ def install(probes: Probes) -> None:
     import mteb.models.search_wrappers as search_wrappers
     import pytrec_eval
 
-    import m3el_hf.evaluation.embeddings as embeddings
+    import m3el_hf.modeling.encoders as encoders
     from m3el_hf.evaluation.mteb_model import CLIPNDEncoder
     from m3el_hf.evaluation.mteb_retrieval import AbsTaskM3EL, _Corpus
     from m3el_hf.modeling.processing import FastImagePreprocessor
@@ -139,7 +139,7 @@ def install(probes: Probes) -> None:
     probes.wrap(CLIPNDEncoder, "encode", ENCODE, out_rows)
     probes.wrap(datasets.Image, "decode_example", DECODE)
     probes.wrap(FastImagePreprocessor, "__call__", PREPROCESS, first_rows)
-    probes.wrap(embeddings, "tokenize", TOKENIZE, first_rows)
+    probes.wrap(encoders, "tokenize", TOKENIZE, first_rows)
     probes.wrap(CLIPNDModel, "encode_text", TEXT_TOWER, first_rows)
     probes.wrap(CLIPNDModel, "encode_image", IMAGE_TOWER, first_rows)
     probes.wrap(retrieval_evaluator, "calculate_retrieval_scores", MTEB_METRICS)

@@ -1,4 +1,4 @@
-"""The evaluator's embedding cache: every unique text and image (by content) encoded once, in batches."""
+"""What the evaluator encodes: every unique text and image (by content) once, images a batch at a time as met."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ import torch
 
 from ..data.leak import is_leak
 from ..images import open_image
-from ..modeling.collator import M3ELCollator
-from ..modeling.processing import FastImagePreprocessor, tokenize
-from ..progress import progress as progress_bar
+from ..modeling.encoders import EncodedInputs, Encoders
+from ..modeling.templates import TextTemplates
 from ..tasks import Modality, Task
 
 __all__ = [
     "INSTANCE_COLUMNS",
     "KB_COLUMNS",
     "LEAK_COLUMN",
-    "EmbeddingCache",
-    "Encoders",
     "ImageStream",
     "Instances",
     "Items",
@@ -62,6 +59,10 @@ class Items:
     text: torch.Tensor
     image: torch.Tensor
 
+    def embedded(self, inputs: EncodedInputs, modality: Modality) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(embeddings, usable)` of these rows for `modality`, from the encoded `inputs` (`EncodedInputs.rows`)."""
+        return inputs.rows(self.text, self.image, modality)
+
 
 @dataclass
 class Instances:
@@ -93,7 +94,7 @@ def _batches(dataset: Any, names: Sequence[str], bar: Any) -> Iterator[dict[str,
 
 def gather_instances(
     dataset: Any,
-    collator: M3ELCollator,
+    templates: TextTemplates,
     tasks: list[Task],
     texts: TextRegistry,
     images: ImageStream,
@@ -110,7 +111,7 @@ def gather_instances(
             leaked += [is_leak(kind) for kind in block[LEAK_COLUMN]]
         for i, candidates in enumerate(block["candidates"]):
             if need["mention_text"]:
-                mention_text.append(texts.add(collator.mention_text(block["mention"][i], block["sentence"][i])))
+                mention_text.append(texts.add(templates.mention_text(block["mention"][i], block["sentence"][i])))
             mention_image.append(images.add(block["mention_image"][i]) if need["mention_image"] else -1)
             candidate_images = block["candidate_images"][i] or [None] * len(candidates)
             if len(candidate_images) != len(candidates):
@@ -120,7 +121,7 @@ def gather_instances(
                 )
             for candidate, image in zip(candidates, candidate_images, strict=True):
                 if need["entity_text"]:
-                    cand_text.append(texts.add(collator.entity_text(candidate)))
+                    cand_text.append(texts.add(templates.entity_text(candidate)))
                 cand_image.append(images.add(image) if need["entity_image"] else -1)
             lengths.append(len(candidates))
             gold_qids.append(candidates[block["label"][i]]["qid"])
@@ -138,7 +139,7 @@ def gather_instances(
 
 
 def gather_kb(
-    kb: Any, collator: M3ELCollator, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
+    kb: Any, templates: TextTemplates, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
 ) -> KnowledgeBase:
     need = _needs(tasks)
     text_rows: dict[str, list[int]] = {}
@@ -152,7 +153,7 @@ def gather_kb(
             qids[qid] = len(qids)
             if need["entity_text"]:
                 entity = {"name": block["name"][i], "description": block["description"][i]}
-                text_rows.setdefault(topic, []).append(texts.add(collator.entity_text(entity)))
+                text_rows.setdefault(topic, []).append(texts.add(templates.entity_text(entity)))
             image_rows.setdefault(topic, []).append(images.add(block["image"][i]) if need["entity_image"] else -1)
     entities = {topic: _items(text_rows.get(topic, []), image_rows[topic]) for topic in qid_rows}
     return KnowledgeBase(entities, qid_rows)
@@ -171,44 +172,6 @@ def _items(text_rows: list[int], image_rows: list[int]) -> Items:
     image = torch.tensor(image_rows, dtype=torch.long)
     text = torch.tensor(text_rows, dtype=torch.long) if text_rows else torch.full_like(image, -1)
     return Items(text, image)
-
-
-@dataclass
-class Encoders:
-    model: Any
-    tokenizer: Any
-    image_processor: Any
-    max_length: int
-    batch_size: int
-    progress: bool
-
-    def texts(self, texts: list[str]) -> torch.Tensor:
-        """Embeddings of `texts`, batched by length so that little padding is encoded."""
-        if not texts:
-            return torch.empty(0, self.model.config.projection_dim, device=self.model.device)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        chunks = []
-        starts = range(0, len(texts), self.batch_size)
-        bar = progress_bar(
-            starts, desc=f"Encoding {len(texts)} texts", total=len(starts), unit="batch", show=self.progress
-        )
-        for start in bar:
-            batch = [texts[i] for i in order[start : start + self.batch_size]]
-            tokens = tokenize(self.tokenizer, batch, self.max_length)
-            device = self.model.device
-            chunks.append(self.model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)))
-        out = chunks[0].new_empty(len(texts), chunks[0].shape[1])
-        out[torch.tensor(order, device=out.device)] = torch.cat(chunks)
-        return out
-
-    def __post_init__(self) -> None:
-        # The collator's preprocessing (same pixel values as the image processor, faster), RGB conversion included.
-        self.preprocess = FastImagePreprocessor(self.image_processor)
-
-    def images(self, values: list[Mapping[str, Any]]) -> torch.Tensor:
-        """Embeddings of undecoded ``{"bytes", "path"}`` images."""
-        pixels = self.preprocess([value["bytes"] if value.get("bytes") else open_image(value) for value in values])
-        return self.model.encode_image(pixels.to(self.model.device))
 
 
 class ImageStream:
@@ -239,45 +202,11 @@ class ImageStream:
         """All the images' embeddings, by row."""
         self._flush()
         if not self.chunks:
-            return torch.empty(0, self.encoders.model.config.projection_dim, device=self.encoders.model.device)
+            return self.encoders.images([])
         return torch.cat(self.chunks)
 
     def _flush(self) -> None:
         if self.pending:
-            self.chunks.append(self.encoders.images(self.pending))
+            images = [value["bytes"] if value.get("bytes") else open_image(value) for value in self.pending]
+            self.chunks.append(self.encoders.images(images))
             self.pending = []
-
-
-class EmbeddingCache:
-    """The unique text and image embeddings, and per-modality embeddings of rows built from them."""
-
-    def __init__(self, model: Any, text: torch.Tensor, image: torch.Tensor) -> None:
-        self.model, self.text, self.image = model, text, image
-
-    def embed(self, items: Items, modality: Modality) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(embeddings, usable)` of `items` for `modality`; rows lacking a needed input are unusable (zeros)."""
-        has_text, has_image = items.text >= 0, items.image >= 0
-        if modality == "T":
-            return _take(self.text, items.text), has_text
-        if modality == "I":
-            return _take(self.image, items.image), has_image
-        usable = has_text & has_image
-        if not usable.any():  # e.g. a split without images: no row can be fused
-            return _take(self.text, items.text.new_full(items.text.shape, -1)), usable
-        pairs, inverse = torch.unique(torch.stack([items.text, items.image], 1)[usable], dim=0, return_inverse=True)
-        fused = _fuse(self.model, self.text[pairs[:, 0]], self.image[pairs[:, 1]])
-        out = fused.new_zeros(len(usable), fused.shape[1])
-        out[usable.to(out.device)] = fused[inverse.to(out.device)]
-        return out, usable
-
-
-def _take(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of `table` by index (the caller masks the -1 ones); zeros when `table` is empty (nothing to embed)."""
-    if not len(table):
-        return table.new_zeros(len(rows), table.shape[1])
-    return table[rows.clamp(min=0)]
-
-
-def _fuse(model: Any, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Fuse cached text and image embeddings row by row, with the model's own fusion (`CLIPNDModel.combine`)."""
-    return model.combine(texts=text, images=image)

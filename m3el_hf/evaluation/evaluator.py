@@ -30,15 +30,13 @@ from typing import Any
 import torch
 
 from ..benchmark import PROTOCOLS, is_leak_free, ranks_the_kb
-from ..modeling.collator import M3ELCollator
+from ..modeling.encoders import EncodedInputs, Encoders
 from ..progress import progress as progress_bar
 from ..tasks import TASK_NAMES, Task, get_task
 from .embeddings import (
     INSTANCE_COLUMNS,
     KB_COLUMNS,
     LEAK_COLUMN,
-    EmbeddingCache,
-    Encoders,
     ImageStream,
     Instances,
     KnowledgeBase,
@@ -77,7 +75,7 @@ def evaluate_model(
     """Evaluate a CLIP_ND model on M³EL instances, every task × topic, with cached embeddings.
 
     Mention text is the config's `mention_template` over `mention` and `sentence`; entity text is name and
-    description (`augment_description`) or the name only: both come from [`M3ELCollator`], so evaluation
+    description (`augment_description`) or the name only: both come from [`TextTemplates`], so evaluation
     sees exactly the training texts. The model is put in eval mode and restored to its mode afterwards.
 
     Args:
@@ -102,22 +100,21 @@ def evaluate_model(
         [`EvaluationResult`]
     """
     task_list, protocols = _check_arguments(model, dataset, kb, tasks, protocols, ties, batch_size)
-    collator = M3ELCollator.from_pretrained(model, tokenizer=tokenizer, image_processor=image_processor)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            encoders = Encoders(model, tokenizer, image_processor, collator.max_length, batch_size, progress)
+            encoders = Encoders.for_model(model, tokenizer, image_processor, batch_size, progress)
             texts, images = TextRegistry(), ImageStream(encoders)
             whole_kb = any(ranks_the_kb(p) for p in protocols)
             rows = dataset.num_rows + (kb.num_rows if whole_kb else 0)
             leaks = any(is_leak_free(p) for p in protocols)
             # One bar at a time: reading the rows (their images are encoded as they come), then the texts.
             with progress_bar(desc="Reading rows, encoding images", total=rows, unit="row", show=progress) as bar:
-                instances = gather_instances(dataset, collator, task_list, texts, images, bar, leaks=leaks)
-                entities = gather_kb(kb, collator, task_list, texts, images, bar) if whole_kb else None
+                instances = gather_instances(dataset, encoders.templates, task_list, texts, images, bar, leaks=leaks)
+                entities = gather_kb(kb, encoders.templates, task_list, texts, images, bar) if whole_kb else None
                 image_embeddings = images.embeddings()
-            cache = EmbeddingCache(model, encoders.texts(texts.items), image_embeddings)
+            cache = EncodedInputs(model, encoders.texts(texts.items), image_embeddings)
             cells = {protocol: _score(protocol, instances, entities, cache, task_list, ties) for protocol in protocols}
     finally:
         model.train(was_training)
@@ -134,7 +131,7 @@ def _score(
     protocol: str,
     instances: Instances,
     entities: KnowledgeBase | None,
-    cache: EmbeddingCache,
+    cache: EncodedInputs,
     tasks: list[Task],
     ties: Ties,
 ) -> dict[tuple[str, str], _Cell]:
@@ -206,12 +203,12 @@ def _split_kept(usable: list[bool], drop: torch.Tensor | None, indices: list[int
 
 
 def _score_candidates(
-    instances: Instances, cache: EmbeddingCache, tasks: list[Task], ties: Ties, drop: torch.Tensor | None = None
+    instances: Instances, cache: EncodedInputs, tasks: list[Task], ties: Ties, drop: torch.Tensor | None = None
 ) -> dict[tuple[str, str], _Cell]:
     owner = torch.repeat_interleave(torch.arange(len(instances.lengths)), torch.tensor(instances.lengths))
     gold_rows = torch.cumsum(torch.tensor([0, *instances.lengths[:-1]]), 0) + instances.labels
-    mentions = {m: cache.embed(instances.mentions, m) for m in {t.mention for t in tasks}}
-    entities = {e: cache.embed(instances.candidates, e) for e in {t.entity for t in tasks}}
+    mentions = {m: instances.mentions.embedded(cache, m) for m in {t.mention for t in tasks}}
+    entities = {e: instances.candidates.embedded(cache, e) for e in {t.entity for t in tasks}}
     by_topic = _by_topic(instances.topics)
     cells: dict[tuple[str, str], _Cell] = {}
     for task in tasks:
@@ -232,15 +229,17 @@ def _score_candidates(
 def _score_kb(
     instances: Instances,
     kb: KnowledgeBase,
-    cache: EmbeddingCache,
+    cache: EncodedInputs,
     tasks: list[Task],
     ties: Ties,
     drop: torch.Tensor | None = None,
 ) -> dict[tuple[str, str], _Cell]:
     by_topic = _by_topic(instances.topics)
     gold = {topic: _kb_gold_rows(instances, kb, topic, indices) for topic, indices in by_topic.items()}
-    mentions = {m: cache.embed(instances.mentions, m) for m in {t.mention for t in tasks}}
-    entities = {(topic, e): cache.embed(kb.entities[topic], e) for topic in by_topic for e in {t.entity for t in tasks}}
+    mentions = {m: instances.mentions.embedded(cache, m) for m in {t.mention for t in tasks}}
+    entities = {
+        (topic, e): kb.entities[topic].embedded(cache, e) for topic in by_topic for e in {t.entity for t in tasks}
+    }
     cells: dict[tuple[str, str], _Cell] = {}
     for task in tasks:
         mention_embeds, mention_ok = mentions[task.mention]

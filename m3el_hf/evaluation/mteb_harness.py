@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import mteb_task_name, protocol_name
+from ..modeling.configuration_clipnd import CLIPNDConfig
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
 __all__ = ["build_mteb_tasks", "evaluate_with_mteb", "load_mteb_model", "records_from_mteb"]
@@ -39,16 +40,14 @@ def build_mteb_tasks(
     split: str = "test",
 ) -> list[Any]:
     """The MTEB task objects for `tasks` × `protocols` on `data` (a prepared folder, a Hub id, or ``{"path",
-    "revision"}``), limited to `topics` and `split`."""
+    "revision"}``), limited to `topics` and `split`; their query texts use CLIP_ND's default mention template, for
+    the models with no template of their own (a CLIP_ND encoder uses its checkpoint's)."""
     from .mteb_tasks import TASKS
 
     by_name = {cls.metadata.name: cls for cls in TASKS}
     names = [mteb_task_name(task, protocol) for protocol in protocols for task in tasks]
-    return [
-        by_name[name](dataset=data).filter_languages(None, hf_subsets=list(topics)).filter_eval_splits([split])
-        for name in names
-        if name is not None
-    ]
+    built = [by_name[name](dataset=data, mention_template=CLIPNDConfig.mention_template) for name in names if name]
+    return [task.filter_languages(None, hf_subsets=list(topics)).filter_eval_splits([split]) for task in built]
 
 
 def load_mteb_model(model: str, device: str | None = None, label: str | None = None) -> Any:

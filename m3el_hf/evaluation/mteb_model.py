@@ -24,10 +24,9 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from ..data.dataset_card import CITATION
 from ..locations import SUMMARY_NAME
-from ..modeling.collator import M3ELCollator
+from ..modeling.encoders import EncodedInputs, Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
-from .embeddings import Encoders
 from .mteb_tasks import TASKS
 
 __all__ = ["CLIPNDEncoder", "clipnd_model_meta"]
@@ -48,11 +47,7 @@ class CLIPNDEncoder(AbsEncoder):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         options = {"revision": revision} if revision else {}
         self.model = CLIPNDModel.from_pretrained(model_name, **options).to(self.device).eval()
-        self.tokenizer, image_processor = load_processor(model_name, **options)
-        self.collator = M3ELCollator.from_pretrained(
-            self.model, tokenizer=self.tokenizer, image_processor=image_processor
-        )
-        self.encoders = Encoders(self.model, self.tokenizer, image_processor, self.collator.max_length, 64, False)
+        self.encoders = Encoders.for_model(self.model, *load_processor(model_name, **options))
         self.mteb_model_meta = clipnd_model_meta(model_name, revision, self.model, label)
         # Tower outputs by content, kept across calls: MTEB encodes a topic's mentions and entities again for
         # every task; these are encoded once, as the built-in evaluator does.
@@ -76,39 +71,48 @@ class CLIPNDEncoder(AbsEncoder):
         at the end, batched by length), so equal inputs get equal embeddings and their scores tie.
         """
         texts: list[str] = []
-        images: list[torch.Tensor] = []
+        images: list[bytes] = []
+        encoders = replace(self.encoders, batch_size=batch_size, progress=show_progress_bar)
         with torch.inference_mode():
             for batch in inputs:
                 texts += self._texts(batch) or []
-                images += self._images(batch["image"]) if "image" in batch else []
+                images += self._images(batch["image"], encoders) if "image" in batch else []
             missing = [text for text in dict.fromkeys(texts) if text not in self.text_cache]
             if missing:
-                encoders = replace(self.encoders, batch_size=batch_size, progress=show_progress_bar)
                 self.text_cache.update(zip(missing, encoders.texts(missing), strict=True))
-            text_embeds = torch.stack([self.text_cache[text] for text in texts]) if texts else None
-            image_embeds = torch.stack(images) if images else None
-            if text_embeds is None and image_embeds is None:
+            count, modality = len(texts) or len(images), ("T" if texts else "") + ("I" if images else "")
+            if not count:
                 return torch.empty(0, self.model.config.projection_dim)
-            return self.model.combine(texts=text_embeds, images=image_embeds).cpu()
+            text_rows, text_table = self._table(texts, self.text_cache, count)
+            image_rows, image_table = self._table(images, self.image_cache, count)
+            return EncodedInputs(self.model, text_table, image_table).rows(text_rows, image_rows, modality)[0].cpu()
 
-    def _images(self, images: list[Any]) -> list[torch.Tensor]:
-        """The tower outputs of `images` (PIL images), encoding those not seen before in one batch."""
+    def _images(self, images: list[Any], encoders: Encoders) -> list[bytes]:
+        """The content keys of `images` (PIL images); those not seen before are encoded, in one batch."""
         keys = [_image_key(image) for image in images]
         missing = {key: image for key, image in zip(keys, images, strict=True) if key not in self.image_cache}
         if missing:
-            pixels = self.encoders.preprocess(list(missing.values())).to(self.device)
-            self.image_cache.update(zip(missing, self.model.encode_image(pixels), strict=True))
-        return [self.image_cache[key] for key in keys]
+            self.image_cache.update(zip(missing, encoders.images(list(missing.values())), strict=True))
+        return keys
+
+    def _table(self, keys: list[Any], cache: dict[Any, torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each of `count` rows' index into a table of the distinct `keys`' cached outputs (-1 without `keys`)."""
+        if not keys:
+            return torch.full((count,), -1, dtype=torch.long), self.encoders.images([])
+        distinct = {key: row for row, key in enumerate(dict.fromkeys(keys))}
+        table = torch.stack([cache[key] for key in distinct])
+        return torch.tensor([distinct[key] for key in keys], dtype=torch.long), table
 
     def _texts(self, batch: dict[str, Any]) -> list[str] | None:
         """The batch's texts with the checkpoint's templates, or None for an image-only batch."""
         if "text" not in batch:
             return None
+        templates = self.encoders.templates
         if "mention" in batch and "sentence" in batch:
-            return [self.collator.mention_text(m, s) for m, s in zip(batch["mention"], batch["sentence"], strict=True)]
+            return [templates.mention_text(m, s) for m, s in zip(batch["mention"], batch["sentence"], strict=True)]
         if "title" in batch and "body" in batch:
             entities = zip(batch["title"], batch["body"], strict=True)
-            return [self.collator.entity_text({"name": name, "description": body}) for name, body in entities]
+            return [templates.entity_text({"name": name, "description": body}) for name, body in entities]
         return list(batch["text"])
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:

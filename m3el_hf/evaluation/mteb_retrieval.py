@@ -13,10 +13,12 @@ Each task pairs a mention modality with an entity modality (text ``T``, image ``
 
 The five topics are the subsets; the split is ``test``. An instance lacking its task's mention modality, or
 whose gold lacks the entity modality, is left out and counted (``excluded``); any other entity lacking it is
-left out of the ranking, which is where a score of ``-inf`` would put it. Queries are the mention text
-``"{mention} : {sentence}"`` and/or the mention image; documents are ``title`` (name), ``text`` (description)
-and/or ``image``, so MTEB hands a model ``"{name} {description}"``; the raw fields stay in the batches
-(``mention``, ``sentence``, ``title``, ``body``) for models with their own templates.
+left out of the ranking, which is where a score of ``-inf`` would put it. Queries are the mention text and/or the
+mention image; the text is the task's ``mention_template`` over ``{mention}`` and ``{sentence}``, given by whoever
+builds the task (``m3el-hf evaluate`` gives CLIP_ND's), or without one the mention and its sentence joined by a
+space, as MTEB joins a document's title and text. Documents are ``title`` (name), ``text`` (description) and/or
+``image``, so MTEB hands a model ``"{name} {description}"``; the raw fields stay in the batches (``mention``,
+``sentence``, ``title``, ``body``) for models with their own templates.
 
 The main score ``expected_accuracy`` counts ties honestly: with ``g`` entities scored above the gold and ``t``
 others tied with it, the gold's rank is uniform on ``g+1 … g+t+1``, so Hits@k is ``clip(k - g, 0, t+1)/(t+1)``
@@ -46,7 +48,6 @@ logger = logging.getLogger(__name__)
 TOPICS = ("movies", "common", "person", "books", "sports")
 SPLIT = "test"
 KB_SPLIT = "kb"
-MENTION_TEMPLATE = "{mention} : {sentence}"
 TIE_ULPS = 8
 """Scores this many float32 ulps or closer to the gold's are tied with it. The ulp is that of the query's largest
 absolute score, and at least that of 1 (the norm of cosine embeddings): rounding errors scale with a dot
@@ -68,9 +69,14 @@ class AbsTaskM3EL(AbsTaskRetrieval):
     # the expected_* scores cover Hits@1/3/5 and MRR. The ranking depth is `RETRIEVAL_DEPTH` whatever k is.
     k_values = (1,)
 
-    def __init__(self, dataset: dict[str, str] | str | None = None, **kwargs: Any) -> None:
-        """`dataset`: a Hub repo id, ``{"path", "revision"}``, or a folder written by ``m3el-hf prepare``."""
+    def __init__(
+        self, dataset: dict[str, str] | str | None = None, mention_template: str | None = None, **kwargs: Any
+    ) -> None:
+        """`dataset`: a Hub repo id, ``{"path", "revision"}``, or a folder written by ``m3el-hf prepare``;
+        `mention_template`: a query's text from ``{mention}`` and ``{sentence}`` (default: the two joined by a space).
+        """
         super().__init__(**kwargs)
+        self.mention_template = mention_template
         self._top_k = RETRIEVAL_DEPTH
         if dataset is not None:
             source = {"path": dataset, "revision": None} if isinstance(dataset, str) else dict(dataset)
@@ -145,7 +151,7 @@ class AbsTaskM3EL(AbsTaskRetrieval):
                 continue
             if row["id"] in relevant:
                 raise ValueError(f"{where} appears twice; instance ids must be unique within a split.")
-            for column, value in _query(row).items():
+            for column, value in self._query(row).items():
                 queries[column].append(value)
             if kb is None:
                 docs = [corpus.add(c, image) for c, image in zip(candidates, images, strict=True)]
@@ -179,6 +185,14 @@ class AbsTaskM3EL(AbsTaskRetrieval):
                 raise ValueError(f"The {topic!r} knowledge base lists entity {row['qid']!r} twice.")
             docs[row["qid"]] = corpus.add(row, row["image"])
         return docs
+
+    def _query(self, row: dict[str, Any]) -> dict[str, Any]:
+        mention, sentence = row["mention"] or "", row["sentence"] or ""
+        if self.mention_template is None:
+            text = f"{mention} {sentence}".strip()
+        else:
+            text = self.mention_template.format(mention=mention, sentence=sentence)
+        return {"id": row["id"], "text": text, "mention": mention, "sentence": sentence, "image": row["mention_image"]}
 
     def _queries(self, columns: dict[str, list[Any]]) -> datasets.Dataset:
         features = {name: datasets.Value("string") for name in ("id", "text", "mention", "sentence")}
@@ -289,12 +303,6 @@ def _candidates(row: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], 
     if not 0 <= row["label"] < len(candidates):
         raise ValueError(f"{where}: label {row['label']} is out of range for {len(candidates)} candidates.")
     return candidates, images, candidates[row["label"]]
-
-
-def _query(row: dict[str, Any]) -> dict[str, Any]:
-    mention, sentence = row["mention"] or "", row["sentence"] or ""
-    text = MENTION_TEMPLATE.format(mention=mention, sentence=sentence)
-    return {"id": row["id"], "text": text, "mention": mention, "sentence": sentence, "image": row["mention_image"]}
 
 
 def _undecoded(rows: datasets.Dataset, columns: list[str]) -> Iterator[dict[str, Any]]:

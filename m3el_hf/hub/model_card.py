@@ -22,6 +22,7 @@ from ..data.dataset_card import CITATION
 from ..evaluation.results import is_missing, percent, unique
 from ..json_files import read_json
 from ..modeling.configuration_clipnd import settings_of
+from ..modeling.templates import TextTemplates
 from ..training.config import SUMMARY_NAME
 from ..version import __version__
 
@@ -315,7 +316,7 @@ def build_model_card(
     if synthetic is None:
         synthetic = bool(summary.get("synthetic_data"))
     template = resources.files("m3el_hf.model_cards").joinpath("model_card.md").read_text(encoding="utf-8")
-    augment = settings.get("augment_description", True)
+    templates = TextTemplates.of(settings)
     return ModelCard.from_template(
         card_data,
         template_str=template,
@@ -328,10 +329,8 @@ def build_model_card(
         results_text=_results_text(records, model, plot_path is not None),
         hub_tasks_text=_hub_tasks_text(),
         repo_id=repo_id,
-        entity_template=settings.get(
-            "entity_template" if augment else "entity_name_template", "{name} : {description}" if augment else "{name}"
-        ),
-        mention_template=settings.get("mention_template", "{mention} : {sentence}"),
+        entity_template=templates.entity_text_template,
+        mention_template=templates.mention_template,
         limitations_text=_limitations_text(synthetic),
         citation=CITATION,
     )

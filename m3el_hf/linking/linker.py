@@ -1,7 +1,7 @@
 """Linking new mentions: `EntityLinker` embeds a mention (text, image or both) and ranks entities for it.
 
-The embeddings are the evaluator's: the checkpoint's own mention and entity templates (through
-`M3ELCollator`), its fast image path and its fusion (`CLIPNDModel.combine`); a score is the inner product of
+The embeddings are the evaluator's (`m3el_hf.modeling.encoders`): the checkpoint's own mention and entity
+templates, its fast image path and its fusion (`CLIPNDModel.combine`); a score is the inner product of
 the mention's and the entity's embeddings, as in ``m3el-hf evaluate``. An entity lacking an input its modality
 needs (an image, for ``"I"`` and ``"TI"``) scores ``-inf``: it ranks last.
 """
@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any
 import PIL.Image
 import torch
 
-from ..evaluation.embeddings import Encoders
 from ..images import open_image
-from ..modeling.collator import M3ELCollator
+from ..modeling.encoders import Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
-from ..tasks import MODALITIES
 
 if TYPE_CHECKING:
     from .index import EntityIndex
@@ -63,8 +61,7 @@ class EntityLinker:
 
     def __init__(self, model: CLIPNDModel, tokenizer: Any, image_processor: Any, batch_size: int = 64) -> None:
         self.model = model.eval()
-        self.collator = M3ELCollator.from_pretrained(model, tokenizer=tokenizer, image_processor=image_processor)
-        self.encoders = Encoders(model, tokenizer, image_processor, self.collator.max_length, batch_size, False)
+        self.encoders = Encoders.for_model(model, tokenizer, image_processor, batch_size)
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")
 
     @classmethod
@@ -77,35 +74,19 @@ class EntityLinker:
     @torch.inference_mode()
     def embed_mentions(self, mentions: Sequence[Mention], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """`(embeddings, usable)` of `mentions` for `modality`; a mention lacking a needed input is unusable."""
-        texts = [self.collator.mention_text(m.mention, m.sentence) for m in mentions]
+        texts = [self.encoders.templates.mention_text(m.mention, m.sentence) for m in mentions]
         return self._embed(texts, [m.image for m in mentions], modality)
 
     @torch.inference_mode()
     def embed_entities(self, entities: Sequence[Mapping[str, Any]], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """`(embeddings, usable)` of entities (``name``, ``description``, optional ``image``) for `modality`."""
-        texts = [self.collator.entity_text(entity) for entity in entities]
+        texts = [self.encoders.templates.entity_text(entity) for entity in entities]
         return self._embed(texts, [entity.get("image") for entity in entities], modality)
 
     def _embed(self, texts: list[str], images: list[Any], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if modality not in MODALITIES:
-            raise ValueError(f"Unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}.")
-        dim, device = self.model.config.projection_dim, self.model.device
-        usable = torch.tensor([modality == "T" or image is not None for image in images], dtype=torch.bool)
-        out = torch.zeros(len(texts), dim, device=device)
-        rows = usable.nonzero().flatten().tolist()
-        if not rows:
-            return out, usable
-        text = self.encoders.texts([texts[i] for i in rows]) if modality != "I" else None
-        if modality != "T":
-            decoded = [_as_image(images[i]) for i in rows]
-            batch = self.encoders.batch_size
-            pixels = [self.encoders.preprocess(decoded[s : s + batch]) for s in range(0, len(decoded), batch)]
-            image = torch.cat([self.model.encode_image(p.to(device)) for p in pixels])
-        embedded = (
-            text if modality == "T" else image if modality == "I" else self.model.combine(texts=text, images=image)
-        )
-        out[torch.tensor(rows, device=device)] = embedded
-        return out, usable
+        # Files are read only where the modality takes the image.
+        decoded = [None if image is None or modality == "T" else _as_image(image) for image in images]
+        return self.encoders.embed(texts, decoded, modality)
 
     def link(
         self,

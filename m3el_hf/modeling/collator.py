@@ -22,7 +22,7 @@ import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -32,8 +32,9 @@ from transformers.image_processing_utils import BaseImageProcessor
 from ..data.leak import is_leak
 from ..images import open_image
 from ..tasks import TASK_NAMES, Task, get_task
-from .configuration_clipnd import TEMPLATE_FIELDS, check_template, settings_of
+from .configuration_clipnd import CLIPNDConfig, settings_of
 from .processing import FastImagePreprocessor, tokenize
+from .templates import TextTemplates
 
 __all__ = ["M3ELCollator", "draw_task", "lazy_images", "qid_to_int"]
 
@@ -155,19 +156,19 @@ class M3ELCollator:
         },
     )
     mention_template: str = field(
-        default="{mention} : {sentence}",
+        default=CLIPNDConfig.mention_template,
         metadata={"help": "Mention text, from the fields {mention} and {sentence} only."},
     )
     entity_template: str = field(
-        default="{name} : {description}",
+        default=CLIPNDConfig.entity_template,
         metadata={"help": "Entity text with augment_description, from the fields {name} and {description}."},
     )
     entity_name_template: str = field(
-        default="{name}",
+        default=CLIPNDConfig.entity_name_template,
         metadata={"help": "Entity text without augment_description (the ablation), from {name} (and {description})."},
     )
     augment_description: bool = field(
-        default=True,
+        default=CLIPNDConfig.augment_description,
         metadata={"help": "Append the entity description to its name (CLIP_ND); off for the name-only ablation."},
     )
     hard_negatives: bool = field(
@@ -210,11 +211,9 @@ class M3ELCollator:
             raise ValueError(f"`tasks` must list distinct tasks, got {names!r}; pick from {', '.join(TASK_NAMES)}.")
         # Canonical order, so that the same set of tasks gives the same draws however it was listed.
         self.tasks = tuple(sorted(names, key=TASK_NAMES.index))
-        for name, allowed in TEMPLATE_FIELDS.items():
-            check_template(name, getattr(self, name), allowed)
-        ignored = "entity_name_template" if self.augment_description else "entity_template"
-        if getattr(self, ignored) != _default(ignored):
-            logger.warning("`%s` is ignored when augment_description=%s.", ignored, self.augment_description)
+        self.templates = TextTemplates(
+            self.mention_template, self.entity_template, self.entity_name_template, self.augment_description
+        )
         if self.max_length is None:
             limit = getattr(self.tokenizer, "model_max_length", None)
             self.max_length = limit if isinstance(limit, int) and limit < 1_000_000 else _CLIP_CONTEXT_LENGTH
@@ -308,27 +307,13 @@ class M3ELCollator:
         }
         return batch
 
-    def mention_text(self, mention: str | None, sentence: str | None) -> str:
-        """The mention's text: `mention_template` over its surface form and sentence, nothing else."""
-        return self.mention_template.format(mention=mention or "", sentence=sentence or "")
-
-    def entity_text(self, candidate: Mapping[str, Any]) -> str:
-        """A candidate's text: name and description (`augment_description`) or its name only."""
-        if self.augment_description:
-            return self.entity_template.format(
-                name=candidate.get("name") or "", description=candidate.get("description") or ""
-            )
-        return self.entity_name_template.format(
-            name=candidate.get("name") or "", description=candidate.get("description") or ""
-        )
-
     def _mention_text(self, row: Mapping[str, Any], task: Task) -> str | None:
         if not task.mention_needs_text:
             return None
-        return self.mention_text(_column(row, task, "mention"), _column(row, task, "sentence"))
+        return self.templates.mention_text(_column(row, task, "mention"), _column(row, task, "sentence"))
 
     def _candidate_text(self, row: Mapping[str, Any], index: int, task: Task) -> str | None:
-        return self.entity_text(row["candidates"][index]) if task.entity_needs_text else None
+        return self.templates.entity_text(row["candidates"][index]) if task.entity_needs_text else None
 
     def _add_negatives(
         self, row: Mapping[str, Any], gold_index: int, task: Task, negatives: _Side, qids: list[int]
@@ -381,10 +366,6 @@ class M3ELCollator:
         if fast is None or fast.image_processor is not self.image_processor:
             fast = self.__dict__["_fast_image_preprocessor"] = FastImagePreprocessor(self.image_processor)
         return fast
-
-
-def _default(name: str) -> Any:
-    return next(f.default for f in fields(M3ELCollator) if f.name == name)
 
 
 def _config_dict(source: Any) -> tuple[dict[str, Any], str]:

@@ -41,6 +41,7 @@ from m3el_hf.evaluation.mteb_tasks import (
     M3ELTI2TICandidates,
 )
 from m3el_hf.evaluation.results import METRIC_KEYS, EvaluationResult, read_results
+from m3el_hf.modeling.configuration_clipnd import CLIPNDConfig
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.modeling.processing import load_processor
 from m3el_hf.tasks import TASK_NAMES, get_task
@@ -545,6 +546,19 @@ def test_build_mteb_tasks_limits_topics_and_split(release: Path) -> None:
     tasks = build_mteb_tasks(str(release), ["books"], ["T-T", "I-I"], ["candidates", "candidates-leak-free"], "train")
     assert [t.metadata.name for t in tasks] == ["M3ELT2TCandidates", "M3ELI2ICandidates", "M3ELI2ICandidatesLeakFree"]
     assert all(t.hf_subsets == ["books"] and t.eval_splits == ["train"] for t in tasks)
+
+
+def test_query_texts_use_the_template_the_tasks_are_built_with(release: Path) -> None:
+    """The task modules carry no template: m3el-hf builds them with CLIP_ND's, a bare task joins the two fields."""
+    rows = datasets.load_dataset(str(release), "books", split="train").select_columns(["mention", "sentence"])
+    (built,) = build_mteb_tasks(str(release), ["books"], ["T-T"], ["candidates"], "train")
+    bare = _task(M3ELT2TCandidates, release, topics=("books",), split="train")
+    texts = {}
+    for name, task in (("built", built), ("bare", bare)):
+        task.load_data()
+        texts[name] = task.dataset["books"]["train"]["queries"]["text"]
+    assert texts["built"] == [CLIPNDConfig.mention_template.format(**row) for row in rows]
+    assert texts["bare"] == [f"{row['mention']} {row['sentence']}".strip() for row in rows]  # as MTEB joins title, text
 
 
 _STANDALONE = """

@@ -346,8 +346,9 @@ def test_real_world_images_reach_the_model_the_same_way_on_every_path(make, proc
     from photos import encoded, rotated_jpeg
 
     from m3el_hf.data.features import INSTANCE_FEATURES
-    from m3el_hf.evaluation.embeddings import Encoders
+    from m3el_hf.evaluation.embeddings import ImageStream
     from m3el_hf.images import to_rgb
+    from m3el_hf.modeling.encoders import Encoders
     from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 
     upright = real_photos["grace_hopper"]
@@ -376,9 +377,10 @@ def test_real_world_images_reach_the_model_the_same_way_on_every_path(make, proc
 
     model = CLIPNDModel.from_pretrained(tiny_clip_path).eval()
     tokenizer, image_processor = processors
-    encoders = Encoders(model, tokenizer, image_processor, max_length=16, batch_size=8, progress=False)
+    images = ImageStream(Encoders.for_model(model, tokenizer, image_processor, batch_size=8))
     with torch.no_grad():
-        assert torch.equal(encoders.images([{"bytes": d, "path": None} for d in files]), model.encode_image(decoded))
+        rows = [images.add({"bytes": data, "path": None}) for data in files]
+        assert torch.equal(images.embeddings()[rows], model.encode_image(decoded))
 
 
 def test_uint8_pixels_normalised_later_equal_the_float_batch(make) -> None:
