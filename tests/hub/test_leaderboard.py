@@ -1,4 +1,4 @@
-"""leaderboard: the `.eval_results` entries of a model's scores, for the benchmark's tasks."""
+"""The leaderboard entries of `m3el_hf.benchmark`: a model's `.eval_results` files, for the benchmark's tasks."""
 
 from __future__ import annotations
 
