@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,9 +28,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
-from ..data.leak import is_leak
 from ..images import open_image
 from ..tasks import TASK_NAMES, Task, get_task
+from .batch_checks import check_batch, gold_candidate_index, leaked
 from .configuration_clipnd import CLIPNDConfig, settings_of
 from .processing import FastImagePreprocessor, tokenize
 from .templates import TextTemplates
@@ -274,10 +273,10 @@ class M3ELCollator:
         dropped = dropped_negatives = dropped_leaked = 0
         for row in rows:
             task = self.task_for(row["id"])
-            if self.drop_leaked and task.mention_needs_image and _leaked(row):
+            if self.drop_leaked and task.mention_needs_image and leaked(row):
                 dropped_leaked += 1
                 continue
-            gold_index = _gold_index(row)
+            gold_index = gold_candidate_index(row)
             mention_image = _image(row, task, "mention_image") if task.mention_needs_image else None
             gold_image = _image(row, task, "candidate_images", gold_index) if task.entity_needs_image else None
             if (task.mention_needs_image and mention_image is None) or (task.entity_needs_image and gold_image is None):
@@ -305,6 +304,7 @@ class M3ELCollator:
             "num_dropped_leaked": torch.tensor(dropped_leaked, dtype=torch.long),
             "return_loss": True,
         }
+        check_batch(batch)
         return batch
 
     def _mention_text(self, row: Mapping[str, Any], task: Task) -> str | None:
@@ -428,23 +428,3 @@ def lazy_images(dataset: DatasetT) -> DatasetT:
         if name in columns:
             dataset = dataset.cast_column(name, feature)
     return dataset
-
-
-def _leaked(row: Mapping[str, Any]) -> bool:
-    """Whether the row's mention image copies the gold's (`drop_leaked`); the row must say so."""
-    if "mention_image_leak" not in row:
-        raise ValueError(
-            f"Row {row.get('id')!r} has no 'mention_image_leak' column, which drop_leaked reads; prepare the data "
-            "again with this version of m3el-hf, or train without --drop-leaked."
-        )
-    return is_leak(row["mention_image_leak"])
-
-
-def _gold_index(row: Mapping[str, Any]) -> int:
-    label, candidates = row["label"], row["candidates"]
-    if not isinstance(label, numbers.Integral) or not 0 <= label < len(candidates):
-        raise ValueError(
-            f"Row {row.get('id')!r}: label {label!r} does not index its {len(candidates)} candidates; "
-            "it must be the position of the gold candidate."
-        )
-    return int(label)

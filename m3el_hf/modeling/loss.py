@@ -106,19 +106,15 @@ class ContrastiveMELLoss(nn.Module):
             mention_embeds (`torch.Tensor` of shape `(B, D)`): This rank's mention embeddings.
             entity_embeds (`torch.Tensor` of shape `(E, D)`): This rank's entity embeddings, `E >= B`.
             labels (`torch.LongTensor` of shape `(B,)`): Row of each mention's gold entity in `entity_embeds`.
-            mention_qids (`torch.LongTensor` of shape `(B,)`): Gold Qid of each mention.
+            mention_qids (`torch.LongTensor` of shape `(B,)`):
+                Gold Qid of each mention, equal to `entity_qids[labels]` (not checked here, which would read them
+                back from the device; see `batch_checks.check_gold_qids`).
             entity_qids (`torch.LongTensor` of shape `(E,)`): Qid of each entity row.
             logit_scale (`torch.Tensor`): Scalar multiplier of the similarities (already exponentiated).
 
         Returns:
             `torch.Tensor`: A scalar; see the class docstring for its meaning under DDP.
         """
-        if not torch.equal(entity_qids[labels], mention_qids):
-            raise ValueError(
-                "`mention_qids` must equal `entity_qids[labels]` (a mention's gold entity row carries its "
-                f"Qid); got mention_qids={mention_qids.tolist()}, entity_qids[labels]="
-                f"{entity_qids[labels].tolist()}. Check that `labels` index this rank's `entity_embeds`."
-            )
         mentions = self.gather_fn(mention_embeds, mention_qids)
         (all_mentions, all_mention_qids), mention_offset, world_size = mentions
         (all_entities, all_entity_qids), entity_offset, _ = self.gather_fn(entity_embeds, entity_qids)

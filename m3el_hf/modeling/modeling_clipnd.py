@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
+from .batch_checks import check_gold_qids, check_rows
 from .configuration_clipnd import CLIPNDConfig
 from .loss import ContrastiveMELLoss
 
@@ -55,6 +56,10 @@ class CLIPNDModel(CLIPModel):
     Loads from any CLIP checkpoint (its config is converted to [`CLIPNDConfig`], entity-linking settings
     overridable as keyword arguments) or from its own checkpoints.
 
+    The forward pass does not read its inputs back from the device: row indices and Qids are checked on the
+    host by `M3ELCollator` (see `batch_checks`). Set `model.check_inputs = True` to check them in `encode`,
+    `combine` and `forward` too, e.g. to debug a batch built by hand; each check is then a device-to-host sync.
+
     >>> model = CLIPNDModel.from_pretrained("openai/clip-vit-base-patch32", fusion="mean")  # doctest: +SKIP
     >>> batch = collator(rows)  # doctest: +SKIP
     >>> model(**batch).logits_per_mention.shape  # doctest: +SKIP
@@ -63,6 +68,7 @@ class CLIPNDModel(CLIPModel):
 
     config_class = CLIPNDConfig
     config: CLIPNDConfig
+    check_inputs: bool = False
 
     def __init__(self, config: CLIPNDConfig) -> None:
         if not isinstance(config, CLIPNDConfig):
@@ -89,7 +95,7 @@ class CLIPNDModel(CLIPModel):
         """Embed a batch whose rows are text-only, image-only or text+image, in one pass per tower.
 
         A row present in both `text_rows` and `image_rows` is fused according to `config.fusion`. Every row is
-        L2-normalised.
+        L2-normalised. Every row needs a text or an image; this is checked only with `check_inputs`.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(Nt, L)`, *optional*): Tokenised texts.
@@ -126,11 +132,12 @@ class CLIPNDModel(CLIPModel):
         text_rows = _default_rows(texts, text_rows, "text_rows")
         image_rows = _default_rows(images, image_rows, "image_rows")
         num_rows = _num_rows(num_rows, text_rows, image_rows)
+        if self.check_inputs:
+            check_rows(text_rows, image_rows, num_rows)
         reference = texts if texts is not None else images
         device, dtype = (self.device, self.dtype) if reference is None else (reference.device, reference.dtype)
-        has_text = _row_mask(text_rows, num_rows, "text_rows", device)
-        has_image = _row_mask(image_rows, num_rows, "image_rows", device)
-        _check_every_row_covered(has_text, has_image)
+        has_text = _row_mask(text_rows, num_rows, device)
+        has_image = _row_mask(image_rows, num_rows, device)
 
         out = torch.zeros(num_rows, self.config.projection_dim, device=device, dtype=dtype)
         text_weight = self.config.fusion_text_weight if self.config.fusion == "weighted" else 0.5
@@ -231,6 +238,8 @@ class CLIPNDModel(CLIPModel):
                 f"CLIPNDModel.forward(return_loss=True) needs {', '.join(missing)}; pass the batch of "
                 "`M3ELCollator`, which provides labels, mention_qids and entity_qids."
             )
+        if self.check_inputs:
+            check_gold_qids(labels, mention_qids, entity_qids)
         # Built per call so that it follows `config.mask_duplicate_qids`; it holds no parameters or state.
         loss_fn = ContrastiveMELLoss(mask_duplicate_qids=self.config.mask_duplicate_qids)
         return loss_fn(mention_embeds, entity_embeds, labels, mention_qids, entity_qids, logit_scale)
@@ -308,25 +317,7 @@ def _num_rows(num_rows: int | None, text_rows: torch.Tensor | None, image_rows: 
     return max(highest) + 1 if highest else 0
 
 
-def _row_mask(rows: torch.Tensor | None, num_rows: int, name: str, device: torch.device) -> torch.Tensor:
-    """Boolean `(num_rows,)` mask of the rows in `rows`, after checking they are in range and distinct."""
-    if rows is None:
-        return torch.zeros(num_rows, dtype=torch.bool, device=device)
-    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= num_rows):
-        raise ValueError(f"encode(): {name} must lie in [0, {num_rows}), got {rows.tolist()}.")
-    counts = torch.bincount(rows, minlength=num_rows)
-    if bool((counts > 1).any()):
-        raise ValueError(
-            f"encode(): rows {(counts > 1).nonzero().flatten().tolist()} appear more than once in {name}; "
-            "each output row takes at most one text and one image."
-        )
-    return counts > 0
-
-
-def _check_every_row_covered(has_text: torch.Tensor, has_image: torch.Tensor) -> None:
-    empty = ~(has_text | has_image)
-    if bool(empty.any()):
-        raise ValueError(
-            f"encode(): rows {empty.nonzero().flatten().tolist()} have neither a text nor an image; every output "
-            "row needs an entry in text_rows and/or image_rows (or lower num_rows)."
-        )
+def _row_mask(rows: torch.Tensor | None, num_rows: int, device: torch.device) -> torch.Tensor:
+    """Boolean `(num_rows,)` mask of the rows in `rows`, computed on the device without reading them back."""
+    mask = torch.zeros(num_rows, dtype=torch.bool, device=device)
+    return mask if rows is None else mask.index_fill(0, rows, True)

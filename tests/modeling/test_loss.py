@@ -85,12 +85,6 @@ def test_aligned_batch_with_large_scale_has_zero_loss() -> None:
     assert loss.item() < 1e-6
 
 
-def test_inconsistent_qids_raise() -> None:
-    m, e, labels, mq, eq, scale = random_batch(3, 1)
-    with pytest.raises(ValueError, match=r"`mention_qids` must equal `entity_qids\[labels\]`"):
-        ContrastiveMELLoss()(m, e, labels, mq + 1, eq, scale)
-
-
 # A global batch split unevenly over 2 ranks: 3 and 5 mentions, 4 and 6 entities. The *first* rank is the
 # smaller, so its padding sits mid-gather and must be stripped. Duplicates: Qid 10 on both ranks (three
 # mentions, three entity rows); rank 1's mentions 3 and 4 share gold row 3; rank 1's hard negative of Qid 14
