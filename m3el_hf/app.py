@@ -42,7 +42,7 @@ IndexFolders = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Mappi
 class AppConfig:
     """Options of ``m3el-hf app``.
 
-    >>> AppConfig(model="runs/clipnd/final", index=(Path("index-movies"),)).port  # doctest: +SKIP
+    >>> AppConfig(model="runs/clipnd/final", index=(Path("index-movies"),)).port
     7860
     """
 

@@ -41,7 +41,7 @@ class EvaluateConfig:
     """Options of ``m3el-hf evaluate``.
 
     >>> EvaluateConfig(model=("ckpt",), data="m3el", output=Path("results.json")).protocol
-    ('candidates',)
+    ('candidates', 'candidates-leak-free')
     """
 
     model: tuple[str, ...] = field(

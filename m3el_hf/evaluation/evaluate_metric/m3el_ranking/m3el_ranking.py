@@ -3,6 +3,7 @@
 `evaluate` is in maintenance mode; nothing in m3el_hf depends on this module for correctness. It
 exists so that `evaluate`-based pipelines can use M³EL scoring unchanged:
 
+    >>> import m3el_hf.evaluation.metrics
     >>> metric = evaluate.load(m3el_hf.evaluation.metrics.evaluate_module_path())
 
 `evaluate` copies this file into its module cache and imports it from there, so it imports m3el_hf
@@ -40,6 +41,7 @@ Returns:
     `dict`: `accuracy`, `hits@{k}` for each k, `mrr` and `count`.
 
 Examples:
+    >>> import m3el_hf.evaluation.metrics
     >>> metric = evaluate.load(m3el_hf.evaluation.metrics.evaluate_module_path())
     >>> metric.compute(scores=[[0.2, 0.9, 0.5], [1.0, 1.0]], gold=[2, 0], ks=(1, 2))
     {'accuracy': 0.25, 'hits@1': 0.25, 'hits@2': 1.0, 'mrr': 0.625, 'count': 2}
