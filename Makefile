@@ -1,5 +1,6 @@
 # Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv and
 # install everything they need into it; torch is pinned first so that nothing pulls a CUDA build.
+# `make test-fast` leaves out the tests marked slow, distributed or browser (pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -m "not slow and not distributed and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -132,6 +132,7 @@ def served(assets: dict) -> Iterator[str]:
 
 
 # gradio's queue still passes pandas options that pandas 3 deprecates: its warnings, not ours.
+@pytest.mark.browser
 @pytest.mark.filterwarnings(r"ignore::DeprecationWarning:gradio\.queueing")
 def test_the_page_links_a_test_mention_in_a_browser(chromium, assets, served, tmp_path):
     from playwright.sync_api import expect, sync_playwright

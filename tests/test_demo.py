@@ -47,6 +47,7 @@ def full_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_at_the_demo_scale_image_tasks_measure_linking_not_copies(full_demo: Path, capsys) -> None:
     """Leak-free I-I: the random CLIP scores about chance, the trained CLIP_ND far above it."""
     import datasets
@@ -79,6 +80,7 @@ def test_at_the_demo_scale_image_tasks_measure_linking_not_copies(full_demo: Pat
     assert trained["accuracy"] > chance + 0.35
 
 
+@pytest.mark.slow
 def test_short_demo_leaves_results_checkpoints_and_publishable_folders(short_demo: Path) -> None:
     out = short_demo
     records = read_results(out / "results.json")
@@ -99,6 +101,7 @@ def test_short_demo_leaves_results_checkpoints_and_publishable_folders(short_dem
     assert {e["dataset"]["task_id"] for e in entries} <= ids and "M3ELI2ICandidatesLeakFree" in ids
 
 
+@pytest.mark.slow
 def test_the_demo_refuses_a_used_folder_unless_told(short_demo: Path) -> None:
     with pytest.raises(FileExistsError, match="already exists and is not empty; pass --overwrite"):
         run_demo(DemoConfig(out=short_demo, instances=100, max_steps=3, min_margin=-1.0))
@@ -108,6 +111,7 @@ def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)
 
 
+@pytest.mark.slow
 def test_every_python_block_of_the_readme_runs_on_the_demo_outputs(short_demo: Path) -> None:
     """As written, offline, from the folder that holds demo-out/ (where `make demo` leaves it)."""
     blocks = _python_blocks((REPO / "README.md").read_text(encoding="utf-8"))

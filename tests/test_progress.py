@@ -35,6 +35,7 @@ def raw(tmp_path_factory) -> Path:
     return root / "raw"
 
 
+@pytest.mark.slow
 def test_prepare_draws_one_bar_for_its_two_processes(raw, tmp_path):
     done = _run("prepare", "--raw", str(raw), "--out", "m3el", "--num-proc", "2", cwd=tmp_path)
     assert _bars(done.stderr) == {"Preparing 10 configs"}  # not datasets' per-split bars of each process
@@ -44,6 +45,7 @@ def test_prepare_draws_one_bar_for_its_two_processes(raw, tmp_path):
 @pytest.mark.parametrize(
     "how", [("--quiet",), ("TQDM_DISABLE", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")], ids=lambda h: h[0]
 )
+@pytest.mark.slow
 def test_quiet_and_the_usual_variables_turn_every_bar_off(raw, tmp_path, how):
     args, env = (how, {}) if how[0] == "--quiet" else ((), {how[0]: how[1]})
     done = _run("prepare", "--raw", str(raw), "--out", "m3el", *args, cwd=tmp_path, **env)
@@ -52,6 +54,7 @@ def test_quiet_and_the_usual_variables_turn_every_bar_off(raw, tmp_path, how):
         assert done.stderr == ""  # --quiet: no log below warnings either
 
 
+@pytest.mark.slow
 def test_evaluate_draws_named_bars_with_totals_one_at_a_time(raw, tiny_clip_path, tmp_path):
     _run("prepare", "--raw", str(raw), "--out", "m3el", "--quiet", cwd=tmp_path)
     shutil.copytree(tiny_clip_path, tmp_path / "tiny")

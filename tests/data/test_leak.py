@@ -47,6 +47,7 @@ def variants(photo, rng: random.Random) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_near_duplicates_are_found_and_different_photos_are_not(real_photos):
     photos = {name: photo.convert("RGB") for name, photo in real_photos.items()}
     originals = {name: encoded(photo, "JPEG", quality=95) for name, photo in photos.items()}

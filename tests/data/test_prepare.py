@@ -357,6 +357,7 @@ def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
     assert "Data audit" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_non_editable_install_in_a_fresh_venv(tmp_path):
     """`pip install .` (not editable) into a new venv: the console script, the builder and the shipped files.
 

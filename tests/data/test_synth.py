@@ -149,6 +149,7 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
     assert tree_digest(a, skip=("m3el-hf-synth.json",)) == DRAWN_DIGEST
 
 
+@pytest.mark.slow
 def test_photo_releases_are_byte_identical(photo_release, tmp_path):
     again = synthesize(SynthConfig(out=tmp_path / "again", instances=40, images="photo"))
     assert tree_digest(again) == tree_digest(photo_release)

@@ -165,6 +165,7 @@ def both_harnesses(release: Path, tiny_clip_path: Path, name_only_path: Path) ->
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiny", "name-only"])
 def test_mteb_records_equal_the_builtin_evaluator(both_harnesses: Callable[[str], dict], kind: str) -> None:
     """Every task × topic × protocol, overall records included: metrics to 1e-12, counts exactly."""
@@ -181,6 +182,7 @@ def test_mteb_records_equal_the_builtin_evaluator(both_harnesses: Callable[[str]
     assert all(r["ties"] == "expected" and r["split"] == SPLIT for r in got)
 
 
+@pytest.mark.slow
 def test_name_only_scores_really_tie(both_harnesses: Callable[[str], dict], release: Path) -> None:
     """Candidates sharing a name tie under the name-only model, and that changes the scores: the MTEB harness's
     equality with the built-in evaluator (previous test) covers the tie rule, not just distinct scores."""
@@ -276,6 +278,7 @@ def test_tie_rule_means_over_queries_and_reports_the_counts() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mteb_clip_wrapper_runs_the_tasks(tiny_clip_path: Path, release: Path) -> None:
     """MTEB's CLIPModel (transformers AutoModel/AutoProcessor) on the tiny folder, offline. It needs a ModelMeta
     with image and text modalities, or mteb.evaluate refuses the image tasks. Image-to-image cosine equals the
@@ -401,6 +404,7 @@ def _strip_images(rows: list[dict[str, Any]]) -> None:
             row["image"] = None
 
 
+@pytest.mark.slow
 def test_a_release_without_images(release: Path, tiny_clip_path: Path, tmp_path: Path) -> None:
     """Image tasks score NaN with every instance excluded; the text task is scored as on the full release."""
     bare = _copy_release(release, tmp_path / "bare")
@@ -472,6 +476,7 @@ def _repeat_candidates(rows: list[dict[str, Any]]) -> None:
             row[column] = [*row[column], row[column][j]]
 
 
+@pytest.mark.slow
 def test_a_candidate_list_naming_an_entity_twice_ranks_both(
     release: Path, tiny_clip_path: Path, tmp_path: Path
 ) -> None:
@@ -500,6 +505,7 @@ def test_a_candidate_list_naming_an_entity_twice_ranks_both(
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_mteb_harness_writes_the_builtin_records(
     tiny_clip_path: Path, release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -588,6 +594,7 @@ sys.stdout.flush()
 """
 
 
+@pytest.mark.slow
 def test_the_task_module_runs_alone_as_proposed_upstream(tiny_clip_path: Path, release: Path, tmp_path: Path) -> None:
     """The two module files by themselves (a package of their own) in a fresh interpreter where m3el_hf cannot be
     imported, run by MTEB's own CLIP wrapper: what a reviewer of an upstream pull request runs."""
@@ -624,6 +631,7 @@ def _damage(rows: list[dict[str, Any]]) -> None:
             row["mention_image"] = None
 
 
+@pytest.mark.slow
 def test_partial_exclusions_equal_the_builtin_evaluator(release: Path, tiny_clip_path: Path, tmp_path: Path) -> None:
     """Leaving a candidate without the entity modality out of the ranking is the built-in's -inf, on every task."""
     damaged = _copy_release(release, tmp_path / "damaged")
@@ -665,6 +673,7 @@ def _with_kb_edit(task: AbsTaskM3EL, edit: Callable[[datasets.Dataset], datasets
     return task
 
 
+@pytest.mark.slow
 def test_records_follow_the_topics_order_and_labels_name_mteb_results(
     release: Path, tiny_clip_path: Path, tmp_path: Path
 ) -> None:
@@ -713,6 +722,7 @@ def test_data_revision_reaches_every_read_and_the_leaderboard_entries(
     assert {entry["dataset"]["revision"] for entry in yaml.safe_load(entries.read_text())} == {"abc123"}
 
 
+@pytest.mark.slow
 def test_real_photographs_give_the_builtin_numbers(
     release: Path, tiny_clip_path: Path, tmp_path: Path, real_photos: dict
 ) -> None:

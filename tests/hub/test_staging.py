@@ -59,6 +59,7 @@ def test_a_checkpoint_needs_a_licence(checkpoint, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_the_hub_pipeline_call_runs_on_the_staged_folder(tiny_clip_path, tmp_path):
     """What the Hub's widget and "Use this model" run, on what push-model would upload, in a fresh interpreter."""
     from m3el_hf.modeling.modeling_clipnd import CLIPNDModel

@@ -27,6 +27,7 @@ def _candidates(row: dict) -> list[dict]:
     return [{**c, "image": image} for c, image in zip(row["candidates"], row["candidate_images"], strict=True)]
 
 
+@pytest.mark.slow
 def test_scores_give_the_evaluators_metrics_on_every_task(linker, rows, tiny_clip_path):
     result = evaluate_model(linker.model, *load_processor(tiny_clip_path), rows, progress=False)
     records = {r["task"]: r for r in result.records if r["topic"] == "movies"}

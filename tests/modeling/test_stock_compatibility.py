@@ -73,6 +73,7 @@ def test_settings_round_trip_exactly(exported: Path) -> None:
     ) | {"transformers_version": None}
 
 
+@pytest.mark.slow
 def test_stock_tools_open_the_export_in_a_fresh_interpreter(exported: Path) -> None:
     """The Hub's widget and its "Use this model" snippet: the pipeline, and every Auto class, without m3el_hf."""
     code = f"""

@@ -88,6 +88,7 @@ def test_host_reads_are_seen_when_the_model_checks_its_inputs(
     assert len(ours) >= 5  # range, duplicates and coverage of rows, Qids of the gold rows
 
 
+@pytest.mark.slow
 def test_training_step_compiles_to_one_graph(model: CLIPNDModel, all_task_batch: dict) -> None:
     # fullgraph=True fails on any graph break: a value read back (`.item()`, `.tolist()`, `if tensor`), a
     # data-dependent shape. "aot_eager" traces forward and backward as inductor does, without compiling C++

@@ -122,6 +122,7 @@ def test_lora_training_trains_logit_scale(
 # Two processes
 
 
+@pytest.mark.distributed
 def test_two_processes_match_one_on_the_same_global_batch(
     tiny_clip_path: Path, m3el_data: Path, small_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
@@ -151,6 +152,7 @@ def test_two_processes_match_one_on_the_same_global_batch(
     assert two["mentions"] == one["mentions"]  # summed over both processes
 
 
+@pytest.mark.slow
 def test_train_says_what_it_did_and_never_mixes_two_runs(
     tiny_clip_path: Path, m3el_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
