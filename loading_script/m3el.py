@@ -51,6 +51,8 @@ class M3ELConfig(datasets.BuilderConfig):
         image_size (`int`, *optional*): resize images whose shorter side exceeds this to it (bicubic, upright).
         max_image_side (`int`, *optional*): downscale images whose longer side exceeds this.
         max_pixels (`int`, *optional*): refuse images with more pixels (default: PIL's decompression-bomb limit).
+        records (`tuple[str, ...]`, *optional*): ``"topic=file"`` names a topic's records file at the release
+            root, instead of ``{topic}.json|.jsonl|.txt``.
         instances_dir (`str`, *optional*): with `kb`, build the knowledge base from the instance Parquet
             files prepared there (``data/{topic}/{split}-*.parquet``, as ``m3el-hf prepare`` writes them)
             instead of reading the raw release again. From the raw release, a knowledge base reads every
@@ -64,6 +66,7 @@ class M3ELConfig(datasets.BuilderConfig):
     image_size: int | None = None
     max_image_side: int | None = None
     max_pixels: int | None = None
+    records: tuple[str, ...] = ()
     instances_dir: str | None = None
 
     def __post_init__(self):
@@ -138,7 +141,7 @@ class M3EL(datasets.ArrowBasedBuilder):
             images = None
         elif self.config.data_dir:
             root = Path(self.config.data_dir)
-            find_record_files(root, self.config.topics)  # fail early, naming the missing file
+            find_record_files(root, self.config.topics, self.config.records)  # fail early, naming the missing file
             images = ImageReader(
                 root,
                 max_image_side=self.config.max_image_side,
@@ -181,7 +184,8 @@ class M3EL(datasets.ArrowBasedBuilder):
         self._split_folder = tempfile.TemporaryDirectory(prefix="m3el-splits-", dir=folder, ignore_cleanup_errors=True)
         paths = {split: Path(self._split_folder.name) / f"{split}.arrow" for split in SPLITS}
         schema = self.info.features.arrow_schema
-        records = iter_records(self.config.data_dir, self.config.topics, self.config.on_error, builder.report)
+        config = self.config
+        records = iter_records(config.data_dir, config.topics, config.on_error, builder.report, records=config.records)
         pending: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
         with ExitStack() as stack:
             writers = {split: stack.enter_context(pa.ipc.new_stream(str(p), schema)) for split, p in paths.items()}
@@ -215,6 +219,7 @@ class M3EL(datasets.ArrowBasedBuilder):
             builder.report,
             select=lambda key: split_of(key) == split,
             shared_report=None if first else SkipReport(),
+            records=config.records,
         )
         # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
         # as tables: no per-example encoding by datasets.

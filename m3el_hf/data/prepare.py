@@ -30,7 +30,7 @@ from ..progress import progress as progress_bar
 from ..tasks import TOPICS, check_topics
 from .audit import DatasetAudit
 from .dataset_card import dataset_sizes, license_text, render_dataset_card
-from .raw_files import M3ELFormatError, find_record_files
+from .raw_files import M3ELFormatError, find_record_files, parse_records_option
 from .records import SkipReport
 from .synth import SYNTH_MARKER
 
@@ -79,6 +79,13 @@ class PrepareConfig:
             "(default and upper bound: PIL.Image.MAX_IMAGE_PIXELS, which stock readers enforce)."
         },
     )
+    records: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "TOPIC=FILE: read this file at the release root as the topic's records, e.g. movies=movies_v0.json "
+            "(default: {topic}.json, .jsonl or .txt, the only file there whose name starts with the topic)."
+        },
+    )
     on_error: Literal["raise", "skip"] = field(
         default="raise",
         metadata={"help": "On a bad record or image: stop with an error naming it, or skip it and count it."},
@@ -95,7 +102,7 @@ class PrepareConfig:
     )
 
     def __post_init__(self):
-        check_topics(self.topics)
+        parse_records_option(self.records, check_topics(self.topics))
         for name in ("image_size", "max_image_side"):
             if getattr(self, name) is not None and getattr(self, name) < 8:
                 raise ValueError(f"{name} must be at least 8 pixels, got {getattr(self, name)}.")
@@ -133,6 +140,7 @@ def _build(config: PrepareConfig, config_name: str, work: Path, **options: Any):
         max_image_side=config.max_image_side,
         image_size=config.image_size,
         max_pixels=config.max_pixels,
+        records=config.records,
         **options,
     )
     built = work / "build" / config_name
@@ -235,7 +243,7 @@ def _done(bar: Any, name: str, result: Any) -> Any:
 def prepare(config: PrepareConfig) -> PrepareResult:
     """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
     check_raw_release(config.raw)
-    find_record_files(config.raw, config.topics)
+    records = {topic: path.name for topic, path in find_record_files(config.raw, config.topics, config.records).items()}
     out = config.out.resolve()
     refuse_used_folder(out, config.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +276,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         (staging / CARD_NAME).write_text(card, encoding="utf-8", newline="")
         (staging / LICENSE_NAME).write_text(license_text(synthetic is not None), encoding="utf-8")
         (staging / EVAL_YAML_NAME).write_text(eval_yaml(config.topics), encoding="utf-8")
-        _write_report(staging / REPORT_NAME, config, audit, report, synthetic)
+        _write_report(staging / REPORT_NAME, config, audit, report, synthetic, records)
         replace_dir(staging, out, config.overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -310,13 +318,24 @@ def read_report(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _write_report(
-    path: Path, config: PrepareConfig, audit: DatasetAudit, report: SkipReport, synthetic: dict[str, Any] | None
+    path: Path,
+    config: PrepareConfig,
+    audit: DatasetAudit,
+    report: SkipReport,
+    synthetic: dict[str, Any] | None,
+    records: dict[str, str],
 ) -> None:
     options = asdict(config)
     options["raw"] = config.raw.name  # no local absolute paths in a file meant for the Hub
     options["out"] = config.out.name
     del options["num_proc"]  # changes the speed, not the output: the folder is the same on every machine
-    payload = {"options": options, "synthetic": synthetic, "audit": audit.to_dict(), "skipped": report.to_dict()}
+    payload = {
+        "options": options,
+        "synthetic": synthetic,
+        "records_files": records,
+        "audit": audit.to_dict(),
+        "skipped": report.to_dict(),
+    }
     write_json(path, payload, default=str)
 
 
@@ -325,7 +344,10 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     result = prepare(config)
     for topic, stats in result.audit.topics.items():
         splits = ", ".join(f"{split} {n}" for split, n in stats.splits.items())
-        print(f"{topic:8s} {stats.instances:7d} instances ({splits}); {stats.kb_entities} KB entities")
+        print(
+            f"{topic:8s} {stats.instances:7d} instances ({splits}); {stats.kb_entities} KB entities; "
+            f"{stats.duplicates} exact duplicate instances kept"
+        )
     skipped = f"; skipped: {result.report.to_dict()}" if result.report.total else ""
     print(f"Wrote {result.out}{skipped}")
     print(f"Load it with: datasets.load_dataset({str(result.out)!r}, 'all')")

@@ -22,36 +22,77 @@ from ..tasks import TOPICS, check_topics
 from .format_errors import MAX_RECORD_BYTES, UNDECODABLE, M3ELFormatError, Record, byte_size, not_utf8, too_large
 from .json_array import iter_json_array
 
-__all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_dicts"]
+__all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_dicts", "parse_records_option"]
 
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
 _CHUNK = 1 << 20
 _HEAD_CHARS = 4096
 
 
-def find_record_files(root: str | Path, topics: tuple[str, ...] = TOPICS) -> dict[str, list[Path]]:
-    """Map each topic to its record files: files at the release root whose name starts with the topic.
+def find_record_files(
+    root: str | Path, topics: tuple[str, ...] = TOPICS, records: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """Map each topic to its records file: ``{topic}.json``, ``.jsonl`` or ``.txt`` at the release root, or
+    the file that `records` names for it (``"movies=movies_v0.json"``, the ``--records`` option).
 
     Raises `FileNotFoundError` naming the root and the topic when a topic has no file (and which topics to
-    prepare instead), and `M3ELFormatError` for a records file that holds no record (empty, blank or ``[]``).
+    prepare instead); `ValueError` when another file at the root starts with a topic's name, or a topic has
+    two of the three names (an older copy would be read as well), naming the files and how to choose; and
+    `M3ELFormatError` for a records file that holds no record (empty, blank or ``[]``).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Raw M³EL release not found: {root} is not a directory.")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in RECORD_SUFFIXES)
-    found: dict[str, list[Path]] = {}
+    named = parse_records_option(records, TOPICS)  # a builder of one topic gets the whole --records option
+    files = sorted(p for p in root.iterdir() if p.is_file())
+    found: dict[str, Path] = {}
     for topic in check_topics(topics):
-        found[topic] = [p for p in files if p.name.lower().startswith(topic)]
-        if not found[topic]:
-            present = [t for t in TOPICS if any(p.name.lower().startswith(t) for p in files)]
-            hint = f"; to prepare the topics it has, pass --topics {' '.join(present)}" if present else ""
-            raise FileNotFoundError(
-                f"No records file for topic {topic!r} in {root}: expected e.g. {topic}.json or {topic}.jsonl "
-                f"(found: {', '.join(p.name for p in files) or 'no record files'}){hint}."
-            )
-        for path in found[topic]:
-            _check_not_empty(path)
+        if topic in named:
+            found[topic] = root / named[topic]
+            if not found[topic].is_file():
+                raise FileNotFoundError(f"--records {topic}={named[topic]}: no such file in {root}.")
+        else:
+            found[topic] = _topic_file(root, topic, files)
+        _check_not_empty(found[topic])
     return found
+
+
+def parse_records_option(records: tuple[str, ...], topics: tuple[str, ...]) -> dict[str, str]:
+    """The ``--records TOPIC=FILE`` values as ``{topic: file name}``; a `ValueError` names a malformed one, or
+    one whose topic is not in `topics`."""
+    named: dict[str, str] = {}
+    for value in records:
+        topic, _, name = value.partition("=")
+        if not name or Path(name).name != name or topic in named:
+            raise ValueError(
+                f"--records {value}: expected TOPIC=FILE, once per topic, with FILE a file name at the release root "
+                "(e.g. --records movies=movies_v0.json)."
+            )
+        if topic not in topics:
+            raise ValueError(f"--records {value}: {topic!r} is not one of the topics {', '.join(topics)}.")
+        named[topic] = name
+    return named
+
+
+def _topic_file(root: Path, topic: str, files: list[Path]) -> Path:
+    """The one file at `root` named ``{topic}.json|.jsonl|.txt``, refusing any other whose name starts with `topic`."""
+    starting = [p for p in files if p.name.lower().startswith(topic)]
+    if not starting:
+        records = [p.name for p in files if p.suffix.lower() in RECORD_SUFFIXES]
+        present = [t for t in TOPICS if any(name.lower().startswith(t) for name in records)]
+        hint = f"; to prepare the topics it has, pass --topics {' '.join(present)}" if present else ""
+        raise FileNotFoundError(
+            f"No records file for topic {topic!r} in {root}: expected e.g. {topic}.json or {topic}.jsonl "
+            f"(found: {', '.join(records) or 'no record files'}){hint}."
+        )
+    if len(starting) == 1 and starting[0].name.lower() in {topic + suffix for suffix in RECORD_SUFFIXES}:
+        return starting[0]
+    names = ", ".join(p.name for p in starting)
+    raise ValueError(
+        f"Topic {topic!r} has {len(starting)} candidate records files in {root} ({names}), "
+        f"but reads one, named {topic}.json, {topic}.jsonl or {topic}.txt: remove or rename the others, or name the "
+        f"one to read with --records {topic}=FILE."
+    )
 
 
 _NO_RECORD = re.compile(r"\s*(\[\s*\])?\s*")

@@ -249,6 +249,7 @@ def iter_records(
     *,
     select: Callable[[str], bool] | None = None,
     shared_report: SkipReport | None = None,
+    records: tuple[str, ...] = (),
 ) -> Iterator[RawRecord]:
     """Yield the validated records of `topics`, in file order.
 
@@ -259,30 +260,30 @@ def iter_records(
     from the raw fields (`raw_content_key`) before validation, so a left-out record is neither
     validated nor counted: passes with disjoint selections validate each record once. Errors that
     no key can be taken from (malformed lines, key fields that are not strings) occur in every
-    pass and go to `shared_report` (defaults to `report`).
+    pass and go to `shared_report` (defaults to `report`). `records` names a topic's file
+    (`find_record_files`).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_error == "skip" and report is None:
         raise ValueError("on_error='skip' needs a SkipReport to count what is skipped")
     shared = report if shared_report is None else shared_report
-    for topic, files in find_record_files(root, topics).items():
-        for path in files:
-            try:
-                for index, line, raw in iter_raw_dicts(path, path.name):
-                    key = None if isinstance(raw, M3ELFormatError) else raw_content_key(raw, topic)
-                    if select is not None and key is not None and not select(key):
-                        continue
-                    try:
-                        if isinstance(raw, M3ELFormatError):
-                            raise raw
-                        yield parse_record(raw, topic=topic, source=path.name, index=index, line=line)
-                    except M3ELFormatError as error:
-                        if on_error == "raise":
-                            raise
-                        (report if key is not None else shared).add("record", error)
-            except M3ELFormatError as error:
-                if on_error == "raise" or error.file != path.name:
-                    raise
-                shared.add("record", error)
-                logger.warning("Skipped the rest of %s: %s", path, error)
+    for topic, path in find_record_files(root, topics, records).items():
+        try:
+            for index, line, raw in iter_raw_dicts(path, path.name):
+                key = None if isinstance(raw, M3ELFormatError) else raw_content_key(raw, topic)
+                if select is not None and key is not None and not select(key):
+                    continue
+                try:
+                    if isinstance(raw, M3ELFormatError):
+                        raise raw
+                    yield parse_record(raw, topic=topic, source=path.name, index=index, line=line)
+                except M3ELFormatError as error:
+                    if on_error == "raise":
+                        raise
+                    (report if key is not None else shared).add("record", error)
+        except M3ELFormatError as error:
+            if on_error == "raise" or error.file != path.name:
+                raise
+            shared.add("record", error)
+            logger.warning("Skipped the rest of %s: %s", path, error)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from cli_run import run_cli
 from huggingface_hub import DatasetCard, ModelCard
 
 from m3el_hf.atomic import process_umask
@@ -355,6 +356,34 @@ def test_cli_prepare_and_clear_errors(raw_release, tmp_path, capsys):
     assert "Topics must be distinct and at least one, got ['books', 'books']" in capsys.readouterr().err
     assert main(["show", str(out), "--config", "books-T-T"]) == 0
     assert "Data audit" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_second_records_file_for_a_topic_is_refused_or_named_with_records(raw_release, tmp_path):
+    raw = Path(shutil.copytree(raw_release, tmp_path / "raw"))
+    movies = raw_records(raw, "movies")
+    (raw / "movies_v0.json").write_text(json.dumps(movies + movies[:5]), encoding="utf-8")  # an older copy
+    out = tmp_path / "m3el"
+    done = run_cli("prepare", "--raw", str(raw), "--out", str(out), "--topics", "movies", "books")
+    assert done.returncode == 2 and not out.exists() and not list(tmp_path.glob(".m3el*"))
+    assert done.stderr == (
+        f"m3el-hf prepare: error: Topic 'movies' has 2 candidate records files in {raw} (movies.json, "
+        "movies_v0.json), but reads one, named movies.json, movies.jsonl or movies.txt: remove or rename the "
+        "others, or name the one to read with --records movies=FILE.\n"
+    )
+    done = run_cli("prepare", "--raw", str(raw), "--out", str(out), "--topics", "books", "--records", "movies=a.json")
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr == "m3el-hf prepare: error: --records movies=a.json: 'movies' is not one of the topics books.\n"
+    args = ("prepare", "--raw", str(raw), "--out", str(out), "--topics", "movies", "books")
+    done = run_cli(*args, "--records", "movies=movies_v0.json")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert lines["movies"].startswith(f"movies   {len(movies) + 5:7d} instances")
+    assert lines["movies"].endswith("; 5 exact duplicate instances kept")
+    assert lines["books"].endswith("; 0 exact duplicate instances kept")
+    report = read_report(out)
+    assert report["records_files"] == {"movies": "movies_v0.json", "books": "books.json"}
+    assert report["audit"]["movies"]["duplicates"] == 5
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 import pytest
 from raw_record import latin1, record
@@ -80,7 +81,7 @@ def test_record_lines_stream_across_the_first_read_chunk(tmp_path, monkeypatch, 
 def test_find_record_files_names_missing_topic(tmp_path):
     (tmp_path / "movies.json").write_text('[{"Qid": "Q1"}]')
     (tmp_path / "sports.jsonl").write_text('{"Qid": "Q2"}\n')
-    assert find_record_files(tmp_path, ("movies",)) == {"movies": [tmp_path / "movies.json"]}
+    assert find_record_files(tmp_path, ("movies",)) == {"movies": tmp_path / "movies.json"}
     with pytest.raises(FileNotFoundError, match=r"No records file for topic 'books' in .*found: movies\.json"):
         find_record_files(tmp_path, ("books",))
     # How to go on: the topics the release has.
@@ -88,6 +89,47 @@ def test_find_record_files_names_missing_topic(tmp_path):
         find_record_files(tmp_path)
     with pytest.raises(ValueError, match=r"Unknown topic\(s\) \['film'\]"):
         find_record_files(tmp_path, ("film",))
+
+
+@pytest.mark.parametrize(
+    ("names", "listed"),
+    [
+        (["movies.json", "movies_v0.json"], "movies.json, movies_v0.json"),
+        (["movies.json", "movies.jsonl"], "movies.json, movies.jsonl"),
+        (["movies_old.txt"], "movies_old.txt"),
+        (["movies.json", "movies.json.bak"], "movies.json, movies.json.bak"),
+    ],
+    ids=["older copy", "two formats", "only another name", "backup"],
+)
+def test_a_topic_reads_one_file_and_refuses_any_other_starting_with_its_name(tmp_path, names, listed):
+    for name in names:
+        (tmp_path / name).write_text('{"Qid": "Q1"}\n')
+    (tmp_path / "sports.json").write_text('{"Qid": "Q2"}\n')
+    expected = f"Topic 'movies' has {len(names)} candidate records files"
+    with pytest.raises(ValueError, match=re.escape(expected)) as caught:
+        find_record_files(tmp_path, ("movies", "sports"))
+    assert f"({listed}), but reads one" in str(caught.value)
+    assert str(caught.value).endswith("or name the one to read with --records movies=FILE.")
+    assert find_record_files(tmp_path, ("sports",)) == {"sports": tmp_path / "sports.json"}
+    chosen = find_record_files(tmp_path, ("movies", "sports"), (f"movies={names[-1]}",))
+    assert chosen == {"movies": tmp_path / names[-1], "sports": tmp_path / "sports.json"}
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        (("movies",), "--records movies: expected TOPIC=FILE"),
+        (("movies=sub/movies.json",), "--records movies=sub/movies.json: expected TOPIC=FILE"),
+        (("movies=a.json", "movies=b.json"), "--records movies=b.json: expected TOPIC=FILE, once per topic"),
+        (("films=films.json",), "--records films=films.json: 'films' is not one of the topics movies, common,"),
+    ],
+)
+def test_a_malformed_records_option_is_named(tmp_path, records, message):
+    (tmp_path / "movies.json").write_text('{"Qid": "Q1"}\n')
+    with pytest.raises(ValueError, match=re.escape(message)):
+        find_record_files(tmp_path, ("movies",), records)
+    with pytest.raises(FileNotFoundError, match=r"--records movies=gone\.json: no such file in "):
+        find_record_files(tmp_path, ("movies",), ("movies=gone.json",))
 
 
 @pytest.mark.parametrize("content", ["", "  \n\t\n", "[]", "\ufeff[ \n ]\n"], ids=["empty", "blank", "[]", "bom [ ]"])
@@ -140,7 +182,7 @@ def test_bytes_that_are_not_utf8_in_a_python_literal_list_are_named_with_their_o
 def test_a_records_file_of_bytes_that_are_not_utf8_is_not_empty_but_named_with_the_offset(tmp_path, data, message):
     path = tmp_path / "movies.json"
     path.write_bytes(data)
-    assert find_record_files(tmp_path, ("movies",)) == {"movies": [path]}  # the emptiness check reads past them
+    assert find_record_files(tmp_path, ("movies",)) == {"movies": path}  # the emptiness check reads past them
     with pytest.raises(M3ELFormatError) as caught:
         for _, _, value in iter_raw_dicts(path, "movies.json"):
             if isinstance(value, M3ELFormatError):
