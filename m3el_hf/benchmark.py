@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from .atomic import atomic_write
+from .provenance import Provenance, check_publishable
 from .tasks import TASK_NAMES, TOPICS, get_task
 
 __all__ = [
@@ -195,8 +196,9 @@ def eval_result_entries(
     records: Iterable[Mapping[str, Any]],
     dataset_id: str,
     *,
+    provenance: Provenance | None,
     model: str = "CLIP_ND",
-    dataset_revision: str | None = None,
+    unofficial: bool = False,
     source_url: str | None = None,
     source_name: str | None = None,
 ) -> list[Any]:
@@ -204,23 +206,29 @@ def eval_result_entries(
     5 decimals, as MTEB writes it) on the test split, under the MTEB task id of its protocol and topic.
 
     Records of other splits, and cells with nothing evaluated, have no benchmark task and are left out; so is
-    the overall score of a task not scored on all five topics.
+    the overall score of a task not scored on all five topics. Each entry's ``notes`` give the `provenance`
+    (harness, versions, data and its revision); a Hub commit is also its ``dataset_revision``. Scores that are not
+    `dataset_id`'s (`check_publishable`) raise a `ValueError`, unless `unofficial`: then the notes say why.
     """
     from huggingface_hub import EvalResultEntry
 
+    reason = check_publishable(provenance, dataset_id, unofficial)
+    said = "" if provenance is None else f"; {provenance.note()}"
+    said += f"; unofficial: {reason}" if reason else ""
+    revision = None if provenance is None or provenance.local else provenance.dataset_revision
     entries = []
     for record in _benchmark_records(records, model):
         leak = f", leaked {record['leaked']} (left out)" if is_leak_free(record["protocol"]) else ""
         notes = (
             f"protocol: {record['protocol']}; ties: {record.get('ties', 'expected')}; evaluated "
-            f"{record['evaluated']}, excluded {record['excluded']} (lacking the task's modalities){leak}"
+            f"{record['evaluated']}, excluded {record['excluded']} (lacking the task's modalities){leak}{said}"
         )
         entries.append(
             EvalResultEntry(
                 dataset_id=dataset_id,
                 task_id=task_id(record["topic"], record["task"], record["protocol"]),
                 value=round(100 * float(record["accuracy"]), 5),
-                dataset_revision=dataset_revision,
+                dataset_revision=revision,
                 source_url=source_url,
                 source_name=source_name if source_url else None,
                 notes=notes,
@@ -234,7 +242,7 @@ def eval_results_files(
 ) -> dict[str, str]:
     """The ``.eval_results/`` files of `model`: ``{file name: YAML text}``, one file per benchmark dataset. Pure.
 
-    `entry_kwargs` go to [`eval_result_entries`] (``dataset_revision``, ``source_url``, ``source_name``).
+    `entry_kwargs` go to [`eval_result_entries`] (``provenance``, ``unofficial``, ``source_url``, ``source_name``).
     Returns an empty dict when `model` has no benchmark record.
     """
     from huggingface_hub import eval_result_entries_to_yaml
@@ -243,10 +251,7 @@ def eval_results_files(
     if not entries:
         return {}
     name = dataset_id.rstrip("/").split("/")[-1] or "m3el"
-    payload = [
-        {**entry, "evaluation_framework": EVALUATION_FRAMEWORK} for entry in eval_result_entries_to_yaml(entries)
-    ]
-    text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False, allow_unicode=True)
     return {f"{name}.yaml": text}
 
 

@@ -115,6 +115,7 @@ def run_demo(config: DemoConfig) -> Path:
             model_name=MODEL_NAMES[-1],
             # The base is the tiny random CLIP this package builds, not a Hub model: its weights are ours.
             license="apache-2.0",
+            unofficial_data=True,  # synthetic data: the entries say so
             dry_run=out / "publish" / "model",
         )
     )

@@ -24,6 +24,7 @@ from ..data.loading import load_topic_splits
 from ..data.prepare import is_synthetic, read_report
 from ..layout import REPORT_NAME
 from ..locations import check_checkpoint, check_prepared
+from ..provenance import Provenance, check_publishable, make_provenance
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 from .evaluator import evaluate_model
 from .plots import plot_accuracy
@@ -55,8 +56,8 @@ class EvaluateConfig:
     data_revision: str | None = field(
         default=None,
         metadata={
-            "help": "Branch, tag or commit of a Hub --data (default: main); recorded in the leaderboard entries "
-            "when --data is the --dataset-id."
+            "help": "Branch, tag or commit of a Hub --data (default: main); the commit it resolves to is recorded "
+            "in results.json and the leaderboard entries."
         },
     )
     model_name: tuple[str, ...] | None = field(
@@ -104,6 +105,13 @@ class EvaluateConfig:
     )
     overwrite: bool = field(
         default=False, metadata={"help": "Replace the leaderboard entries of an earlier run in --eval-results."}
+    )
+    unofficial_data: bool = field(
+        default=False,
+        metadata={
+            "help": "Write --eval-results entries also from synthetic data or from data other than the Hub "
+            "--dataset-id (a local folder): refused without this flag; with it, each entry's notes say so."
+        },
     )
     harness: Literal["builtin", "mteb"] = field(
         default="builtin",
@@ -188,8 +196,10 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     for model in config.model:
         check_checkpoint(model)
     check_prepared(config.data)
+    provenance = make_provenance(config.harness, config.data, config.data_revision, is_synthetic(config.data))
     if config.eval_results is not None:
         _entry_folders(config)  # refuse a used folder now, not after evaluating
+        check_publishable(provenance, config.dataset_id, config.unofficial_data)
     dataset, kb = _load_data(config) if config.harness == "builtin" else (None, None)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
@@ -225,12 +235,12 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
         for protocol in config.protocol:
             mean = result.mean_accuracy(protocol)
             print(f"{name}: mean accuracy {percent(mean)}% over the tasks ({protocol} protocol, all topics)")
-    print(f"Wrote {write_results(config.output, results, dataset=config.data, synthetic=is_synthetic(config.data))}")
+    print(f"Wrote {write_results(config.output, results, provenance=provenance)}")
     records = [record for result in results for record in result.records]
     if config.plot is not None:
         print(f"Wrote {plot_accuracy(records, config.plot, protocol=config.protocol[0])}")
     if config.eval_results is not None:
-        _write_leaderboard_entries(config, records)
+        _write_leaderboard_entries(config, records, provenance)
     return results
 
 
@@ -288,10 +298,10 @@ def _entry_folders(config: EvaluateConfig) -> dict[str, Path]:
     return folders
 
 
-def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]]) -> None:
+def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, Any]], provenance: Provenance) -> None:
     for name, folder in _entry_folders(config).items():
-        revision = config.data_revision if config.data == config.dataset_id else None
-        for path in write_eval_results(records, folder, config.dataset_id, name, dataset_revision=revision):
+        options = {"provenance": provenance, "unofficial": config.unofficial_data}
+        for path in write_eval_results(records, folder, config.dataset_id, name, **options):
             print(f"Wrote {path}")
         if folder.is_dir():
             print(f"Submit {name}'s scores: m3el-hf push-model {folder} --repo OWNER/MODEL --create-pr")

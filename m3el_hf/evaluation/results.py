@@ -11,6 +11,7 @@ from typing import Any
 
 from ..benchmark import ALL_TOPICS, HEADLINE_PROTOCOL
 from ..json_files import read_json, write_json
+from ..provenance import Provenance
 
 __all__ = [
     "METRIC_KEYS",
@@ -104,22 +105,16 @@ def add_overall(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_results(
-    path: str | os.PathLike[str],
-    results: Sequence[EvaluationResult],
-    dataset: str,
-    synthetic: bool | None = None,
-) -> Path:
+def write_results(path: str | os.PathLike[str], results: Sequence[EvaluationResult], provenance: Provenance) -> Path:
     """Write every model's records to one JSON file, atomically; empty cells are ``null``.
 
-    The file is ``{"format_version": 1, "dataset": ..., "synthetic": ..., "ties": ..., "records": [...]}``
-    (`m3el_hf.json_files`), the input of model cards and plots.
+    The file is ``{"format_version": 1, "dataset": ..., "synthetic": ..., "provenance": ..., "ties": ...,
+    "records": [...]}`` (`m3el_hf.json_files`), the input of model cards, plots and leaderboard entries.
 
     Args:
         path (`str` or `os.PathLike`): The JSON file to write; its folder is created.
         results (`Sequence[EvaluationResult]`): One per model, all with the same tie handling.
-        dataset (`str`): The evaluated data: a prepared folder or Hub id.
-        synthetic (`bool`, *optional*): Whether that data is a synthetic release; None when unknown.
+        provenance (`Provenance`): How they were made: harness, versions, the data, its revision, synthetic or not.
 
     Returns:
         `Path`: `path`.
@@ -129,7 +124,13 @@ def write_results(
     if len(ties) > 1:
         raise ValueError(f"The results mix tie handlings {ties}; evaluate every model with the same `ties`.")
     nulled = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
-    payload = {"dataset": dataset, "synthetic": synthetic, "ties": ties[0] if ties else None, "records": nulled}
+    payload = {
+        "dataset": provenance.dataset,
+        "synthetic": provenance.synthetic,
+        "provenance": provenance.to_dict(),
+        "ties": ties[0] if ties else None,
+        "records": nulled,
+    }
     return write_json(path, payload, ensure_ascii=False, allow_nan=False)
 
 

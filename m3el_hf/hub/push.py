@@ -32,6 +32,7 @@ from typing import Any, Literal
 from ..atomic import replace_dir
 from ..json_files import read_json
 from ..locations import is_hub_id
+from ..provenance import Provenance
 from ..version import __version__
 from .model_card import MODEL_NAME, base_model_of, read_summary
 from .staging import (
@@ -169,6 +170,9 @@ class PushModelConfig(_PushOptions):
             "model's, read from its Hub card). Required when the base model is not on the Hub."
         },
     )
+    unofficial_data: bool = field(
+        default=False, metadata={"help": "Make entries also from synthetic or other data (see m3el-hf evaluate)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -288,17 +292,21 @@ def push_dataset(
     )
 
 
-def _load_results(results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None) -> tuple[list, bool | None]:
-    """The records, and whether the results file says it evaluated synthetic data (None: unknown)."""
+def _load_results(
+    results: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None,
+) -> tuple[list, bool | None, Provenance | None]:
+    """The records, whether they come from synthetic data (None: unknown) and how they were made (None: unknown)."""
     if results is None:
-        return [], None
+        return [], None, None
     if not isinstance(results, str | os.PathLike):
-        return list(results), None
+        return list(results), None, None
     from ..evaluation.results import read_results
 
     if not Path(results).is_file():
         raise FileNotFoundError(f"Results file {results} not found; write it with `m3el-hf evaluate`.")
-    return read_results(results), read_json(results).get("synthetic")
+    payload = read_json(results)
+    provenance = Provenance.from_dict(payload["provenance"]) if payload.get("provenance") else None
+    return read_results(results), payload.get("synthetic"), provenance
 
 
 def _base_model_license(base_model: str | None, token: str | None) -> str:
@@ -340,18 +348,20 @@ def push_model(
     create_pr: bool = False,
     dry_run_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
+    unofficial_data: bool = False,
 ) -> PushResult:
     """Push a checkpoint with its model card, plot and ``.eval_results`` to the model repo `repo_id`.
 
     A folder without ``config.json`` pushes only its ``.eval_results/`` entries (plus those made from
     `results`), e.g. ``create_pr=True`` on someone else's model. `results` is a results file of
-    ``m3el-hf evaluate`` or its records; the other options are those of [`PushModelConfig`]. A checkpoint
+    ``m3el-hf evaluate`` or its records (then their provenance is unknown: entries need `unofficial_data`); the other
+    options are those of [`PushModelConfig`]. A checkpoint
     needs a `license`: given, or read from the Hub card of its base model (the one request a dry run makes).
     """
     _check_push_args(repo_id, revision, create_pr)
     _check_repo_id(dataset_id, "dataset_id")
     checkpoint_dir = Path(checkpoint_dir)
-    records, synthetic = _load_results(results)
+    records, synthetic, provenance = _load_results(results)
     models = sorted({record["model"] for record in records})
     if records and model_name not in models:
         raise ValueError(
@@ -376,6 +386,8 @@ def push_model(
             model_name=model_name,
             link=link,
             synthetic=synthetic,
+            provenance=provenance,
+            unofficial=unofficial_data,
         )
 
     default_message = "Upload CLIP_ND checkpoint and model card" if full else "Add M³EL evaluation results"
@@ -429,6 +441,7 @@ def run_push_model(config: PushModelConfig) -> PushResult:
         model_name=config.model_name,
         base_model=config.base_model,
         license=config.license,
+        unofficial_data=config.unofficial_data,
         **config.push_options(),
     )
     _report(result)

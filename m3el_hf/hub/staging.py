@@ -19,6 +19,7 @@ from ..data.dataset_card import build_dataset_card, dataset_sizes, license_text
 from ..data.prepare import read_report
 from ..data.records import SkipReport
 from ..layout import CARD_NAME, EVAL_YAML_NAME, LICENSE_NAME, instance_path
+from ..provenance import Provenance
 from .model_card import MODEL_NAME, PLOT_NAME, build_model_card
 
 __all__ = [
@@ -161,10 +162,14 @@ def stage_model(
     model_name: str = MODEL_NAME,
     link: bool = True,
     synthetic: bool | None = None,
+    provenance: Provenance | None = None,
+    unofficial: bool = False,
 ) -> None:
-    """Fill `staging` with what the model repo should hold (see the module docstring)."""
+    """Fill `staging` with what the model repo should hold (see the module docstring); leaderboard entries carry
+    `provenance` and are refused for scores that are not `dataset_id`'s unless `unofficial` (`eval_result_entries`)."""
     checkpoint_dir = Path(checkpoint_dir)
-    generated = eval_results_files(records, dataset_id, model=model_name) if records and dataset_id else {}
+    options = {"model": model_name, "provenance": provenance, "unofficial": unofficial}
+    generated = eval_results_files(records, dataset_id, **options) if records and dataset_id else {}
     if not (checkpoint_dir / "config.json").is_file():
         if not generated and not any(checkpoint_dir.glob(f"{EVAL_RESULTS_DIR}/*.yaml")):
             raise FileNotFoundError(

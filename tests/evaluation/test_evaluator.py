@@ -13,6 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
+import m3el_hf
 from m3el_hf.benchmark import task_id
 from m3el_hf.cli import main
 from m3el_hf.evaluation.evaluator import evaluate_model
@@ -334,7 +335,13 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     output, entries = tmp_path / "results.json", tmp_path / "entries"
     args = ["evaluate", "--model", str(run), str(tiny_clip_path), "--data", str(release)]
     args += ["--output", str(output), "--eval-results", str(entries)]
-    assert main([*args, "--dataset-id", "me/m3el"]) == 0
+    assert main([*args, "--dataset-id", "me/m3el"]) == 2  # refused before evaluating: nothing written
+    assert capsys.readouterr().err == (
+        "m3el-hf evaluate: error: Refusing leaderboard entries for me/m3el: the scores come from synthetic data. "
+        "Evaluate --data me/m3el, or pass --unofficial-data to write them anyway, each entry saying so.\n"
+    )
+    assert not output.exists() and not entries.exists()
+    assert main([*args, "--dataset-id", "me/m3el", "--unofficial-data"]) == 0
     payload = json.loads(output.read_text())
     assert {r["model"] for r in payload["records"]} == {"my-run", tiny_clip_path.name}
     assert payload["synthetic"] is True  # the release was made by m3el-hf synth
@@ -347,8 +354,18 @@ def test_cli_labels_runs_and_writes_leaderboard_entries_for_any_model(tiny_clip_
     assert {r["protocol"] for r in payload["records"]} == {"candidates", "candidates-leak-free"}  # the defaults
     assert {e["dataset"]["task_id"]: e["value"] for e in written} == expected
     assert len(expected) == 2 * (9 + 6)  # movies and books (not all five topics: no overall); 6 leak-free tasks
-    assert {e["evaluation_framework"] for e in written} == {"mteb"}
-    assert all(e["dataset"]["id"] == "me/m3el" for e in written)
+    revision = payload["provenance"]["dataset_revision"]
+    assert payload["provenance"]["harness"] == "builtin" and revision.startswith("sha256:")
+    assert all(e["dataset"] == {"id": "me/m3el", "task_id": e["dataset"]["task_id"]} for e in written)  # no commit
+    assert all(
+        f"; harness: m3el-hf's built-in evaluator (not MTEB); m3el-hf {m3el_hf.__version__}, transformers "
+        in e["notes"]
+        and e["notes"].endswith(
+            f"data: local folder {release.name} at {revision} (synthetic data); unofficial: the scores come from "
+            "synthetic data"
+        )
+        for e in written
+    )
     assert f"m3el-hf push-model {entries / 'my-run'} --repo OWNER/MODEL --create-pr" in capsys.readouterr().out
 
     assert main([*args[:-2], "--model-name", "a", "a", "--output", str(output)]) == 2

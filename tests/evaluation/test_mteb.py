@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from huggingface_hub import HfApi
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 from photos import encoded, rotated_jpeg
@@ -44,6 +46,7 @@ from m3el_hf.evaluation.results import METRIC_KEYS, EvaluationResult, read_resul
 from m3el_hf.modeling.configuration_clipnd import CLIPNDConfig
 from m3el_hf.modeling.modeling_clipnd import CLIPNDModel
 from m3el_hf.modeling.processing import load_processor
+from m3el_hf.provenance import make_provenance
 from m3el_hf.tasks import TASK_NAMES, get_task
 from m3el_hf.tasks import TOPICS as ALL_TOPICS
 
@@ -715,11 +718,20 @@ def test_data_revision_reaches_every_read_and_the_leaderboard_entries(
         monkeypatch.setattr(datasets, name, hub(function))
     monkeypatch.setattr(datasets, "get_dataset_split_names", hub(splits))
     args = ["evaluate", "--harness", harness, "--model", str(tiny_clip_path), "--data", "me/m3el"]
-    args += ["--data-revision", "abc123", "--tasks", "T-T", "--output", str(tmp_path / "r.json")]
+    commit = "0123456789abcdef" * 2 + "01234567"
+    args += ["--data-revision", commit, "--tasks", "T-T", "--output", str(tmp_path / "r.json")]
     assert main([*args, "--eval-results", str(tmp_path / "entries"), "--dataset-id", "me/m3el"]) == 0
-    assert reads and set(reads) == {("me/m3el", "abc123")}
+    assert reads and set(reads) == {("me/m3el", commit)}
     (entries,) = (tmp_path / "entries").rglob("*.yaml")
-    assert {entry["dataset"]["revision"] for entry in yaml.safe_load(entries.read_text())} == {"abc123"}
+    written = yaml.safe_load(entries.read_text())
+    assert {entry["dataset"]["revision"] for entry in written} == {commit}
+    harness_note = {"builtin": "m3el-hf's built-in evaluator (not MTEB)", "mteb": "MTEB"}[harness]
+    assert all(f"; harness: {harness_note}; m3el-hf " in entry["notes"] for entry in written)
+    provenance = json.loads((tmp_path / "r.json").read_text())["provenance"]
+    assert provenance["harness"] == harness and ("mteb" in provenance["versions"]) is (harness == "mteb")
+    # A branch is resolved to the commit it points at: `main` moves.
+    monkeypatch.setattr(HfApi, "dataset_info", lambda self, repo_id, revision=None: SimpleNamespace(sha=commit))
+    assert make_provenance(harness, "me/m3el", "main", None).dataset_revision == commit
 
 
 @pytest.mark.slow

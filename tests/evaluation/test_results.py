@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import math
 
 import pytest
 from PIL import Image
 
+import m3el_hf
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.plots import plot_accuracy
 from m3el_hf.evaluation.results import RECORD_KEYS, add_overall, format_table, read_results, write_results
 from m3el_hf.json_files import FormatVersionError
+from m3el_hf.provenance import Provenance, make_provenance
 
 
 def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path):
@@ -19,9 +23,17 @@ def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path)
         model, *processors, damaged, progress=False, model_name="CLIP_ND", checkpoint="ckpt", split="train"
     )
     assert all(tuple(record) == RECORD_KEYS for record in result.records)
-    path = write_results(tmp_path / "results.json", [result], dataset="m3el")
+    provenance = make_provenance("builtin", str(tmp_path), None, synthetic=True)  # a folder of no shards
+    path = write_results(tmp_path / "results.json", [result], provenance)
     payload = json.loads(path.read_text())
-    assert payload["format_version"] == 1 and payload["dataset"] == "m3el" and payload["ties"] == "expected"
+    assert payload["format_version"] == 1 and payload["dataset"] == str(tmp_path) and payload["ties"] == "expected"
+    assert payload["synthetic"] is True and Provenance.from_dict(payload["provenance"]) == provenance
+    assert payload["provenance"]["harness"] == "builtin" and payload["provenance"]["local"] is True
+    assert payload["provenance"]["dataset_revision"] == "sha256:" + hashlib.sha256().hexdigest()
+    assert payload["provenance"]["versions"] == {
+        "m3el-hf": m3el_hf.__version__,
+        **{name: importlib.metadata.version(name) for name in ("transformers", "datasets", "torch")},
+    }
     empty = [r for r in payload["records"] if r["evaluated"] == 0]
     assert empty and all(r["accuracy"] is None and r["mrr"] is None for r in empty)
     back = read_results(path)
@@ -59,7 +71,7 @@ def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> 
 
 def test_a_results_file_of_another_format_version_is_refused(model, processors, damaged, tmp_path):
     result = evaluate_model(model, *processors, damaged, tasks=("T-T",), progress=False)
-    path = write_results(tmp_path / "results.json", [result], dataset="m3el")
+    path = write_results(tmp_path / "results.json", [result], make_provenance("builtin", str(tmp_path), None, None))
     payload = json.loads(path.read_text())
     path.write_text(json.dumps({**payload, "format_version": 2}))
     with pytest.raises(FormatVersionError, match=rf"^{path} has format_version 2; this m3el-hf reads format_version 1"):

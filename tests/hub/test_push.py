@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
 import httpx2
 import pytest
-from huggingface_hub import ModelCard
+import yaml
+from huggingface_hub import ModelCard, parse_eval_result_entries
 from huggingface_hub.utils import _http, set_client_factory
 from PIL import Image
 
@@ -28,9 +30,10 @@ TOKEN = "hf_SECRETtoken0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
-def results_file(records, tmp_path_factory) -> Path:
+def results_file(records, provenance, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("hub-results") / "results.json"
-    write_json(path, {"dataset": "demo-out/m3el", "ties": "expected", "records": records})
+    payload = {"dataset": "me/m3el", "provenance": provenance.to_dict(), "ties": "expected", "records": records}
+    write_json(path, payload)
     return path
 
 
@@ -213,13 +216,20 @@ def test_model_dry_run_loads_with_stock_clip(
     assert_no_token(printed.out, printed.err, caplog.text, folders=(out,))
 
 
-def test_model_dry_run_draws_the_plot_and_flags_synthetic_data(checkpoint, records, tmp_path, no_network):
+def test_model_dry_run_draws_the_plot_and_flags_synthetic_data(checkpoint, records, provenance, tmp_path, no_network):
     pytest.importorskip("matplotlib")
     results = tmp_path / "results.json"
-    payload = {"dataset": "m3el", "synthetic": True, "ties": "expected", "records": records}
+    synthetic = replace(provenance, dataset="m3el", local=True, synthetic=True).to_dict()
+    payload = {"dataset": "m3el", "synthetic": True, "provenance": synthetic, "ties": "expected", "records": records}
     write_json(results, payload)
     out = tmp_path / "staged"
-    push_model(checkpoint, "me/clipnd", results=results, dataset_id="me/m3el", license="mit", dry_run_dir=out)
+    args = (checkpoint, "me/clipnd")
+    with pytest.raises(ValueError, match=r"^Refusing leaderboard entries for me/m3el: the scores come from synthetic"):
+        push_model(*args, results=results, dataset_id="me/m3el", license="mit", dry_run_dir=out)
+    assert not out.exists()
+    push_model(*args, results=results, dataset_id="me/m3el", license="mit", dry_run_dir=out, unofficial_data=True)
+    entries = parse_eval_result_entries(yaml.safe_load((out / ".eval_results/m3el.yaml").read_text(encoding="utf-8")))
+    assert entries and all(e.notes.endswith("; unofficial: the scores come from synthetic data") for e in entries)
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "(accuracy.png)" in text and "These scores come from a synthetic release" in text
@@ -279,9 +289,9 @@ def test_push_model_to_a_new_branch(checkpoint, training_leftovers, results_file
     assert_no_token(printed.out, printed.err, caplog.text, *committed.values())
 
 
-def test_eval_results_pull_request_to_someone_elses_model(records, tmp_path, hub, capsys, caplog):
+def test_eval_results_pull_request_to_someone_elses_model(records, provenance, tmp_path, hub, capsys, caplog):
     caplog.set_level(logging.DEBUG)
-    write_eval_results(records, tmp_path / "eval", "me/m3el", "zero-shot CLIP")
+    write_eval_results(records, tmp_path / "eval", "me/m3el", "zero-shot CLIP", provenance=provenance)
     assert main(["push-model", str(tmp_path / "eval"), "--repo", "openai/clip-vit-base-patch32", "--create-pr"]) == 0
     assert hub.calls() == [
         ("POST", "/api/models/openai/clip-vit-base-patch32/preupload/main?create_pr=1"),
