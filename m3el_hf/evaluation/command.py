@@ -80,8 +80,9 @@ class EvaluateConfig:
             "mention image is a copy or near-duplicate of the gold's (counted as leaked)."
         },
     )
-    metrics: tuple[Literal["accuracy", "hits@1", "hits@3", "hits@5", "mrr"], ...] = field(
-        default=("accuracy",), metadata={"help": "Metrics the tables show (the JSON always holds all of them)."}
+    metrics: tuple[Literal["accuracy", "hits@1", "hits@3", "hits@5", "mrr", "mr"], ...] = field(
+        default=("accuracy",),
+        metadata={"help": "Metrics the tables show (the JSON holds all of them); mr: mean rank, lower is better."},
     )
     batch_size: int = field(default=64, metadata={"help": "Texts or images per encoder forward pass."})
     ties: Literal["expected", "pessimistic"] = field(

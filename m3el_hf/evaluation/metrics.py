@@ -1,4 +1,4 @@
-"""Ranking metrics for entity linking: accuracy, Hits@k and MRR of the gold candidate, with honest ties.
+"""Ranking metrics for entity linking: accuracy, Hits@k, MRR and mean rank of the gold candidate, with honest ties.
 
 Every mention ranks its own candidates. `scores` is either a dense ``(mentions, candidates)`` matrix
 (numpy or torch; whole-KB ranking included) or a list of 1-D score vectors of varying length (one
@@ -14,9 +14,12 @@ Ties are resolved by one switch, ``ties``:
 - ``"expected"`` (default): the expected value of the metric when ties are broken uniformly at
   random. With ``g`` candidates strictly above the gold and ``t`` others tied with it, the gold's
   rank is uniform on ``g+1 .. g+t+1``, so Hits@k is ``clip(k - g, 0, t + 1) / (t + 1)`` and the
-  reciprocal rank is ``(H(g+t+1) - H(g)) / (t + 1)`` with ``H`` the harmonic numbers. A model that
-  gives all ``n`` candidates one score gets exactly ``1/n`` accuracy, wherever the gold sits.
-- ``"pessimistic"``: every tied candidate is ranked above the gold, so ties count as errors.
+  reciprocal rank is ``(H(g+t+1) - H(g)) / (t + 1)`` with ``H`` the harmonic numbers, and the rank is
+  ``g + 1 + t/2``. A model that gives all ``n`` candidates one score gets exactly ``1/n`` accuracy, and
+  mean rank ``(n + 1)/2``, wherever the gold sits.
+- ``"pessimistic"``: every tied candidate is ranked above the gold (rank ``g + t + 1``), so ties count as errors.
+
+The mean rank (MR, 1-based) is the one metric where lower is better.
 
 All metrics are means over mentions, so per-shard results combine by a `count`-weighted mean.
 """
@@ -42,8 +45,11 @@ __all__ = [
     "evaluate_module_path",
     "gold_ranks",
     "hits_at_k",
+    "mean_rank",
+    "metrics_from_counts",
     "mrr",
     "ranking_metrics",
+    "tie_counts",
 ]
 
 Ties = Literal["pessimistic", "expected"]
@@ -200,8 +206,15 @@ def _block_tie_counts(s: np.ndarray, n: np.ndarray, gold: np.ndarray) -> tuple[n
     return greater, tied
 
 
-def _tie_counts(scores: Scores, gold: Gold) -> tuple[np.ndarray, np.ndarray]:
-    """Per mention: how many candidates score strictly above the gold, and how many others tie it."""
+def tie_counts(scores: Scores, gold: Gold) -> tuple[np.ndarray, np.ndarray]:
+    """Per mention: how many candidates score strictly above the gold, and how many others tie it (int64).
+
+    Every metric here is a function of these two counts (`metrics_from_counts`), so counts taken block by
+    block (e.g. chunks of mentions) and concatenated give exactly the metrics of the whole matrix.
+
+    >>> tie_counts([[0.9, 0.5, 0.9], [0.1, 0.7]], [0, 1])
+    (array([0, 0]), array([1, 0]))
+    """
     greater, tied = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     for block, n, g in _chunks(scores, gold):
         gt, eq = _block_tie_counts(block, n, g)
@@ -251,6 +264,11 @@ def _reciprocal_ranks(greater: np.ndarray, tied: np.ndarray, ties: Ties) -> np.n
     return np.where(tied == 0, 1.0 / (greater + 1), expected)
 
 
+def _ranks(greater: np.ndarray, tied: np.ndarray, ties: Ties) -> np.ndarray:
+    spread = tied / 2 if ties == "expected" else tied
+    return (1 + greater + spread).astype(np.float64)
+
+
 def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else float("nan")
 
@@ -275,16 +293,14 @@ def gold_ranks(scores: Scores, gold: Gold, ties: Ties = "expected") -> np.ndarra
     [1.5, 1.0]
     """
     _check_ties(ties)
-    greater, tied = _tie_counts(scores, gold)
-    spread = tied / 2 if ties == "expected" else tied
-    return (1 + greater + spread).astype(np.float64)
+    return _ranks(*tie_counts(scores, gold), ties)
 
 
 def hits_at_k(scores: Scores, gold: Gold, k: int, ties: Ties = "expected") -> float:
     """Fraction of mentions whose gold ranks in the top `k` (see `gold_ranks` for the arguments)."""
     _check_ties(ties)
     _check_k(k)
-    return _hits(*_tie_counts(scores, gold), k, ties)
+    return _hits(*tie_counts(scores, gold), k, ties)
 
 
 def accuracy_at_1(scores: Scores, gold: Gold, ties: Ties = "expected") -> float:
@@ -295,13 +311,19 @@ def accuracy_at_1(scores: Scores, gold: Gold, ties: Ties = "expected") -> float:
 def mrr(scores: Scores, gold: Gold, ties: Ties = "expected") -> float:
     """Mean reciprocal rank of the gold; exact expectation under `"expected"` ties (see `gold_ranks`)."""
     _check_ties(ties)
-    return _mean(_reciprocal_ranks(*_tie_counts(scores, gold), ties))
+    return _mean(_reciprocal_ranks(*tie_counts(scores, gold), ties))
+
+
+def mean_rank(scores: Scores, gold: Gold, ties: Ties = "expected") -> float:
+    """Mean 1-based rank of the gold (MR, lower is better): the mean of `gold_ranks` (see it for the arguments)."""
+    _check_ties(ties)
+    return _mean(_ranks(*tie_counts(scores, gold), ties))
 
 
 def ranking_metrics(
     scores: Scores, gold: Gold, ks: Sequence[int] = (1, 3, 5), ties: Ties = "expected"
 ) -> dict[str, float | int]:
-    """Accuracy, Hits@k for each k in `ks`, MRR and the mention count, from one pass over `scores`.
+    """Accuracy, Hits@k for each k in `ks`, MRR, mean rank and the mention count, from one pass over `scores`.
 
     Args:
         scores, gold, ties: as in `gold_ranks`.
@@ -309,18 +331,30 @@ def ranking_metrics(
             Cut-offs reported as ``"hits@{k}"``.
 
     Returns:
-        `dict`: ``accuracy`` (== Hits@1), ``hits@{k}`` per k, ``mrr`` and ``count`` (an `int`).
-        Means are ``nan`` when there are no mentions.
+        `dict`: ``accuracy`` (== Hits@1), ``hits@{k}`` per k, ``mrr``, ``mr`` (mean rank, lower is better) and
+        ``count`` (an `int`). Means are ``nan`` when there are no mentions.
 
     >>> ranking_metrics([[0.2, 0.9, 0.5], [1.0, 1.0]], [2, 0], ks=(1, 2))
-    {'accuracy': 0.25, 'hits@1': 0.25, 'hits@2': 1.0, 'mrr': 0.625, 'count': 2}
+    {'accuracy': 0.25, 'hits@1': 0.25, 'hits@2': 1.0, 'mrr': 0.625, 'mr': 1.75, 'count': 2}
+    """
+    return metrics_from_counts(*tie_counts(scores, gold), ks=ks, ties=ties)
+
+
+def metrics_from_counts(
+    greater: np.ndarray, tied: np.ndarray, ks: Sequence[int] = (1, 3, 5), ties: Ties = "expected"
+) -> dict[str, float | int]:
+    """`ranking_metrics` from the per-mention counts of `tie_counts` (concatenated over blocks, if taken so).
+
+    >>> metrics_from_counts(*tie_counts([[0.2, 0.9, 0.5], [1.0, 1.0]], [2, 0]), ks=(1, 2))["mr"]
+    1.75
     """
     _check_ties(ties)
     for k in ks:
         _check_k(k)
-    greater, tied = _tie_counts(scores, gold)
+    greater, tied = np.asarray(greater, dtype=np.int64), np.asarray(tied, dtype=np.int64)
     out: dict[str, float | int] = {"accuracy": _hits(greater, tied, 1, ties)}
     out.update({f"hits@{k}": _hits(greater, tied, k, ties) for k in ks})
     out["mrr"] = _mean(_reciprocal_ranks(greater, tied, ties))
+    out["mr"] = _mean(_ranks(greater, tied, ties))
     out["count"] = len(greater)
     return out

@@ -29,6 +29,7 @@ _SCORE_KEYS = {
     "hits@3": "expected_hits_at_3",
     "hits@5": "expected_hits_at_5",
     "mrr": "expected_mrr",
+    "mr": "expected_mean_rank",
 }
 
 

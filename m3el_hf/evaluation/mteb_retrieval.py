@@ -21,12 +21,14 @@ space, as MTEB joins a document's title and text. Documents are ``title`` (name)
 ``sentence``, ``title``, ``body``) for models with their own templates.
 
 The main score ``expected_accuracy`` counts ties honestly: with ``g`` entities scored above the gold and ``t``
-others tied with it, the gold's rank is uniform on ``g+1 … g+t+1``, so Hits@k is ``clip(k - g, 0, t+1)/(t+1)``
-and the reciprocal rank is the mean of ``1/r`` over that range. Scores within `TIE_ULPS` float32 ulps of the
+others tied with it, the gold's rank is uniform on ``g+1 … g+t+1``, so Hits@k is ``clip(k - g, 0, t+1)/(t+1)``,
+the reciprocal rank is the mean of ``1/r`` over that range and the rank its midpoint ``g + 1 + t/2``
+(``expected_mean_rank``, lower is better). Scores within `TIE_ULPS` float32 ulps of the
 gold's are a tie (about 1e-6 for cosine scores): encoding an input in another batch, and matrix products, move
 equal scores by a few ulps of the scale of their terms. The ranking is read to MTEB's retrieval
 depth (`RETRIEVAL_DEPTH`); a gold ranked below it counts 0, which can only lower a ``Kb`` task's MRR, by less
-than ``1/RETRIEVAL_DEPTH`` per such mention.
+than ``1/RETRIEVAL_DEPTH`` per such mention, and counts rank ``RETRIEVAL_DEPTH + 1``, which can only make its mean
+rank look better.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ class AbsTaskM3EL(AbsTaskRetrieval):
         if len(data_split["queries"]):
             return super()._evaluate_subset(model, data_split, **kwargs)
         # Nothing to rank (e.g. an image task on a split without images): MTEB's metrics need one query.
-        empty = {"expected_accuracy": math.nan, "expected_mrr": math.nan}
+        empty = {"expected_accuracy": math.nan, "expected_mrr": math.nan, "expected_mean_rank": math.nan}
         empty.update({f"expected_hits_at_{k}": math.nan for k in KS})
         return {**empty, **self._counts(kwargs["hf_subset"], kwargs["hf_split"])}
 
@@ -221,11 +223,13 @@ class AbsTaskM3EL(AbsTaskRetrieval):
         hf_split: str,
         hf_subset: str,
     ) -> dict[str, float]:
-        """Tie-honest accuracy, Hits@k and MRR (the expected values under random tie-breaking), and the counts."""
+        """Tie-honest accuracy, Hits@k, MRR and mean rank (expected values under random tie-breaking), and the
+        counts."""
         greater, tied = _tie_counts(qrels, results)
         out = {f"expected_hits_at_{k}": _expected_hits(greater, tied, k) for k in KS}
         out["expected_accuracy"] = out["expected_hits_at_1"]
         out["expected_mrr"] = float(np.mean(_expected_reciprocal_ranks(greater, tied)))
+        out["expected_mean_rank"] = float(np.mean(1 + greater + tied / 2)) if greater.size else math.nan
         return {**out, **self._counts(hf_subset, hf_split)}
 
 

@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 
-METRIC_KEYS: tuple[str, ...] = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
+METRIC_KEYS: tuple[str, ...] = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr", "mr")
+"""The metrics of every record; ``mr`` (mean rank, 1-based) is the one where lower is better."""
 
 
 RECORD_KEYS: tuple[str, ...] = (
@@ -64,8 +65,8 @@ class EvaluationResult:
         return _mean_accuracy(self.records, protocol, topic)
 
     def table(self, metrics: Sequence[str] = ("accuracy",)) -> str:
-        """Each metric (%) per task (rows) and topic (columns), the instances evaluated in brackets; one block
-        per protocol and metric, for the terminal."""
+        """Each metric (in %, the mean rank as is) per task (rows) and topic (columns), the instances evaluated in
+        brackets; one block per protocol and metric, for the terminal."""
         blocks = []
         for protocol in unique(r["protocol"] for r in self.records):
             records = [r for r in self.records if r["protocol"] == protocol]
@@ -73,9 +74,10 @@ class EvaluationResult:
             cells = {(r["task"], r["topic"]): r for r in records}
             for metric in metrics:
                 rows = [[task, *(_cell(cells.get((task, topic)), metric) for topic in topics)] for task in tasks]
-                rows.append(["mean", *(percent(_mean_accuracy(records, protocol, t, metric)) for t in topics)])
+                rows.append(["mean", *(_show(_mean_accuracy(records, protocol, t, metric), metric) for t in topics)])
+                unit = "(lower is better)" if metric == "mr" else "(%)"
                 title = (
-                    f"{records[0]['model']}: {metric} (%) (instances evaluated), protocol {protocol!r}, "
+                    f"{records[0]['model']}: {metric} {unit} (instances evaluated), protocol {protocol!r}, "
                     f"split {records[0]['split']!r}"
                 )
                 blocks.append(_render(title, ["task", *topics], rows))
@@ -165,7 +167,14 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _cell(record: Mapping[str, Any] | None, metric: str) -> str:
-    return "—" if record is None else f"{percent(record[metric])} ({record['evaluated']})"
+    return "—" if record is None else f"{_show(record[metric], metric)} ({record['evaluated']})"
+
+
+def _show(value: float | None, metric: str) -> str:
+    """A metric for a table: the mean rank with two decimals, the others in percent."""
+    if metric != "mr" or is_missing(value):
+        return percent(value)
+    return f"{value:.2f}"
 
 
 def _mean_accuracy(records: Iterable[Mapping[str, Any]], protocol: str, topic: str, metric: str = "accuracy") -> float:

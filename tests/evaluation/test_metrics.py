@@ -17,8 +17,11 @@ from m3el_hf.evaluation.metrics import (
     evaluate_module_path,
     gold_ranks,
     hits_at_k,
+    mean_rank,
+    metrics_from_counts,
     mrr,
     ranking_metrics,
+    tie_counts,
 )
 
 INF = math.inf
@@ -39,6 +42,7 @@ def test_known_ranks_without_ties():
             "hits@3": pytest.approx(2 / 3),  # ranks 2 and 1
             "hits@5": 1.0,
             "mrr": pytest.approx((1 / 2 + 1 / 4 + 1) / 3),  # = 0.58333...
+            "mr": pytest.approx((2 + 4 + 1) / 3),
             "count": 3,
         }
 
@@ -66,6 +70,7 @@ def test_two_above_and_two_tied():
         "hits@3": pytest.approx(1 / 3),
         "hits@5": 1.0,
         "mrr": pytest.approx(47 / 180),
+        "mr": 4.0,
         "count": 1,
     }
     assert ranking_metrics(scores, gold, ties="pessimistic") == {
@@ -74,6 +79,7 @@ def test_two_above_and_two_tied():
         "hits@3": 0.0,
         "hits@5": 1.0,
         "mrr": pytest.approx(1 / 5),
+        "mr": 5.0,
         "count": 1,
     }
     assert gold_ranks(scores, gold).tolist() == [4.0]
@@ -91,9 +97,11 @@ def test_constant_scorer_gets_exactly_chance(n):
     assert expected["hits@3"] == min(3, n) / n
     assert expected["mrr"] == pytest.approx(sum(1 / j for j in range(1, n + 1)) / n, rel=1e-12)
     assert gold_ranks(scores, gold).tolist() == [(n + 1) / 2] * n
+    assert expected["mr"] == mean_rank(scores, gold) == (n + 1) / 2
     pessimistic = ranking_metrics(scores, gold, ks=(1, 3), ties="pessimistic")
     assert pessimistic["accuracy"] == (1.0 if n == 1 else 0.0)
     assert pessimistic["mrr"] == pytest.approx(1 / n)
+    assert pessimistic["mr"] == n
 
 
 def test_unscorable_gold_is_ranked_last():
@@ -133,6 +141,7 @@ def _reference(row: list[float], gold: int, ks: tuple[int, ...]) -> dict[str, Fr
         ranks.append(order.index(gold) + 1)
     out = {f"hits@{k}": Fraction(sum(r <= k for r in ranks), len(perms)) for k in ks}
     out["mrr"] = sum(Fraction(1, r) for r in ranks) / len(perms)
+    out["rank"] = Fraction(sum(ranks), len(perms))
     out["pessimistic_rank"] = 1 + sum(key[c] >= key[gold] for c in range(len(row)) if c != gold)
     return out
 
@@ -153,11 +162,16 @@ def test_variable_length_lists_match_brute_force_reference(seed):
     for k in ks:
         assert got[f"hits@{k}"] == pytest.approx(float(sum(r[f"hits@{k}"] for r in refs) / len(refs)))
     assert got["mrr"] == pytest.approx(float(sum(r["mrr"] for r in refs) / len(refs)))
+    # MR: the mean of the rank averaged over every tie-break permutation, exactly (half-integers are exact).
+    assert got["mr"] == float(sum(r["rank"] for r in refs) / len(refs))
+    pessimistic = sum(r["pessimistic_rank"] for r in refs) / len(refs)
+    assert ranking_metrics(rows, gold, ks=ks, ties="pessimistic")["mr"] == pytest.approx(pessimistic, rel=1e-15)
     assert got["count"] == len(rows)
     # Row by row too, so one mention's error cannot hide behind another's.
     for row, g, ref in zip(rows, gold, refs, strict=True):
         assert hits_at_k([row], [g], 2) == pytest.approx(float(ref["hits@2"]))
         assert mrr([row], [g]) == pytest.approx(float(ref["mrr"]))
+        assert mean_rank([row], [g]) == float(ref["rank"])
         assert gold_ranks([row], [g], ties="pessimistic").tolist() == [ref["pessimistic_rank"]]
 
 
@@ -181,10 +195,30 @@ def test_input_types_and_chunking_agree(monkeypatch):
     assert chunked == ranking_metrics(list(dense), dense_gold)
 
 
+def test_mean_rank_matches_every_tie_break_of_constant_blocks():
+    # g candidates above the gold, t others tied with it: average the gold's rank over every random tie-breaker.
+    for g, t, below in [(0, 0, 2), (0, 3, 0), (2, 2, 1), (1, 4, 2), (3, 0, 0)]:
+        row = [2.0] * g + [1.0] * (t + 1) + [0.0] * below
+        gold = g + t // 2
+        ranks = []
+        for perm in itertools.permutations(range(len(row))):  # perm[c] is candidate c's tie-breaker
+            ranks.append(sorted(range(len(row)), key=lambda c: (-row[c], perm[c])).index(gold) + 1)
+        assert mean_rank([row], [gold]) == sum(ranks) / len(ranks) == g + (t + 2) / 2
+        assert mean_rank([row], [gold], ties="pessimistic") == max(ranks) == g + t + 1
+
+
+def test_metrics_from_counts_taken_in_blocks_equal_the_whole():
+    rows, gold = _random_ragged(4, n_mentions=50)
+    counts = [tie_counts(rows[i : i + 7], gold[i : i + 7]) for i in range(0, len(rows), 7)]
+    greater, tied = (np.concatenate(parts) for parts in zip(*counts, strict=True))
+    for ties in ("expected", "pessimistic"):
+        assert metrics_from_counts(greater, tied, ties=ties) == ranking_metrics(rows, gold, ties=ties)
+
+
 def test_no_mentions():
     out = ranking_metrics([], [])
     assert out["count"] == 0
-    assert math.isnan(out["accuracy"]) and math.isnan(out["mrr"])
+    assert math.isnan(out["accuracy"]) and math.isnan(out["mrr"]) and math.isnan(out["mr"])
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,11 @@ def test_results_round_trip_table_and_plot(model, processors, damaged, tmp_path)
             assert value == theirs[key] or (math.isnan(value) and math.isnan(theirs[key])), key
     assert not math.isnan(result.mean_accuracy()) and not math.isnan(result.mean_accuracy(topic="books"))
     assert "protocol 'candidates'" in result.table() and "books" in result.table()
+    # The mean rank is shown as a rank (lower is better), not as a percentage.
+    ranks = result.table(("mr",))
+    assert "mr (lower is better)" in ranks and "(%)" not in ranks
+    some = next(r for r in result.records if r["evaluated"] and r["topic"] == "books")
+    assert f"{some['mr']:.2f} ({some['evaluated']})" in ranks and some["mr"] >= 1
     assert "CLIP_ND" in format_table(back)
     png = plot_accuracy(back, tmp_path / "plots" / "accuracy.png")
     with Image.open(png) as image:
@@ -53,7 +58,7 @@ def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> 
     """Each topic weighs the same (MTEB's mean over subsets), whatever its size; an empty topic is left out."""
 
     def record(topic: str, accuracy: float, evaluated: int) -> dict:
-        metrics = {key: accuracy for key in ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")}
+        metrics = {key: accuracy for key in ("accuracy", "hits@1", "hits@3", "hits@5", "mrr", "mr")}
         return {"model": "m", "protocol": "candidates", "task": "T-T", "topic": topic, **metrics} | {
             "evaluated": evaluated,
             "excluded": 1,

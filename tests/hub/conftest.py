@@ -68,6 +68,7 @@ def _record(model: str, protocol: str, topic: str, task: str, accuracy: float | 
         "hits@3": None if accuracy is None else min(1.0, accuracy + 0.2),
         "hits@5": None if accuracy is None else min(1.0, accuracy + 0.3),
         "mrr": None if accuracy is None else accuracy + 0.05,
+        "mr": None if accuracy is None else 2 - accuracy,
         "evaluated": 0 if accuracy is None else 4,
         "excluded": 4 if accuracy is None else 0,
         "leaked": 1 if protocol.endswith("leak-free") else 0,

@@ -21,7 +21,8 @@ __all__ = ["M3elRanking"]
 
 _DESCRIPTION = """
 Ranking metrics for M³EL entity linking: for each mention the model scores its candidates, and the
-metrics report where the gold candidate lands: accuracy (Hits@1), Hits@k and mean reciprocal rank.
+metrics report where the gold candidate lands: accuracy (Hits@1), Hits@k, mean reciprocal rank and
+mean rank (MR, 1-based, lower is better).
 Ties are handled honestly: under `ties="expected"` each metric is its exact expectation when ties are
 broken at random (a constant scorer gets exactly chance), under `ties="pessimistic"` ties count as
 errors. Unscorable candidates are -inf (NaN is read as -inf); an unscorable gold is ranked last.
@@ -38,19 +39,19 @@ Args:
     ties (`str`, *optional*, defaults to `"expected"`): `"expected"` or `"pessimistic"`.
 
 Returns:
-    `dict`: `accuracy`, `hits@{k}` for each k, `mrr` and `count`.
+    `dict`: `accuracy`, `hits@{k}` for each k, `mrr`, `mr` (mean rank, lower is better) and `count`.
 
 Examples:
     >>> import m3el_hf.evaluation.metrics
     >>> metric = evaluate.load(m3el_hf.evaluation.metrics.evaluate_module_path())
     >>> metric.compute(scores=[[0.2, 0.9, 0.5], [1.0, 1.0]], gold=[2, 0], ks=(1, 2))
-    {'accuracy': 0.25, 'hits@1': 0.25, 'hits@2': 1.0, 'mrr': 0.625, 'count': 2}
+    {'accuracy': 0.25, 'hits@1': 0.25, 'hits@2': 1.0, 'mrr': 0.625, 'mr': 1.75, 'count': 2}
 """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class M3elRanking(evaluate.Metric):
-    """Accuracy, Hits@k and MRR of the gold candidate; see `m3el_hf.evaluation.metrics.ranking_metrics`."""
+    """Accuracy, Hits@k, MRR and mean rank of the gold candidate; see `m3el_hf.evaluation.metrics.ranking_metrics`."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
