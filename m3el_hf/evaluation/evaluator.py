@@ -23,10 +23,10 @@ counts as a hit (see `m3el_hf.evaluation.metrics`).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..benchmark import PROTOCOLS, is_leak_free, ranks_the_kb
@@ -44,7 +44,7 @@ from .embeddings import (
     gather_instances,
     gather_kb,
 )
-from .metrics import Ties, ranking_metrics
+from .metrics import Ties, metrics_from_counts, ranking_metrics, tie_counts
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
 __all__ = ["evaluate_model"]
@@ -272,25 +272,21 @@ def _kb_gold_rows(instances: Instances, kb: KnowledgeBase, topic: str, indices: 
 def _rank_against(
     mentions: torch.Tensor, entities: torch.Tensor, usable: torch.Tensor, gold: torch.Tensor, ties: Ties
 ) -> dict[str, float]:
-    """Metrics of ranking the whole KB for each mention, in chunks of mentions to bound memory."""
+    """Metrics of ranking the whole KB for each mention.
+
+    The scores are taken a chunk of mentions at a time (`_KB_CHUNK_ELEMENTS`), so no mentions × entities matrix
+    is held at once; each chunk leaves only its per-mention tie counts, which give exactly the metrics of the
+    whole matrix (`metrics_from_counts`).
+    """
     unusable = ~usable.to(entities.device)
     step = max(1, _KB_CHUNK_ELEMENTS // max(len(entities), 1))
-    parts = []
+    greater, tied = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     for start in range(0, len(mentions), step):
         scores = (mentions[start : start + step] @ entities.T).masked_fill(unusable, float("-inf"))
-        parts.append((ranking_metrics(scores.cpu(), gold[start : start + step], ks=_KS, ties=ties), 0, 0, 0))
-    return _pool(parts)[0] if parts else ranking_metrics([], [], ks=_KS, ties=ties)
-
-
-def _pool(cells: Iterable[_Cell]) -> _Cell:
-    """Combine chunks of one topic's mentions by a count-weighted mean of their metrics (means over mentions)."""
-    cells = list(cells)
-    count = sum(int(cell[0]["count"]) for cell in cells)
-    pooled: dict[str, float] = {"count": count}
-    for key in METRIC_KEYS:
-        total = math.fsum(c[0][key] * c[0]["count"] for c in cells if c[0]["count"])
-        pooled[key] = total / count if count else float("nan")
-    return pooled, sum(c[1] for c in cells), sum(c[2] for c in cells), sum(c[3] for c in cells)
+        above, level = tie_counts(scores.cpu(), gold[start : start + step])
+        greater.append(above)
+        tied.append(level)
+    return metrics_from_counts(np.concatenate(greater), np.concatenate(tied), ks=_KS, ties=ties)
 
 
 def _by_topic(topics: list[str]) -> dict[str, list[int]]:
