@@ -26,6 +26,7 @@ from ..layout import REPORT_NAME
 from ..locations import check_checkpoint, check_prepared
 from ..provenance import Provenance, check_publishable, make_provenance
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
+from .entity_text import FULL, EntityTextVariant
 from .evaluator import evaluate_model
 from .plots import plot_accuracy
 from .results import EvaluationResult, format_table, percent, write_results
@@ -89,6 +90,14 @@ class EvaluateConfig:
         default="expected",
         metadata={"help": "Tied scores: expected value under random tie-breaking, or counted as errors."},
     )
+    entity_text: str = field(
+        default=FULL,
+        metadata={
+            "help": "Entity text: full (name and description), name (no description), truncate:N (the first N words "
+            "of each description), drop:P (a seeded share P of the descriptions removed) or shuffle (descriptions "
+            "swapped between the entities, seeded); the records name it."
+        },
+    )
     max_instances: int | None = field(
         default=None, metadata={"help": "Evaluate only the first N instances of each topic (smoke runs)."}
     )
@@ -141,6 +150,7 @@ class EvaluateConfig:
             raise ValueError(f"--protocol must list some of {', '.join(PROTOCOLS)}, got {list(self.protocol)}.")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        EntityTextVariant(self.entity_text)
         if self.max_instances is not None and self.max_instances < 1:
             raise ValueError(f"--max-instances must be at least 1, got {self.max_instances}.")
         if self.output.suffix != ".json":
@@ -154,11 +164,13 @@ class EvaluateConfig:
             or HEADLINE_PROTOCOL not in self.protocol
             or self.ties != "expected"
             or self.max_instances is not None
+            or self.entity_text != FULL
         ):
             raise ValueError(
                 f"--eval-results writes the leaderboard's scores: the whole {BENCHMARK_SPLIT!r} split, protocol "
-                f"{HEADLINE_PROTOCOL!r}, ties 'expected'; got --split {self.split} --protocol "
-                f"{' '.join(self.protocol)} --ties {self.ties} --max-instances {self.max_instances}."
+                f"{HEADLINE_PROTOCOL!r}, ties 'expected', entity text 'full'; got --split {self.split} --protocol "
+                f"{' '.join(self.protocol)} --ties {self.ties} --max-instances {self.max_instances} "
+                f"--entity-text {self.entity_text}."
             )
         if self.harness == "mteb":
             self._check_mteb()
@@ -170,10 +182,10 @@ class EvaluateConfig:
     def _check_mteb(self) -> None:
         if importlib.util.find_spec("mteb") is None:
             raise ValueError("--harness mteb needs MTEB: pip install 'm3el-hf[mteb]', or use --harness builtin.")
-        if self.ties != "expected" or self.max_instances is not None:
+        if self.ties != "expected" or self.max_instances is not None or self.entity_text != FULL:
             raise ValueError(
-                "--harness mteb scores whole splits with ties 'expected' (the M³EL tasks' main score); leave out "
-                f"--ties {self.ties} and --max-instances, or use --harness builtin."
+                "--harness mteb scores whole splits with ties 'expected' (the M³EL tasks' main score) and full entity "
+                f"texts; leave out --ties {self.ties}, --max-instances and --entity-text, or use --harness builtin."
             )
 
     def labels(self) -> tuple[str, ...]:
@@ -223,6 +235,7 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
                 checkpoint=str(path),
                 split=config.split,
                 ties=config.ties,
+                entity_text=config.entity_text,
                 batch_size=config.batch_size,
             )
         print(result.table(config.metrics), end="\n\n")

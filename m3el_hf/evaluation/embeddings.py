@@ -14,6 +14,7 @@ from ..images import open_image
 from ..modeling.encoders import EncodedInputs, Encoders
 from ..modeling.templates import TextTemplates
 from ..tasks import Modality, Task
+from .entity_text import DegradedTemplates
 
 __all__ = [
     "INSTANCE_COLUMNS",
@@ -94,7 +95,7 @@ def _batches(dataset: Any, names: Sequence[str], bar: Any) -> Iterator[dict[str,
 
 def gather_instances(
     dataset: Any,
-    templates: TextTemplates,
+    templates: TextTemplates | DegradedTemplates,
     tasks: list[Task],
     texts: TextRegistry,
     images: ImageStream,
@@ -139,7 +140,12 @@ def gather_instances(
 
 
 def gather_kb(
-    kb: Any, templates: TextTemplates, tasks: list[Task], texts: TextRegistry, images: ImageStream, bar: Any
+    kb: Any,
+    templates: TextTemplates | DegradedTemplates,
+    tasks: list[Task],
+    texts: TextRegistry,
+    images: ImageStream,
+    bar: Any,
 ) -> KnowledgeBase:
     need = _needs(tasks)
     text_rows: dict[str, list[int]] = {}
@@ -152,7 +158,7 @@ def gather_kb(
                 raise ValueError(f"The {topic!r} KB lists entity {qid!r} twice; pass each '{{topic}}-kb' config once.")
             qids[qid] = len(qids)
             if need["entity_text"]:
-                entity = {"name": block["name"][i], "description": block["description"][i]}
+                entity = {"qid": qid, "name": block["name"][i], "description": block["description"][i]}
                 text_rows.setdefault(topic, []).append(texts.add(templates.entity_text(entity)))
             image_rows.setdefault(topic, []).append(images.add(block["image"][i]) if need["entity_image"] else -1)
     entities = {topic: _items(text_rows.get(topic, []), image_rows[topic]) for topic in qid_rows}

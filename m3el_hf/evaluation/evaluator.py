@@ -44,6 +44,7 @@ from .embeddings import (
     gather_instances,
     gather_kb,
 )
+from .entity_text import FULL, EntityTextVariant, degrade
 from .metrics import Ties, metrics_from_counts, ranking_metrics, tie_counts
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
@@ -69,6 +70,7 @@ def evaluate_model(
     checkpoint: str = "",
     split: str = "test",
     ties: Ties = "expected",
+    entity_text: str = FULL,
     batch_size: int = 64,
     progress: bool = True,
 ) -> EvaluationResult:
@@ -93,6 +95,8 @@ def evaluate_model(
         checkpoint (`str`, *optional*, defaults to `""`): The `checkpoint` of the records.
         split (`str`, *optional*, defaults to `"test"`): The `split` of the records.
         ties (`str`, *optional*, defaults to `"expected"`): Tie handling of [`ranking_metrics`].
+        entity_text (`str`, *optional*, defaults to `"full"`): The entity text variant
+            (`m3el_hf.evaluation.entity_text`): ``full``, ``name``, ``truncate:N``, ``drop:P`` or ``shuffle``.
         batch_size (`int`, *optional*, defaults to 64): Texts or images per encoder forward pass.
         progress (`bool`, *optional*, defaults to `True`): Show progress bars.
 
@@ -100,6 +104,7 @@ def evaluate_model(
         [`EvaluationResult`]
     """
     task_list, protocols = _check_arguments(model, dataset, kb, tasks, protocols, ties, batch_size)
+    variant = EntityTextVariant(entity_text)
     was_training = model.training
     model.eval()
     try:
@@ -109,16 +114,19 @@ def evaluate_model(
             whole_kb = any(ranks_the_kb(p) for p in protocols)
             rows = dataset.num_rows + (kb.num_rows if whole_kb else 0)
             leaks = any(is_leak_free(p) for p in protocols)
+            templates = encoders.templates
+            if entity_text != FULL:
+                templates = degrade(templates, variant, dataset, kb if whole_kb else None)
             # One bar at a time: reading the rows (their images are encoded as they come), then the texts.
             with progress_bar(desc="Reading rows, encoding images", total=rows, unit="row", show=progress) as bar:
-                instances = gather_instances(dataset, encoders.templates, task_list, texts, images, bar, leaks=leaks)
-                entities = gather_kb(kb, encoders.templates, task_list, texts, images, bar) if whole_kb else None
+                instances = gather_instances(dataset, templates, task_list, texts, images, bar, leaks=leaks)
+                entities = gather_kb(kb, templates, task_list, texts, images, bar) if whole_kb else None
                 image_embeddings = images.embeddings()
             cache = EncodedInputs(model, encoders.texts(texts.items), image_embeddings)
             cells = {protocol: _score(protocol, instances, entities, cache, task_list, ties) for protocol in protocols}
     finally:
         model.train(was_training)
-    header = {"model": model_name, "checkpoint": checkpoint, "split": split, "ties": ties}
+    header = {"model": model_name, "checkpoint": checkpoint, "split": split, "ties": ties, "entity_text": entity_text}
     records = [
         _record(header, protocol, topic, task, *cell)
         for protocol, by_cell in cells.items()

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..benchmark import mteb_task_name, protocol_name
 from ..modeling.configuration_clipnd import CLIPNDConfig
+from .entity_text import FULL
 from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
 
 __all__ = ["build_mteb_tasks", "evaluate_with_mteb", "load_mteb_model", "records_from_mteb"]
@@ -110,7 +111,7 @@ def evaluate_with_mteb(
         encode_kwargs={"batch_size": batch_size, "show_progress_bar": progress},
         show_progress_bar=progress,
     )
-    header = {"model": model_name, "checkpoint": str(model), "split": split, "ties": "expected"}
+    header = {"model": model_name, "checkpoint": str(model), "split": split, "ties": "expected", "entity_text": FULL}
     records = records_from_mteb(result.task_results, task_objects, header, topics)
     return EvaluationResult(add_overall(records))
 

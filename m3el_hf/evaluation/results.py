@@ -43,10 +43,12 @@ RECORD_KEYS: tuple[str, ...] = (
     "excluded",
     "leaked",
     "ties",
+    "entity_text",
 )
 """The keys of every record, in order; metrics are ``NaN`` (``null`` in JSON) when nothing was evaluated.
 ``excluded`` counts instances lacking a modality of the task; ``leaked`` those a leak-free protocol leaves
-out because the mention's image is a copy or near-duplicate of the gold's (0 under the other protocols)."""
+out because the mention's image is a copy or near-duplicate of the gold's (0 under the other protocols);
+``entity_text`` names the entity text variant (``full`` unless ``evaluate --entity-text`` degraded it)."""
 
 
 @dataclass
@@ -78,7 +80,7 @@ class EvaluationResult:
                 unit = "(lower is better)" if metric == "mr" else "(%)"
                 title = (
                     f"{records[0]['model']}: {metric} {unit} (instances evaluated), protocol {protocol!r}, "
-                    f"split {records[0]['split']!r}"
+                    f"split {records[0]['split']!r}, entity text {records[0]['entity_text']!r}"
                 )
                 blocks.append(_render(title, ["task", *topics], rows))
         return "\n\n".join(blocks)
@@ -161,7 +163,8 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
         rows = [[task, str(evaluated[task]), *(percent(cells.get((task, m))) for m in models)] for task in tasks]
         means = [_mean_accuracy([r for r in overall if r["model"] == m], protocol, ALL_TOPICS) for m in models]
         rows.append(["mean", "", *map(percent, means)])
-        title = f"Accuracy (%), protocol {protocol!r}, all topics"
+        variants = ", ".join(unique(r["entity_text"] for r in overall))
+        title = f"Accuracy (%), protocol {protocol!r}, all topics, entity text {variants}"
         blocks.append(_render(title, ["task", "instances", *models], rows))
     return "\n\n".join(blocks)
 

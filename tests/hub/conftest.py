@@ -73,6 +73,7 @@ def _record(model: str, protocol: str, topic: str, task: str, accuracy: float | 
         "excluded": 4 if accuracy is None else 0,
         "leaked": 1 if protocol.endswith("leak-free") else 0,
         "ties": "expected",
+        "entity_text": "full",
     }
 
 
