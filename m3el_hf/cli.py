@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .arguments import add_dataclass_arguments, dataclass_from_namespace
+from .faults import INTERRUPTED, debugging, fault_line, output_of
 from .progress import configure_logging
 from .version import __version__
 
@@ -25,6 +26,8 @@ class Command:
     run: str
     help: str
     example: str
+    left: str = "nothing was written"
+    """What the command leaves when it stops part way (Ctrl-C, a full disk); ``{config}`` is its configuration."""
 
     def load(self) -> tuple[type, Callable]:
         module = importlib.import_module(self.module)
@@ -73,6 +76,8 @@ COMMANDS: dict[str, Command] = {
         "run_train",
         "Train CLIP_ND from a recipe (one process here; `accelerate launch trainers/train.py` for several).",
         "m3el-hf train --recipe tiny-cpu --model demo-out/tiny-clip --data demo-out/m3el --output-dir runs/tiny",
+        "{config.output_dir} keeps its last complete checkpoint: run the same command with --resume-from latest "
+        "to continue from it",
     ),
     "index": Command(
         "m3el_hf.linking.command",
@@ -117,6 +122,8 @@ _QUIET_HELP = (
     "results and errors are still printed."
 )
 
+_DEBUG_HELP = "Show the traceback of a fault, for a bug report (also M3EL_HF_DEBUG=1)."
+
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser for `argv`: every command listed, but only the command `argv` names gets its options.
@@ -133,8 +140,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"m3el-hf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
     parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
@@ -154,9 +163,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input, options or a refused Hub request: reported in one line, exit 2."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError
 
-    return ValueError, FileNotFoundError, FileExistsError, HfHubHTTPError, OfflineModeIsEnabled
+    # ConnectionError covers huggingface_hub's OfflineModeIsEnabled.
+    return ValueError, FileNotFoundError, FileExistsError, ConnectionError, HfHubHTTPError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,15 +174,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     configure_logging(verbose=args.verbose, quiet=args.quiet)
-    config_cls, run = COMMANDS[args.command].load()
+    command = COMMANDS[args.command]
+    config_cls, run = command.load()
+    config = None
     try:
         from_namespace = getattr(config_cls, "from_namespace", partial(dataclass_from_namespace, config_cls))
         config = from_namespace(args)
         run(config)
-    except user_errors() as error:
-        # User errors (bad input, bad options, a refused Hub request) get one clear line, not a traceback.
-        print(f"m3el-hf {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except BaseException as error:
+        if debugging(args.debug):
+            raise
+        # A fault of the machine or the files (Ctrl-C, a full disk, permissions, a damaged shard) and bad input,
+        # options or a refused Hub request get one line naming the file and what to do; a bug, its traceback.
+        left = command.left.format(config=config) if config is not None else "nothing was written"
+        line = fault_line(error, left, output_of(config))
+        if line is None and isinstance(error, user_errors()):
+            line = str(error)
+        if line is None:
+            raise
+        print(f"m3el-hf {args.command}: error: {line}", file=sys.stderr)
+        return INTERRUPTED if isinstance(error, KeyboardInterrupt) else 2
     return 0
 
 

@@ -1,7 +1,8 @@
 """Where a command's inputs are: a checkpoint, a prepared folder or a raw release, local or on the Hub.
 
-Each check reads a few file names, nothing more, so a command refuses a wrong path in one line before it
-loads a model or a data set. The messages are shared: one wording for one kind of mistake.
+Each check reads a few file names (and asks the Hub once whether a repo id exists), nothing more, so a command
+refuses a wrong path in one line before it loads a model or a data set. The messages are shared: one wording for
+one kind of mistake.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ SUMMARY_NAME = "training_summary.json"
 """The run summary that `train` writes into each exported model folder (``final/``, ``best/``)."""
 
 _RAW_MARKERS = ("_candidates_images",)
+_HUB_TIMEOUT = 10
+"""Seconds to wait for the Hub's answer: the libraries' own loads retry for a minute before they give up."""
 
 
 def is_hub_id(value: str, owner: bool = True) -> bool:
@@ -46,6 +49,29 @@ def _check_elsewhere(value: str | os.PathLike[str], option: str, what: str) -> N
         raise FileNotFoundError(
             f"{option} {value}: no such folder here, and not a Hub {what} id (OWNER/NAME); check the path."
         )
+    _check_hub(os.fspath(value), option, what)
+
+
+def _check_hub(repo_id: str, option: str, what: str) -> None:
+    """Refuse, within seconds, a Hub id that does not exist or a Hub that cannot be reached (skipped offline)."""
+    import httpx2
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return  # the loaders read the local cache, and say so in one line when it lacks the repo
+    try:
+        HfApi().repo_info(repo_id, repo_type=what, timeout=_HUB_TIMEOUT)
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"{option} {repo_id}: no such folder here, and no such Hub {what} (or it is private: log in with "
+            "hf auth login); check the id."
+        ) from None
+    except httpx2.TransportError as error:
+        raise ConnectionError(
+            f"{option} {repo_id}: the Hub cannot be reached ({error}); check the network, or set HF_HUB_OFFLINE=1 "
+            "to use the copy in the local cache."
+        ) from None
 
 
 def check_checkpoint(value: str | os.PathLike[str], option: str = "--model") -> None:

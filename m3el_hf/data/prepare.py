@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow.parquet as pq
 from datasets.exceptions import DatasetGenerationError
 
 from ..atomic import refuse_used_folder, replace_dir
@@ -188,6 +189,16 @@ def _needs(config_name: str) -> str | None:
     return config_name.removesuffix("-kb") if config_name.endswith("-kb") else None
 
 
+def _drop_empty_shards(staging: Path) -> None:
+    """Remove the shard of each split with no rows (a tiny topic): the card's configs leave such splits out.
+
+    The knowledge bases are built by then: they read every split's instance files, empty or not.
+    """
+    for shard in staging.glob("*/*/*.parquet"):
+        if pq.read_metadata(shard).num_rows == 0:
+            shard.unlink()
+
+
 def _build_configs(
     config: PrepareConfig, names: list[str], staging: Path, bar: Any
 ) -> list[tuple[DatasetAudit, SkipReport]]:
@@ -268,6 +279,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             audit.merge(kb_audit)
             report.merge(kb_report)
         shutil.rmtree(staging / ".work")
+        _drop_empty_shards(staging)
         synthetic = _synth_marker(config.raw)
         sizes = dataset_sizes(staging, config.topics)
         card = render_dataset_card(

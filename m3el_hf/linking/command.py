@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class IndexConfig:
             raise ValueError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}.")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if importlib.util.find_spec("faiss") is None:  # before the knowledge base is embedded, not after
+            raise ValueError('index build needs FAISS: pip install "m3el-hf[index]" (faiss-cpu).')
 
 
 def run_index(config: IndexConfig) -> Path:

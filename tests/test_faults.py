@@ -1,0 +1,134 @@
+"""Faults a user meets (Ctrl-C, a full disk, permissions, a damaged shard, a missing extra, an unreachable Hub,
+a tiny topic): one line on stderr naming the file and what to do, nothing half-written, no traceback."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from m3el_hf.cli import main
+from m3el_hf.data.prepare import PrepareConfig, prepare
+from m3el_hf.data.synth import SynthConfig, synthesize
+from tests.cli_run import cli_env, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _no_bars(monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # stderr holds the error line alone
+
+
+def _one_line(err: str, command: str) -> str:
+    err = err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert err.startswith(f"m3el-hf {command}: error: "), err
+    return err
+
+
+def test_a_full_disk_names_the_folder_and_leaves_nothing(movies_release, tmp_path, capsys, monkeypatch):
+    raw, out = movies_release.parent / "raw", tmp_path / "m3el"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("m3el_hf.data.prepare.replace_dir", full)
+    assert main(["prepare", "--raw", str(raw), "--out", str(out), "--topics", "movies"]) == 2
+    err = _one_line(capsys.readouterr().err, "prepare")
+    assert f"no space left on the device while writing {out}; nothing was written. Free some space" in err
+    assert list(tmp_path.iterdir()) == []  # not the folder, nor its hidden staging sibling
+
+
+def test_a_file_it_may_not_read_is_named(movies_release, tmp_path, capsys, monkeypatch):
+    records = movies_release.parent / "raw" / "movies.json"
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(records))
+
+    monkeypatch.setattr("m3el_hf.data.prepare.find_record_files", refused)
+    argv = ["prepare", "--raw", str(records.parent), "--out", str(tmp_path / "p"), "--topics", "movies"]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err, "prepare")
+    assert f"error: {records}: permission denied; make it readable (and its folder writable)" in err
+    assert err.endswith("or choose another path.")
+    monkeypatch.setenv("M3EL_HF_DEBUG", "1")  # for a bug report: the traceback
+    with pytest.raises(PermissionError):
+        main(argv)
+
+
+def test_index_build_without_faiss_stops_before_any_work(movies_release, tiny_clip_path, tmp_path, capsys, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else find_spec(name, *a))
+    monkeypatch.setattr("m3el_hf.linking.command.run_index", lambda config: pytest.fail("the work started"))
+    argv = ["index", "build", "--model", str(tiny_clip_path), "--kb", str(movies_release), "--out", str(tmp_path / "i")]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err, "index")
+    assert err.endswith('index build needs FAISS: pip install "m3el-hf[index]" (faiss-cpu).')
+
+
+def test_a_split_with_no_rows_has_no_file(tmp_path):
+    raw = synthesize(SynthConfig(out=tmp_path / "raw", instances=3, seed=0, topics=("movies",)))
+    result = prepare(PrepareConfig(raw=raw, out=tmp_path / "m3el", topics=("movies",)))
+    out = result.out
+    assert dict(result.audit.topic("movies").splits) == {"train": 3}  # no validation or test instance
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
+        "data/movies/train-00000-of-00001.parquet",
+        "kb/movies/kb-00000-of-00001.parquet",
+    ]
+    assert "split: test" not in out.joinpath("README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_is_named(movies_release, tmp_path):
+    data = tmp_path / "damaged"
+    shutil.copytree(movies_release, data)
+    shard = data / "data" / "movies" / "train-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:3000])  # a download cut short
+    done = run_cli("-q", "show", str(data), "--config", "movies-I-T")
+    assert done.returncode == 2
+    err = _one_line(done.stderr.strip().splitlines()[-1], "show")
+    assert f"{shard} is a damaged Parquet shard (Parquet magic bytes not found in footer" in err
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_fails_at_once_in_one_line(movies_release, tmp_path):
+    # Nothing listens on port 9: the Hub cannot be reached, as offline without HF_HUB_OFFLINE.
+    done = run_cli(
+        "evaluate", "--model", "someone/missing", "--data", str(movies_release), "--output", str(tmp_path / "r.json"),
+        HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert done.returncode == 2
+    err = _one_line(done.stderr, "evaluate")
+    assert "--model someone/missing: the Hub cannot be reached" in err and "HF_HUB_OFFLINE=1" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def _interrupt(args: list[str], cwd: Path, busy) -> subprocess.CompletedProcess:
+    """Start ``m3el-hf ARGS``, send Ctrl-C's signal once `busy()` says it is mid-work, and wait for its end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "m3el_hf", *args], cwd=cwd, env=cli_env(), stderr=subprocess.PIPE, text=True
+    )
+    while not busy() and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "it finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(args, process.returncode, "", err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_prepare_leaves_nothing(tmp_path):
+    synthesize(SynthConfig(out=tmp_path / "raw", instances=2000, seed=0))
+    argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "1"]
+    done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")))
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
