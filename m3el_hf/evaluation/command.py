@@ -182,10 +182,15 @@ class EvaluateConfig:
     def _check_mteb(self) -> None:
         if importlib.util.find_spec("mteb") is None:
             raise ValueError("--harness mteb needs MTEB: pip install 'm3el-hf[mteb]', or use --harness builtin.")
-        if self.ties != "expected" or self.max_instances is not None or self.entity_text != FULL:
+        given = {
+            f"--ties {self.ties}": self.ties != "expected",
+            "--max-instances": self.max_instances is not None,
+            f"--entity-text {self.entity_text}": self.entity_text != FULL,
+        }
+        if any(given.values()):
             raise ValueError(
                 "--harness mteb scores whole splits with ties 'expected' (the M³EL tasks' main score) and full entity "
-                f"texts; leave out --ties {self.ties}, --max-instances and --entity-text, or use --harness builtin."
+                f"texts; leave out {', '.join(k for k, v in given.items() if v)}, or use --harness builtin."
             )
 
     def labels(self) -> tuple[str, ...]:
