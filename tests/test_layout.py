@@ -23,6 +23,8 @@ LEAVES = {
     "m3el_hf.locations",
     "m3el_hf.images",
     "m3el_hf.progress",
+    "m3el_hf.provenance",
+    "m3el_hf.faults",
 }
 SHIPPED = {"loading_script": "m3el_hf.loading_script", "trainers": "m3el_hf.trainers"}
 
