@@ -44,8 +44,8 @@ SYNTH_MARKER = "m3el-hf-synth.json"
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["json", "jsonl", "python"]
-_FORMATS: tuple[str, ...] = ("json", "jsonl", "python")
+Format = Literal["json", "jsonl", "python", "mimic"]
+_FORMATS: tuple[str, ...] = ("json", "jsonl", "python", "mimic")
 Images = Literal["drawn", "photo"]
 _IMAGES: tuple[str, ...] = ("drawn", "photo")
 
@@ -121,7 +121,14 @@ class SynthConfig:
     topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to generate."})
     format: Format = field(
         default="json",
-        metadata={"help": "Content of each `{topic}.json` file: a JSON array, JSON lines or Python-literal lines."},
+        metadata={
+            "help": "Content of each `{topic}.json` file: a JSON array, JSON lines or Python-literal lines; or "
+            "`mimic`: one release in MIMIC's layout (WikiMEL, RichpediaMEL, WikiDiverse) of the topics' entities."
+        },
+    )
+    name: str = field(
+        default="wikimel",
+        metadata={"help": "With --format mimic: the dataset's name; it prefixes the split files (WIKIMEL_train.json)."},
     )
     images: Images = field(
         default="drawn",
@@ -161,6 +168,11 @@ class SynthConfig:
             raise ValueError(f"`mention_copies` must be a number between 0 and 1, got {self.mention_copies!r}.")
         if self.format not in _FORMATS:
             raise ValueError(f"`format` must be one of {', '.join(_FORMATS)}, got {self.format!r}.")
+        if self.format == "mimic" and (self.images != "drawn" or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name)):
+            raise ValueError(
+                f"--format mimic takes drawn images and a --name of lowercase letters, digits and _, got "
+                f"images={self.images!r}, name={self.name!r}."
+            )
         check_topics(self.topics)
 
 
@@ -374,14 +386,19 @@ def synthesize(config: SynthConfig) -> Path:
     entities = images = 0
     try:
         with progress_bar(desc="Synthesizing M³EL", total=config.instances, unit="instance") as progress:
-            for topic, count in zip(config.topics, counts, strict=True):
-                used, written = _write_topic(topic, count, config, tmp, progress)
-                entities, images = entities + used, images + written
+            if config.format == "mimic":
+                from .synth_mimic import write_mimic_release
+
+                entities, images = write_mimic_release(config, tmp, counts, progress)
+            else:
+                for topic, count in zip(config.topics, counts, strict=True):
+                    used, written = _write_topic(topic, count, config, tmp, progress)
+                    entities, images = entities + used, images + written
 
         options = {
             name: getattr(config, name)
             for name in ("instances", "seed", "topics", "format", "images", "image_size", "mention_copies")
-        }
+        } | ({"name": config.name} if config.format == "mimic" else {})
         marker = {"generator": "m3el-hf synth", "version": __version__, **options}
         (tmp / SYNTH_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         replace_dir(tmp, out, overwrite=True)  # emptiness and --overwrite were checked above

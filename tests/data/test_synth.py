@@ -394,7 +394,7 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path):
         ({"image_size": 4}, r"`image_size` must be an integer between 8 and 512, got 4"),
         ({"topics": ("movies", "cars")}, r"Unknown topic\(s\) \['cars'\]; choose from movies, common"),
         ({"topics": ("books", "books")}, r"Topics must be distinct and at least one, got \['books', 'books'\]"),
-        ({"format": "csv"}, r"`format` must be one of json, jsonl, python, got 'csv'"),
+        ({"format": "csv"}, r"`format` must be one of json, jsonl, python, mimic, got 'csv'"),
         ({"mention_copies": 1.5}, r"`mention_copies` must be a number between 0 and 1, got 1.5"),
         ({"mention_copies": -0.1}, r"`mention_copies` must be a number between 0 and 1, got -0.1"),
         ({"mention_copies": True}, r"`mention_copies` must be a number between 0 and 1, got True"),
