@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -58,6 +59,15 @@ class PrepareConfig:
     raw: Path = field(metadata={"help": "Raw M³EL release: the folder holding movies.json … and *_candidates_images/."})
     out: Path = field(metadata={"help": "Output folder; name it m3el to load it as load_dataset('m3el', ...)."})
     topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to prepare."})
+    format: Literal["m3el", "mimic"] = field(
+        default="m3el",
+        metadata={
+            "help": "`m3el`: an M³EL release; `mimic`: WikiMEL, RichpediaMEL or WikiDiverse as MIMIC distributes "
+            "them (*_train/_dev/_test.json, kb_entity.json, qid2id.json, kb_image/, mention_image/), one topic "
+            "named --name whose mentions rank the whole KB (`m3el_hf.data.mimic`)."
+        },
+    )
+    name: str = field(default="wikimel", metadata={"help": "With --format mimic: the dataset's name, its topic."})
     image_size: int | None = field(
         default=None,
         metadata={
@@ -119,6 +129,11 @@ class PrepareConfig:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
         if self.num_proc < 1:
             raise ValueError(f"num_proc must be at least 1, got {self.num_proc}.")
+        if self.format not in ("m3el", "mimic") or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(
+                f"format must be 'm3el' or 'mimic' and name lowercase letters, digits and _, got format="
+                f"{self.format!r}, name={self.name!r}."
+            )
 
 
 @dataclass
@@ -253,6 +268,10 @@ def _done(bar: Any, name: str, result: Any) -> Any:
 
 def prepare(config: PrepareConfig) -> PrepareResult:
     """Build every topic and knowledge base, write the card and the report, then move the folder into place."""
+    if config.format == "mimic":
+        from .mimic import prepare_mimic
+
+        return prepare_mimic(config)
     check_raw_release(config.raw)
     records = {topic: path.name for topic, path in find_record_files(config.raw, config.topics, config.records).items()}
     out = config.out.resolve()

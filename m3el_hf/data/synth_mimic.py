@@ -60,7 +60,7 @@ def _kb(entities: list[Any], config: SynthConfig, root: Path) -> tuple[list[dict
 def _mention(i: int, gold: Any, topic: str, config: SynthConfig, rngs: tuple[random.Random, Any]) -> dict[str, Any]:
     """One mention record; its picture, if any, is written by the caller from ``record.pop("_image")``."""
     rng, image_rng = rngs
-    record: dict[str, Any] = {"id": f"{config.name}-{i}", "mentions": _quote(gold.name)}
+    record: dict[str, Any] = {"id": str(i), "mentions": _quote(gold.name)}
     record["sentence"] = _sentence(topic, gold, rng).strip()
     record["imgPath"] = ""
     if rng.random() >= _P_NO_IMAGE:

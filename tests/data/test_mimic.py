@@ -58,3 +58,107 @@ def test_synth_mimic_refuses_photos_and_bad_names(tmp_path):
         SynthConfig(out=tmp_path, format="mimic", images="photo")
     with pytest.raises(ValueError, match="name='Wiki MEL'"):
         SynthConfig(out=tmp_path, format="mimic", name="Wiki MEL")
+
+
+@pytest.fixture(scope="module")
+def mimic_prepared(mimic_raw, tmp_path_factory) -> Path:
+    from m3el_hf.data.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("mimic-hub") / "wikimel"
+    return prepare(PrepareConfig(raw=mimic_raw, out=out, format="mimic", name="wikimel")).out
+
+
+def test_prepared_mimic_loads_with_stock_datasets(mimic_raw, mimic_prepared):
+    import datasets
+
+    qid2id = json.loads((mimic_raw / "qid2id.json").read_text())
+    kb_rows = json.loads((mimic_raw / "kb_entity.json").read_text())
+    kb = datasets.load_dataset(str(mimic_prepared), "wikimel-kb", split="kb")
+    id2qid = {v: k for k, v in qid2id.items()}
+    assert kb["qid"] == [id2qid[row["id"]] for row in kb_rows]
+    assert kb["name"] == [urllib.parse.unquote(row["entity_name"]) for row in kb_rows]
+    assert [image is not None for image in kb["image"]] == [bool(row["image_list"]) for row in kb_rows]
+    expected = {"train": "train", "validation": "dev", "test": "test"}
+    for split, suffix in expected.items():
+        raw = [m for m in json.loads((mimic_raw / f"WIKIMEL_{suffix}.json").read_text()) if m["answer"] != "nil"]
+        rows = datasets.load_dataset(str(mimic_prepared), "wikimel", split=split)
+        assert rows["id"] == [f"wikimel-{m['id']}" for m in raw]
+        assert rows["gold_qid"] == [m["answer"] for m in raw]
+        assert rows["mention"] == [urllib.parse.unquote(m["mentions"]) for m in raw]
+        assert [r["candidates"][0]["qid"] for r in rows] == rows["gold_qid"] and set(rows["label"]) == {0}
+        assert [r is not None for r in rows["mention_image"]] == [bool(m["imgPath"]) for m in raw]
+    report = json.loads((mimic_prepared / "prepare_report.json").read_text())
+    nil = sum(m["answer"] == "nil" for m in _mentions(mimic_raw))
+    assert report["skipped"]["records_skipped"] == {"nil_answer": nil}
+    assert report["audit"]["wikimel"]["kb_entities"] == len(kb_rows)
+    card = (mimic_prepared / "README.md").read_text()
+    assert f"Dropped: {nil} mentions whose answer is `nil`, 0" in card and "luo2023multi" in card
+
+
+def _copy_with(raw: Path, dest: Path, edit) -> Path:
+    import shutil
+
+    shutil.copytree(raw, dest)
+    edit(dest)
+    return dest
+
+
+def _break(root: Path) -> None:
+    test = json.loads((root / "WIKIMEL_test.json").read_text())
+    with_image = next(m for m in test if m["imgPath"] and m["answer"] != "nil")
+    (root / "mention_image" / (with_image["imgPath"].split("/")[-1].split(".")[0] + ".jpg")).unlink()
+    next(m for m in test if m["answer"] != "nil" and m is not with_image)["answer"] = "Q1"
+    (root / "WIKIMEL_test.json").write_text(json.dumps(test))
+
+
+def test_prepare_mimic_raises_or_counts_what_it_drops(mimic_raw, tmp_path):
+    from m3el_hf.data.prepare import PrepareConfig, prepare
+
+    broken = _copy_with(mimic_raw, tmp_path / "broken", _break)
+    with pytest.raises(ValueError, match=r"WIKIMEL_test.json, record \d+: answer 'Q1' is not in the knowledge base"):
+        prepare(PrepareConfig(raw=broken, out=tmp_path / "out", format="mimic", name="wikimel"))
+    assert not (tmp_path / "out").exists()
+    result = prepare(PrepareConfig(raw=broken, out=tmp_path / "out", format="mimic", name="wikimel", on_error="skip"))
+    nil = sum(m["answer"] == "nil" for m in _mentions(mimic_raw))
+    assert result.report.records_skipped == {"nil_answer": nil, "answer_not_in_kb": 1}
+    assert result.report.images_skipped == {"missing_image": 1}
+    assert f"Dropped: {nil} mentions whose answer is `nil`, 1" in (result.out / "README.md").read_text()
+
+
+def test_real_records_from_the_melbench_readme_round_trip(tmp_path):
+    """Sentences, mentions and entity names verbatim from MELBench's README (Wikidata-MEL and Richpedia-MEL
+    samples), in MIMIC's files; the README gives no Qids or descriptions, so those are placeholders."""
+    import datasets
+
+    from m3el_hf.data.prepare import PrepareConfig, prepare
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    names = ["Charles L. Smith (Seattle politician)", "Will Rogers", "George Washington"]
+    kb = [
+        {"id": i, "type": "entity", "entity_name": urllib.parse.quote(n), "attr": "", "image_list": []}
+        for i, n in enumerate(names)
+    ]
+    (root / "kb_entity.json").write_text(json.dumps(kb))
+    (root / "qid2id.json").write_text(json.dumps({"Q10": 0, "Q11": 1, "Q12": 2}) + "\n")
+    seattle = "Seattle Mayor Charles L. Smith (left) with Will Rogers, circa 1935."
+    mentions = [
+        {
+            "id": "1",
+            "mentions": urllib.parse.quote("Charles L. Smith"),
+            "sentence": seattle,
+            "imgPath": "",
+            "answer": "Q10",
+        },
+        {"id": "2", "mentions": "Will%20Rogers", "sentence": seattle, "imgPath": "", "answer": "Q11"},
+    ]
+    washington = "Washington resigned his commission after the Treaty of Paris in 1783."
+    test = [{"id": "3", "mentions": "Washington", "sentence": washington, "imgPath": "", "answer": "Q12"}]
+    for suffix, records in (("train", mentions), ("dev", []), ("test", test)):
+        (root / f"richpediamel_{suffix}.json").write_text(json.dumps(records))
+    out = prepare(PrepareConfig(raw=root, out=tmp_path / "out", format="mimic", name="richpediamel")).out
+    train = datasets.load_dataset(str(out), "richpediamel", split="train")
+    assert train["mention"] == ["Charles L. Smith", "Will Rogers"] and train["sentence"] == [seattle, seattle]
+    assert [r["candidates"][0]["name"] for r in train] == names[:2] and train["tasks"] == [["T-T"], ["T-T"]]
+    assert datasets.load_dataset(str(out), "richpediamel", split="test")["gold_qid"] == ["Q12"]
+    assert datasets.load_dataset(str(out), "richpediamel-kb", split="kb")["name"] == names
