@@ -331,6 +331,9 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
     import datasets
 
     topics = config.topics or _available_topics(config.data, config.data_revision)
+    # A MIMIC-format mention's candidate list is its gold alone (m3el_hf.data.mimic): it would score 100%.
+    if not all(ranks_the_kb(protocol) for protocol in config.protocol) and _is_mimic(config.data):
+        raise ValueError(f"{config.data} is a MIMIC-format dataset without candidate lists: use --protocol kb.")
     parts, kbs = [], []
     for topic, part in load_topic_splits(config.data, topics, config.split, config.data_revision).items():
         if config.max_instances is not None:
@@ -342,11 +345,18 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
     return datasets.concatenate_datasets(parts), kb
 
 
+def _is_mimic(data: str) -> bool:
+    return (Path(data) / REPORT_NAME).is_file() and read_report(data)["options"].get("format") == "mimic"
+
+
 def _available_topics(data: str, revision: str | None = None) -> tuple[str, ...]:
     import datasets
 
     names = set(datasets.get_dataset_config_names(data, revision=revision))
-    topics = tuple(topic for topic in TOPICS if topic in names)
+    # M³EL's topics in their order; else a dataset's own (`prepare --format mimic`): each config with a KB.
+    topics = tuple(topic for topic in TOPICS if topic in names) or tuple(
+        name for name in sorted(names) if f"{name}-kb" in names and name != "all"
+    )
     if not topics:
         raise ValueError(f"{data} has no M³EL topic config ({', '.join(TOPICS)}); is it a folder written by prepare?")
     return topics

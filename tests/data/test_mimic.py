@@ -162,3 +162,46 @@ def test_real_records_from_the_melbench_readme_round_trip(tmp_path):
     assert [r["candidates"][0]["name"] for r in train] == names[:2] and train["tasks"] == [["T-T"], ["T-T"]]
     assert datasets.load_dataset(str(out), "richpediamel", split="test")["gold_qid"] == ["Q12"]
     assert datasets.load_dataset(str(out), "richpediamel-kb", split="kb")["name"] == names
+
+
+def test_evaluate_kb_on_mimic_equals_ranking_through_the_entity_index(mimic_prepared, tiny_clip_path, tmp_path):
+    """`m3el-hf evaluate --protocol kb` on prepared MIMIC data; its T-T ranks, recomputed through an `EntityIndex`
+    of the ``wikimel-kb`` config and the linker, give the same MR and MRR."""
+    import datasets
+
+    from m3el_hf.cli import main
+    from m3el_hf.linking import EntityIndex, EntityLinker, Mention
+
+    output = tmp_path / "results.json"
+    args = ["evaluate", "--model", str(tiny_clip_path), "--data", str(mimic_prepared), "--output", str(output)]
+    assert main([*args, "--protocol", "kb", "--tasks", "T-T", "TI-TI", "-q"]) == 0
+    records = {r["task"]: r for r in json.loads(output.read_text())["records"] if r["topic"] == "wikimel"}
+    test = datasets.load_dataset(str(mimic_prepared), "wikimel", split="test")
+    assert set(records) == {"T-T", "TI-TI"} and records["T-T"]["evaluated"] == test.num_rows
+    kb = datasets.load_dataset(str(mimic_prepared), "wikimel-kb", split="kb")
+    linker = EntityLinker.from_pretrained(tiny_clip_path, device="cpu")
+    index = EntityIndex.build(linker, kb, modality="T", progress=False)
+    assert len(index) == kb.num_rows
+    found = linker.link_batch([Mention(r["mention"], r["sentence"]) for r in test], index=index, top_k=kb.num_rows)
+    ranks = [
+        next(e.rank for e in entities if e.qid == row["gold_qid"]) for entities, row in zip(found, test, strict=True)
+    ]
+    assert records["T-T"]["mr"] == pytest.approx(sum(ranks) / len(ranks))
+    assert records["T-T"]["mrr"] == pytest.approx(sum(1 / rank for rank in ranks) / len(ranks))
+    assert records["T-T"]["hits@1"] == pytest.approx(ranks.count(1) / len(ranks))
+
+
+def test_evaluate_refuses_the_candidate_protocol_on_mimic_data(mimic_prepared, tiny_clip_path, tmp_path, capsys):
+    from m3el_hf.cli import main
+
+    args = [
+        "evaluate",
+        "--model",
+        str(tiny_clip_path),
+        "--data",
+        str(mimic_prepared),
+        "--output",
+        str(tmp_path / "r.json"),
+    ]
+    assert main([*args, "--protocol", "candidates", "kb"]) == 2
+    assert "is a MIMIC-format dataset without candidate lists: use --protocol kb." in capsys.readouterr().err
