@@ -5,7 +5,8 @@ MIMIC (github pengfei-luo/MIMIC, ``codes/utils/dataset.py``) reads a folder of `
 JSON line: Qid -> ``id`` of a ``kb_entity.json`` row), ``kb_image/`` (the files ``image_list`` names) and
 ``mention_image/`` (a mention's ``imgPath`` as ``<stem>.jpg``: the name up to its first dot). The layout
 written is `m3el_hf.layout`'s with one topic, the dataset's name: its splits train / validation / test
-(from train / dev / test) and its ``{name}-kb`` config, every entity of ``kb_entity.json`` in id order.
+(from train / dev / test) and its ``{name}-kb`` config, every entity of ``kb_entity.json`` in id order, its
+``qid`` the Qid that ``qid2id.json`` gives its id (``id:N`` for a row that no Qid points to).
 
 These benchmarks rank the whole knowledge base: a mention has no candidate list. Its row's ``candidates``
 holds the gold entity alone (``label`` 0), so that the row carries the gold's name, description and image
@@ -97,6 +98,12 @@ def _check(record: Any, fields: dict[str, Any], source: Path, index: int) -> Non
             raise M3ELFormatError(f"field {name!r} has type {got}", source, index, key="wrong_type")
 
 
+def _check_once(record: dict[str, Any], seen: set, source: Path, index: int) -> None:
+    if record["id"] in seen:
+        raise M3ELFormatError(f"id {record['id']!r} is used twice", source, index, key="duplicate_id")
+    seen.add(record["id"])
+
+
 def read_mimic(root: Path, on_error: OnError, report: SkipReport) -> MimicRelease:
     """Read and validate a MIMIC-format folder; bad records raise, or are skipped and counted in `report`.
 
@@ -118,15 +125,18 @@ def read_mimic(root: Path, on_error: OnError, report: SkipReport) -> MimicReleas
     rows, qid2id = _load(kb_file), _load(qid_file)
     if not isinstance(rows, list) or not isinstance(qid2id, dict):
         raise ValueError(f"{root}: kb_entity.json must hold a JSON list and qid2id.json a JSON object.")
-    entities = {
-        row["id"]: row
-        for i, row in enumerate(rows)
-        if keep(lambda r, s, i: _check(r, _ENTITY_FIELDS, s, i), kb_file, i, row)
-    }
+    entity_ids, mention_ids = set(), set()
+
+    def check_entity(record: Any, source: Path, index: int) -> None:
+        _check(record, _ENTITY_FIELDS, source, index)
+        _check_once(record, entity_ids, source, index)
+
+    entities = {row["id"]: row for i, row in enumerate(rows) if keep(check_entity, kb_file, i, row)}
     qids = {row_id: qid for qid, row_id in qid2id.items() if isinstance(row_id, int) and row_id in entities}
 
     def check_mention(record: Any, source: Path, index: int) -> None:
         _check(record, _MENTION_FIELDS, source, index)
+        _check_once(record, mention_ids, source, index)
         if record["answer"] == "nil":
             raise M3ELFormatError(
                 "answer is nil (no entity): dropped, as MIMIC drops it", source, index, key="nil_answer"
@@ -164,8 +174,10 @@ class _Images:
         return value, {"file": name, "url": ""}
 
 
-def _kb_rows(release: MimicRelease, topic: str, images: _Images, golds: set[int]) -> Iterator[dict[str, Any]]:
-    """One KB row per entity, in id order; the rows of `golds` are also kept on `release` for the mentions."""
+def _kb_rows(
+    release: MimicRelease, topic: str, images: _Images, golds: dict[int, dict[str, Any] | None]
+) -> Iterator[dict[str, Any]]:
+    """One KB row per entity, in id order; the row of each id in `golds` is also stored there, for the mentions."""
     for row_id in sorted(release.entities):
         entity = release.entities[row_id]
         image, source = None, None
@@ -181,16 +193,16 @@ def _kb_rows(release: MimicRelease, topic: str, images: _Images, golds: set[int]
             "image_source": source,
         }
         if row_id in golds:
-            entity["_row"] = row
+            golds[row_id] = row
         yield row
 
 
 def _mention_rows(
-    release: MimicRelease, topic: str, split: str, images: _Images, audit: DatasetAudit
+    release: MimicRelease, topic: str, split: str, golds: dict[int, Any], images: _Images, audit: DatasetAudit
 ) -> Iterator[dict[str, Any]]:
     source = _split_file(release.root, next(s for s, name in MIMIC_SPLITS.items() if name == split)).name
     for index, record in release.mentions[split]:
-        gold = release.entities[release.qid2id[record["answer"]]]["_row"]
+        gold = golds[release.qid2id[record["answer"]]]
         image, image_source = None, None
         if record["imgPath"]:
             stem = record["imgPath"].split("/")[-1].split(".")[0]  # MIMIC's own mapping to its JPEG files
@@ -246,7 +258,7 @@ def write_mimic(
     """Write the release's KB and mention shards under `staging` in the Hub layout; return their audit."""
     audit = DatasetAudit()
     reader = _Images(images, on_error, report)
-    golds = {release.qid2id[r["answer"]] for split in release.mentions.values() for _, r in split}
+    golds = dict.fromkeys(release.qid2id[r["answer"]] for split in release.mentions.values() for _, r in split)
     kb_file = staging / Path(kb_path(topic, KB_SPLIT)).parent / shard_name(KB_SPLIT, 0, 1)
     kb_rows = _kb_rows(release, topic, reader, golds)
     audit.topic(topic).kb_entities = _write_parquet(kb_rows, KB_FEATURES.arrow_schema, kb_file)
@@ -254,7 +266,7 @@ def write_mimic(
         if not release.mentions[split]:
             continue
         path = staging / Path(instance_path(topic, split)).parent / shard_name(split, 0, 1)
-        _write_parquet(_mention_rows(release, topic, split, reader, audit), INSTANCE_FEATURES.arrow_schema, path)
+        _write_parquet(_mention_rows(release, topic, split, golds, reader, audit), INSTANCE_FEATURES.arrow_schema, path)
     return audit
 
 

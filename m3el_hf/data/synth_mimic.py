@@ -27,10 +27,7 @@ import numpy as np
 from .synth import SynthConfig, _entity_images, _make_entities, _sentence
 from .synth_images import draw, encode
 
-__all__ = ["MIMIC_SPLITS", "P_NIL", "write_mimic_release"]
-
-MIMIC_SPLITS: dict[str, str] = {"train": "train", "dev": "validation", "test": "test"}
-"""MIMIC's split file suffixes and the split each becomes in the Hub layout."""
+__all__ = ["P_NIL", "write_mimic_release"]
 
 P_NIL = 0.05
 """Share of synthetic mentions whose answer is ``nil``."""

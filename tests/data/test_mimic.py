@@ -205,3 +205,47 @@ def test_evaluate_refuses_the_candidate_protocol_on_mimic_data(mimic_prepared, t
     ]
     assert main([*args, "--protocol", "candidates", "kb"]) == 2
     assert "is a MIMIC-format dataset without candidate lists: use --protocol kb." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "match", "key"),
+    [
+        (
+            lambda m, kb: m[0].pop("sentence"),
+            r"WIKIMEL_train.json, record 0: missing field 'sentence'",
+            "missing_field",
+        ),
+        (
+            lambda m, kb: m[1].update(imgPath=None),
+            r"WIKIMEL_train.json, record 1: field 'imgPath' has type NoneType",
+            "wrong_type",
+        ),
+        (
+            lambda m, kb: m[2].update(id=m[0]["id"]),
+            r"WIKIMEL_train.json, record 2: id '\d+' is used twice",
+            "duplicate_id",
+        ),
+        (lambda m, kb: kb[3].update(id=0), r"kb_entity.json, record 3: id 0 is used twice", "duplicate_id"),
+        (
+            lambda m, kb: kb[4].update(image_list="x.jpg"),
+            r"kb_entity.json, record 4: field 'image_list' has type str",
+            "wrong_type",
+        ),
+    ],
+)
+def test_read_mimic_names_the_bad_record(mimic_raw, tmp_path, edit, match, key):
+    from m3el_hf.data.mimic import read_mimic
+    from m3el_hf.data.records import SkipReport
+
+    def change(root: Path) -> None:
+        train, kb = (json.loads((root / name).read_text()) for name in ("WIKIMEL_train.json", "kb_entity.json"))
+        edit(train, kb)
+        (root / "WIKIMEL_train.json").write_text(json.dumps(train))
+        (root / "kb_entity.json").write_text(json.dumps(kb))
+
+    root = _copy_with(mimic_raw, tmp_path / "raw", change)
+    with pytest.raises(ValueError, match=match):
+        read_mimic(root, "raise", SkipReport())
+    report = SkipReport()
+    read_mimic(root, "skip", report)
+    assert report.records_skipped[key] == 1  # a skipped KB row also drops the mentions answering it: counted too
