@@ -283,7 +283,8 @@ This folder holds **{name}**, converted by `m3el-hf prepare --format mimic` from
 WikiDiverse (github wangxw5/wikiDiverse); its texts and images are under those datasets' terms. Cite the
 original dataset and MIMIC; the M³EL sections below describe the layout, not this data. Topic: `{name}`;
 {total.instances} mentions ({", ".join(f"{s} {n}" for s, n in total.splits.items())}), {total.kb_entities}
-knowledge-base entities (`{name}-kb`).
+knowledge-base entities (`{name}-kb`). The splits are the release's files (dev becomes `validation`), not
+the hash split described below.
 
 A mention has no candidate list: `candidates` holds its gold entity alone. Rank the whole knowledge base
 (`m3el-hf evaluate --protocol kb`); the candidate protocol is meaningless here and refused.
