@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_run import cli_env, run_cli
 
 from m3el_hf.cli import main
 from m3el_hf.data.prepare import PrepareConfig, prepare
 from m3el_hf.data.synth import SynthConfig, synthesize
-from tests.cli_run import cli_env, run_cli
 
 
 @pytest.fixture(autouse=True)
