@@ -23,6 +23,7 @@ from ..evaluation.results import is_missing, percent, unique
 from ..json_files import read_json
 from ..modeling.configuration_clipnd import settings_of
 from ..modeling.templates import TextTemplates
+from ..tasks import TOPICS
 from ..training.config import SUMMARY_NAME
 from ..version import __version__
 
@@ -106,6 +107,12 @@ def _training_text(summary: Mapping[str, Any], config: Mapping[str, Any]) -> str
     if not settings:
         lines.append(f"No `{SUMMARY_NAME}` was exported with this checkpoint: topics, tasks and seed are unknown.")
         return "\n".join(f"- {line}" for line in lines)
+    if "topics" in settings:
+        unseen = [topic for topic in TOPICS if topic not in settings["topics"]]
+        lines.append(
+            f"Trained on the topics {_show(settings['topics'])}"
+            + (f"; unseen in training: {_show(unseen)}." if unseen else " (all of M³EL's).")
+        )
     rows = [(key, settings[key]) for key in _SUMMARY_KEYS if key in settings]
     if "data" in settings:
         rows.insert(0, ("data", settings["data"]))

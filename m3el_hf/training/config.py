@@ -72,7 +72,13 @@ class TrainConfig:
             "and training_summary.json), tracker logs."
         }
     )
-    topics: tuple[str, ...] = field(default=TOPICS, metadata={"help": "Topics to train and validate on."})
+    topics: tuple[str, ...] = field(
+        default=TOPICS,
+        metadata={
+            "help": "Topics to train and validate on; the summary and the model card name them, and "
+            "`evaluate` marks the others unseen."
+        },
+    )
     tasks: tuple[str, ...] = field(
         default=TASK_NAMES,
         metadata={"help": "Tasks to train and validate on; each training example draws one per epoch."},

@@ -58,6 +58,7 @@ def test_model_card_parses_back_with_results_baselines_and_usage(checkpoint, rec
     for heading in (line for line in text.splitlines() if line.startswith("###")):
         assert "protocol" in heading, heading
     assert "| task | zero-shot CLIP | CLIP_ND (name only) | CLIP_ND |" in text
+    assert "Trained on the topics movies; unseen in training: common, person, books, sports." in text
     assert "![" in text and "(accuracy.png)" in text
     assert 'CLIPNDModel.from_pretrained("me/clipnd")' in text
     assert 'pipeline("zero-shot-image-classification", model="me/clipnd")' in text
