@@ -22,8 +22,9 @@ from ..benchmark import (
 from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
 from ..data.prepare import is_synthetic, read_report
+from ..json_files import read_json
 from ..layout import REPORT_NAME
-from ..locations import check_checkpoint, check_prepared
+from ..locations import SUMMARY_NAME, check_checkpoint, check_prepared
 from ..provenance import Provenance, check_publishable, make_provenance
 from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
 from .entity_text import FULL, EntityTextVariant
@@ -31,7 +32,7 @@ from .evaluator import evaluate_model
 from .plots import plot_accuracy
 from .results import EvaluationResult, format_table, percent, write_results
 
-__all__ = ["EvaluateConfig", "run_evaluate"]
+__all__ = ["EvaluateConfig", "run_evaluate", "trained_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
                 split=config.split,
                 ties=config.ties,
                 entity_text=config.entity_text,
+                trained_topics=trained_topics(path),
                 batch_size=config.batch_size,
             )
         print(result.table(config.metrics), end="\n\n")
@@ -278,7 +280,16 @@ def _evaluate_with_mteb(config: EvaluateConfig, model: str, name: str, device: s
         batch_size=config.batch_size,
         results_folder=config.output.with_name(f"{config.output.stem}-mteb"),
         device=device,
+        trained_topics=trained_topics(model),
     )
+
+
+def trained_topics(checkpoint: str) -> tuple[str, ...] | None:
+    """The topics a checkpoint folder was trained on, from its ``training_summary.json``; None when it has none
+    (a stock CLIP, a Hub id)."""
+    path = Path(checkpoint) / SUMMARY_NAME
+    topics = read_json(path).get("config", {}).get("topics") if path.is_file() else None
+    return None if topics is None else tuple(topics)
 
 
 def leak_note(data: str, tasks: Sequence[str]) -> str | None:

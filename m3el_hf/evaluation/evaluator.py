@@ -46,7 +46,7 @@ from .embeddings import (
 )
 from .entity_text import FULL, EntityTextVariant, degrade
 from .metrics import Ties, metrics_from_counts, ranking_metrics, tie_counts
-from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
+from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall, topic_seen
 
 __all__ = ["evaluate_model"]
 
@@ -71,6 +71,7 @@ def evaluate_model(
     split: str = "test",
     ties: Ties = "expected",
     entity_text: str = FULL,
+    trained_topics: Sequence[str] | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> EvaluationResult:
@@ -97,6 +98,8 @@ def evaluate_model(
         ties (`str`, *optional*, defaults to `"expected"`): Tie handling of [`ranking_metrics`].
         entity_text (`str`, *optional*, defaults to `"full"`): The entity text variant
             (`m3el_hf.evaluation.entity_text`): ``full``, ``name``, ``truncate:N``, ``drop:P`` or ``shuffle``.
+        trained_topics (`Sequence[str]`, *optional*):
+            The topics the model was trained on: the records' `seen`; unknown (``None``) when not given.
         batch_size (`int`, *optional*, defaults to 64): Texts or images per encoder forward pass.
         progress (`bool`, *optional*, defaults to `True`): Show progress bars.
 
@@ -128,7 +131,7 @@ def evaluate_model(
         model.train(was_training)
     header = {"model": model_name, "checkpoint": checkpoint, "split": split, "ties": ties, "entity_text": entity_text}
     records = [
-        _record(header, protocol, topic, task, *cell)
+        _record({**header, "seen": topic_seen(topic, trained_topics)}, protocol, topic, task, *cell)
         for protocol, by_cell in cells.items()
         for (task, topic), cell in by_cell.items()
     ]
@@ -305,7 +308,7 @@ def _by_topic(topics: list[str]) -> dict[str, list[int]]:
 
 
 def _record(
-    header: dict[str, str],
+    header: dict[str, Any],
     protocol: str,
     topic: str,
     task: str,

@@ -18,7 +18,7 @@ from typing import Any
 from ..benchmark import mteb_task_name, protocol_name
 from ..modeling.configuration_clipnd import CLIPNDConfig
 from .entity_text import FULL
-from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall
+from .results import METRIC_KEYS, RECORD_KEYS, EvaluationResult, add_overall, topic_seen
 
 __all__ = ["build_mteb_tasks", "evaluate_with_mteb", "load_mteb_model", "records_from_mteb"]
 
@@ -82,6 +82,7 @@ def evaluate_with_mteb(
     batch_size: int = 64,
     results_folder: str | Path | None = None,
     device: str | None = None,
+    trained_topics: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate `model` (a checkpoint folder, or any model id MTEB can load) on `data` through ``mteb.evaluate``.
@@ -93,6 +94,7 @@ def evaluate_with_mteb(
         batch_size (`int`, *optional*, defaults to 64): MTEB's encode batch size.
         results_folder (`str` or `Path`, *optional*): Where MTEB writes its own result files; none if not given.
         device (`str`, *optional*): Torch device of the model.
+        trained_topics (`Sequence[str]`, *optional*): The topics the model was trained on, as in `evaluate_model`.
         progress (`bool`, *optional*, defaults to `True`): MTEB's progress bars.
 
     Returns:
@@ -112,12 +114,16 @@ def evaluate_with_mteb(
         show_progress_bar=progress,
     )
     header = {"model": model_name, "checkpoint": str(model), "split": split, "ties": "expected", "entity_text": FULL}
-    records = records_from_mteb(result.task_results, task_objects, header, topics)
+    records = records_from_mteb(result.task_results, task_objects, header, topics, trained_topics)
     return EvaluationResult(add_overall(records))
 
 
 def records_from_mteb(
-    task_results: Sequence[Any], task_objects: Sequence[Any], header: dict[str, str], topics: Sequence[str]
+    task_results: Sequence[Any],
+    task_objects: Sequence[Any],
+    header: dict[str, str],
+    topics: Sequence[str],
+    trained_topics: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per MTEB task result × topic, in `evaluate_model`'s format and order (topics as in `topics`),
     without the overall records."""
@@ -130,7 +136,8 @@ def records_from_mteb(
             task_result.scores[header["split"]], key=lambda scores: list(topics).index(scores["hf_subset"])
         )
         for scores in by_topic:
-            record = {**header, "protocol": protocol, "topic": scores["hf_subset"]}
+            topic = scores["hf_subset"]
+            record = {**header, "protocol": protocol, "topic": topic, "seen": topic_seen(topic, trained_topics)}
             record["task"] = f"{task.mention}-{task.entity}"
             record.update({key: float(scores[_SCORE_KEYS[key]]) for key in METRIC_KEYS})
             record.update({key: int(scores[key]) for key in ("evaluated", "excluded", "leaked")})

@@ -22,6 +22,7 @@ __all__ = [
     "is_missing",
     "percent",
     "read_results",
+    "topic_seen",
     "unique",
     "write_results",
 ]
@@ -44,11 +45,14 @@ RECORD_KEYS: tuple[str, ...] = (
     "leaked",
     "ties",
     "entity_text",
+    "seen",
 )
 """The keys of every record, in order; metrics are ``NaN`` (``null`` in JSON) when nothing was evaluated.
 ``excluded`` counts instances lacking a modality of the task; ``leaked`` those a leak-free protocol leaves
 out because the mention's image is a copy or near-duplicate of the gold's (0 under the other protocols);
-``entity_text`` names the entity text variant (``full`` unless ``evaluate --entity-text`` degraded it)."""
+``entity_text`` names the entity text variant (``full`` unless ``evaluate --entity-text`` degraded it);
+``seen`` says whether the checkpoint was trained on the topic (`topic_seen`), ``null`` when that is unknown (no
+training summary) and, for the overall topic, when its topics differ."""
 
 
 @dataclass
@@ -73,6 +77,7 @@ class EvaluationResult:
         for protocol in unique(r["protocol"] for r in self.records):
             records = [r for r in self.records if r["protocol"] == protocol]
             topics, tasks = unique(r["topic"] for r in records), unique(r["task"] for r in records)
+            seen = {r["topic"]: r["seen"] for r in records}
             cells = {(r["task"], r["topic"]): r for r in records}
             for metric in metrics:
                 rows = [[task, *(_cell(cells.get((task, topic)), metric) for topic in topics)] for task in tasks]
@@ -82,7 +87,7 @@ class EvaluationResult:
                     f"{records[0]['model']}: {metric} {unit} (instances evaluated), protocol {protocol!r}, "
                     f"split {records[0]['split']!r}, entity text {records[0]['entity_text']!r}"
                 )
-                blocks.append(_render(title, ["task", *topics], rows))
+                blocks.append(_render(title, ["task", *(_topic_header(t, seen[t]) for t in topics)], rows))
         return "\n\n".join(blocks)
 
 
@@ -100,7 +105,8 @@ def add_overall(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for group in groups.values():
         out += [dict(record) for record in group]
         scored = [record for record in group if record["evaluated"]]
-        overall = {**group[0], "topic": ALL_TOPICS}
+        marks = unique(record["seen"] for record in group)
+        overall = {**group[0], "topic": ALL_TOPICS, "seen": marks[0] if len(marks) == 1 else None}
         for key in METRIC_KEYS:
             overall[key] = math.fsum(r[key] for r in scored) / len(scored) if scored else float("nan")
         for key in ("evaluated", "excluded", "leaked"):
@@ -167,6 +173,20 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
         title = f"Accuracy (%), protocol {protocol!r}, all topics, entity text {variants}"
         blocks.append(_render(title, ["task", "instances", *models], rows))
     return "\n\n".join(blocks)
+
+
+def topic_seen(topic: str, trained_topics: Sequence[str] | None) -> bool | None:
+    """Whether a checkpoint trained on `trained_topics` saw `topic` in training; None when they are unknown.
+
+    >>> topic_seen("sports", ["movies", "books"]), topic_seen("sports", None)
+    (False, None)
+    """
+    return None if trained_topics is None else topic in trained_topics
+
+
+def _topic_header(topic: str, seen: bool | None) -> str:
+    """A topic's column title: marked seen or unseen in training when the checkpoint says."""
+    return topic if seen is None else f"{topic} ({'seen' if seen else 'unseen'})"
 
 
 def _cell(record: Mapping[str, Any] | None, metric: str) -> str:

@@ -63,6 +63,7 @@ def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> 
             "evaluated": evaluated,
             "excluded": 1,
             "leaked": 2,
+            "seen": topic != "sports",
         }
 
     topics = [record("movies", 0.9, 100), record("books", 0.3, 2), record("sports", math.nan, 0)]
@@ -72,6 +73,9 @@ def test_the_overall_record_averages_the_scored_topics_and_sums_the_counts() -> 
     assert overall["accuracy"] == overall["mrr"] == (0.9 + 0.3) / 2  # not the mention-weighted 0.888
     assert (overall["evaluated"], overall["excluded"], overall["leaked"]) == (102, 3, 6)
     assert math.isnan(add_overall([record("sports", math.nan, 0)])[-1]["accuracy"])
+    # "all" is seen (or unseen) only when each of its topics is; a mix is neither.
+    assert overall["seen"] is None and add_overall(topics[:2])[-1]["seen"] is True
+    assert add_overall(topics[2:])[-1]["seen"] is False
 
 
 def test_a_results_file_of_another_format_version_is_refused(model, processors, damaged, tmp_path):

@@ -74,6 +74,7 @@ def _record(model: str, protocol: str, topic: str, task: str, accuracy: float | 
         "leaked": 1 if protocol.endswith("leak-free") else 0,
         "ties": "expected",
         "entity_text": "full",
+        "seen": True if model.startswith("CLIP_ND") else None,
     }
 
 
