@@ -79,6 +79,13 @@ COMMANDS: dict[str, Command] = {
         "{config.output_dir} keeps its last complete checkpoint: run the same command with --resume-from latest "
         "to continue from it",
     ),
+    "generalization": Command(
+        "m3el_hf.evaluation.generalization",
+        "GeneralizationConfig",
+        "run_generalization",
+        "Leave-one-topic-out: train without each topic, score it on that topic beside the all-topics model.",
+        "m3el-hf generalization --model-base demo-out/tiny-clip --data demo-out/m3el --recipe tiny-cpu --out loto",
+    ),
     "index": Command(
         "m3el_hf.linking.command",
         "IndexConfig",

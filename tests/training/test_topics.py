@@ -7,15 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
+from PIL import Image
 
 from m3el_hf.cli import main
 from m3el_hf.data.prepare import PrepareConfig, prepare
 from m3el_hf.data.synth import SynthConfig, synthesize
-from m3el_hf.tasks import TOPICS
-from m3el_hf.training.config import SUMMARY_NAME, TrainConfig
+from m3el_hf.tasks import TASK_NAMES, TOPICS
+from m3el_hf.training.config import SUMMARY_NAME, TrainConfig, recipe_path
 from m3el_hf.training.loop import train
 
 TRAINED = ("movies", "common", "person", "books")
+TWO = ("movies", "books")  # those of the `m3el_data` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +53,35 @@ def test_evaluate_marks_the_topics_a_checkpoint_never_saw(
     sub_table = printed.split("stock: accuracy")[0]
     assert "movies (seen)" in sub_table and "books (seen)" in sub_table and "sports (unseen)" in sub_table
     assert "(seen)" not in printed.split("stock: accuracy")[1].split("\n\n")[0]
+
+
+@pytest.mark.slow
+def test_leave_one_topic_out_scores_each_model_on_the_topic_it_never_saw(
+    tiny_clip_path: Path, m3el_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = yaml.safe_load(recipe_path("tiny-cpu").read_text())
+    recipe.update(max_steps=1, per_device_batch_size=8, eval_split=None, cpu_threads=None)
+    (tmp_path / "one-step.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "loto"
+    argv = ["generalization", "--model-base", str(tiny_clip_path), "--data", str(m3el_data), "--out", str(out)]
+    assert main([*argv, "--recipe", str(tmp_path / "one-step.yaml"), "--topics", "movies", "books"]) == 0
+    printed = capsys.readouterr().out
+    for name, topics in (("without-movies", ["books"]), ("without-books", ["movies"]), ("all-topics", TWO)):
+        summary = json.loads((out / name / "final" / SUMMARY_NAME).read_text())
+        assert summary["config"]["topics"] == list(topics) and summary["steps"] == 1
+    records = json.loads((out / "results.json").read_text())["records"]
+    cells = {(r["model"], r["topic"], r["task"]): r for r in records}
+    table = json.loads((out / "generalization.json").read_text())
+    assert table["tasks"] == list(TASK_NAMES) and list(table["unseen"]) == list(TWO)
+    for topic in TWO:
+        for task in TASK_NAMES:
+            unseen, everything = cells["without-" + topic, topic, task], cells["all-topics", topic, task]
+            assert unseen["seen"] is False and everything["seen"] is True
+            assert table["unseen"][topic][task] == unseen["accuracy"]
+            assert table["all_topics"][topic][task] == everything["accuracy"]
+    markdown = (out / "generalization.md").read_text()
+    assert markdown in printed and markdown.count("\n| movies |") == markdown.count("\n| books |") == 2
+    with Image.open(out / "generalization.png") as image:
+        assert image.format == "PNG"
+    # A run folder is not reused by accident.
+    assert main([*argv, "--recipe", str(tmp_path / "one-step.yaml"), "--topics", "movies", "books"]) == 2
