@@ -17,7 +17,9 @@ from typing import Any
 from ..atomic import atomic_write, refuse_used_folder
 from ..benchmark import HEADLINE_PROTOCOL, PROTOCOLS, Protocol
 from ..json_files import write_json
+from ..locations import check_checkpoint
 from ..tasks import TASK_NAMES, TOPICS, check_topics
+from ..training.config import TrainConfig, recipe_path
 from .command import EvaluateConfig, run_evaluate
 from .results import percent
 
@@ -94,11 +96,21 @@ def run_generalization(config: GeneralizationConfig) -> Path:
     Returns:
         `Path`: ``OUT/generalization.json``.
     """
+    from ..training.loop import train
+
     refuse_used_folder(config.out, config.overwrite)
+    plans = {held_out_name(topic): [t for t in config.topics if t != topic] for topic in config.topics}
+    if config.all_topics_model is None:
+        plans[ALL_TOPICS_MODEL] = list(config.topics)
+    else:
+        check_checkpoint(config.all_topics_model)
+    # Every recipe is read before the first training: a bad option fails now, not an hour in.
+    runs = {name: _train_config(config, name, topics) for name, topics in plans.items()}
     models = {}
-    for topic in config.topics:
-        models[held_out_name(topic)] = _train(config, held_out_name(topic), [t for t in config.topics if t != topic])
-    models[ALL_TOPICS_MODEL] = config.all_topics_model or _train(config, ALL_TOPICS_MODEL, config.topics)
+    for name, run in runs.items():
+        logger.info("Training %s on %s", name, ", ".join(run.topics))
+        models[name] = train(run)
+    models.setdefault(ALL_TOPICS_MODEL, config.all_topics_model)
     evaluation = EvaluateConfig(
         model=tuple(str(path) for path in models.values()),
         model_name=tuple(models),
@@ -121,13 +133,10 @@ def run_generalization(config: GeneralizationConfig) -> Path:
     return path
 
 
-def _train(config: GeneralizationConfig, name: str, topics: Sequence[str]) -> Path:
-    from ..training.config import TrainConfig, recipe_path
-    from ..training.loop import train
-
-    logger.info("Training %s on %s", name, ", ".join(topics))
+def _train_config(config: GeneralizationConfig, name: str, topics: Sequence[str]) -> TrainConfig:
+    """The recipe's training of `topics` from ``--model-base`` into ``OUT/name`` (a fresh or replaced folder)."""
     options = {"model": config.model_base, "data": config.data, "output_dir": config.out / name}
-    return train(TrainConfig.from_yaml(recipe_path(config.recipe), **options, topics=topics, overwrite=True))
+    return TrainConfig.from_yaml(recipe_path(config.recipe), **options, topics=topics, overwrite=True)
 
 
 def held_out_table(records: Sequence[Mapping[str, Any]], topics: Sequence[str], protocol: str) -> dict[str, Any]:

@@ -85,3 +85,17 @@ def test_leave_one_topic_out_scores_each_model_on_the_topic_it_never_saw(
         assert image.format == "PNG"
     # A run folder is not reused by accident.
     assert main([*argv, "--recipe", str(tmp_path / "one-step.yaml"), "--topics", "movies", "books"]) == 2
+
+
+def test_leave_one_topic_out_refuses_a_bad_option_before_training(
+    tiny_clip_path: Path, m3el_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "loto"
+    argv = ["generalization", "--model-base", str(tiny_clip_path), "--data", str(m3el_data), "--out", str(out)]
+    assert main([*argv, "--recipe", "tiny-cpu", "--all-topics-model", str(tmp_path / "nope")]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert main([*argv, "--recipe", "tiny-gpu"]) == 2
+    assert "neither a file nor a packaged recipe" in capsys.readouterr().err
+    assert main([*argv, "--recipe", "tiny-cpu", "--topics", "movies"]) == 2
+    assert "holding one out needs at least two topics" in capsys.readouterr().err
+    assert not out.exists()
