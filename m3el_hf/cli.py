@@ -80,7 +80,7 @@ COMMANDS: dict[str, Command] = {
         "to continue from it",
     ),
     "generalization": Command(
-        "m3el_hf.evaluation.generalization",
+        "m3el_hf.generalization",
         "GeneralizationConfig",
         "run_generalization",
         "Leave-one-topic-out: train without each topic, score it on that topic beside the all-topics model.",

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write, refuse_used_folder
-from ..benchmark import HEADLINE_PROTOCOL, PROTOCOLS, Protocol
-from ..json_files import write_json
-from ..locations import check_checkpoint
-from ..tasks import TASK_NAMES, TOPICS, check_topics
-from ..training.config import TrainConfig, recipe_path
-from .command import EvaluateConfig, run_evaluate
-from .results import percent
+from .atomic import atomic_write, refuse_used_folder
+from .benchmark import HEADLINE_PROTOCOL, PROTOCOLS, Protocol
+from .evaluation.command import EvaluateConfig, run_evaluate
+from .evaluation.results import percent
+from .json_files import write_json
+from .locations import check_checkpoint
+from .tasks import TASK_NAMES, TOPICS, check_topics
+from .training.config import TrainConfig, recipe_path
 
 __all__ = [
     "ALL_TOPICS_MODEL",
@@ -96,7 +96,7 @@ def run_generalization(config: GeneralizationConfig) -> Path:
     Returns:
         `Path`: ``OUT/generalization.json``.
     """
-    from ..training.loop import train
+    from .training.loop import train
 
     refuse_used_folder(config.out, config.overwrite)
     plans = {held_out_name(topic): [t for t in config.topics if t != topic] for topic in config.topics}
