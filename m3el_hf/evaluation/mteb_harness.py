@@ -10,6 +10,7 @@ MTEB's depth of 1,000 adds 0 to the MRR. MTEB's own result files are kept too, f
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +55,8 @@ def build_mteb_tasks(
 
 def load_mteb_model(model: str, device: str | None = None, label: str | None = None) -> Any:
     """The MTEB model for `model`: MTEB's own wrapper for a model in its registry, else CLIP_ND's encoder (a local
-    checkpoint named ``local/{label}`` in MTEB's results)."""
+    checkpoint named ``local/{label}`` in MTEB's results). MTEB's image-model wrappers need torchvision, checked
+    here, before its tasks load: MTEB's own check ends in a multi-line ImportError."""
     import mteb
 
     from .mteb_model import CLIPNDEncoder
@@ -65,6 +67,11 @@ def load_mteb_model(model: str, device: str | None = None, label: str | None = N
         except (KeyError, ValueError):
             meta = None
         if meta is not None and meta.loader is not None and meta.loader is not CLIPNDEncoder:
+            if "image" in meta.modalities and importlib.util.find_spec("torchvision") is None:
+                raise ValueError(
+                    f"{model}: MTEB's wrapper for image models needs torchvision: pip install 'm3el-hf[mteb]' with "
+                    "your torch pinned (a CPU-only torch: add --extra-index-url https://download.pytorch.org/whl/cpu)."
+                )
             logger.info("%s: MTEB's own wrapper (%s)", model, meta.loader.__name__)
             return mteb.get_model(model, device=device)
     return CLIPNDEncoder(model, device=device, label=label)

@@ -1,8 +1,8 @@
 """M³EL (arXiv 2410.18096) as MTEB tasks: 9 modality pairs × 2 protocols, and the leak-free twins.
 
 Written to MTEB's conventions, one small declarative class per task; with `m3el_hf.evaluation.mteb_retrieval`
-(their shared retrieval task) it imports only ``mteb``, ``datasets`` and ``numpy``, so both files can be proposed
-to embeddings-benchmark/mteb as they are.
+(their shared retrieval task, imported by its absolute name) it imports only ``mteb``, ``datasets`` and ``numpy``,
+so both files can be proposed to embeddings-benchmark/mteb as they are but for that one import line.
 
 - ``M3EL{m}2{e}Candidates``: a mention ranks its own candidate list (M³EL's protocol; ``top_ranked``).
 - ``M3EL{m}2{e}Kb``: a mention ranks every entity of its topic's knowledge base (the ``{topic}-kb`` config).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .mteb_retrieval import CATEGORY, SPLIT, TOPICS, AbsTaskM3EL
+from m3el_hf.evaluation.mteb_retrieval import CATEGORY, SPLIT, TOPICS, AbsTaskM3EL
 
 DATASET = {"path": "m3el-hf/M3EL", "revision": "main"}
 """Where ``m3el-hf push-dataset`` publishes the benchmark; pass ``dataset=`` to use another repo or folder."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,14 +27,18 @@ import pytest
 import yaml
 from huggingface_hub import HfApi
 from mteb.abstasks.task_metadata import TaskMetadata
+from mteb.results import TaskResult
 from mteb.types import PromptType
 from photos import encoded, rotated_jpeg
 
 from m3el_hf.benchmark import PROTOCOLS, eval_yaml, mteb_task_name, task_id
 from m3el_hf.cli import main
+from m3el_hf.data.prepare import PrepareConfig, prepare
+from m3el_hf.data.synth import SynthConfig, synthesize
 from m3el_hf.evaluation import mteb_retrieval, mteb_tasks
 from m3el_hf.evaluation.evaluator import evaluate_model
-from m3el_hf.evaluation.mteb_harness import build_mteb_tasks, evaluate_with_mteb
+from m3el_hf.evaluation.mteb_harness import build_mteb_tasks, evaluate_with_mteb, load_mteb_model
+from m3el_hf.evaluation.mteb_model import CLIPNDEncoder
 from m3el_hf.evaluation.mteb_retrieval import TIE_ULPS, AbsTaskM3EL
 from m3el_hf.evaluation.mteb_tasks import (
     TASKS,
@@ -51,6 +58,7 @@ from m3el_hf.tasks import TASK_NAMES, get_task
 from m3el_hf.tasks import TOPICS as ALL_TOPICS
 
 TOPICS = ("movies", "books")  # those of the `release` fixture (conftest.py)
+REPO = Path(__file__).resolve().parents[2]
 SPLIT = "train"  # the release's largest split (49 instances, leaked ones included); the tasks' own is "test"
 COUNT_KEYS = ("evaluated", "excluded", "leaked")
 _CATEGORY = {"T": "t", "I": "i", "TI": "it"}
@@ -599,29 +607,86 @@ sys.stdout.flush()
 """
 
 
-@pytest.mark.slow
-def test_the_task_module_runs_alone_as_proposed_upstream(tiny_clip_path: Path, release: Path, tmp_path: Path) -> None:
-    """The two module files by themselves (a package of their own) in a fresh interpreter where m3el_hf cannot be
-    imported, run by MTEB's own CLIP wrapper: what a reviewer of an upstream pull request runs."""
-    (tmp_path / "m3el").mkdir()
-    (tmp_path / "m3el" / "__init__.py").write_text("")
-    for module in (mteb_tasks, mteb_retrieval):
-        shutil.copy(module.__file__, tmp_path / "m3el")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(tmp_path)}
+def _python(cwd: Path, code: str, *args: str, **env: str) -> list[str]:
+    """The lines `code` prints, run offline by a fresh interpreter in `cwd`; it must succeed."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}
     done = subprocess.run(
-        [sys.executable, "-c", _STANDALONE, str(release), str(tiny_clip_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
+    return done.stdout.strip().splitlines()
+
+
+@pytest.mark.slow
+def test_the_task_module_runs_alone_as_proposed_upstream(tiny_clip_path: Path, release: Path, tmp_path: Path) -> None:
+    """The two module files by themselves (a package of their own, the one absolute import renamed to it) in a fresh
+    interpreter where m3el_hf cannot be imported, run by MTEB's own CLIP wrapper: what a reviewer of an upstream
+    pull request runs."""
+    (tmp_path / "m3el").mkdir()
+    (tmp_path / "m3el" / "__init__.py").write_text("")
+    for module in (mteb_tasks, mteb_retrieval):  # the absolute import names the module's place upstream
+        text = Path(module.__file__).read_text(encoding="utf-8")
+        (tmp_path / "m3el" / Path(module.__file__).name).write_text(text.replace("m3el_hf.evaluation.", "m3el."))
+    lines = _python(tmp_path, _STANDALONE, str(release), str(tiny_clip_path), PYTHONPATH=str(tmp_path))
     assert lines[-1] == "tasks: 30 m3el_hf imported: False"
     evaluated = {line.split(":")[0]: int(line.split()[-1]) for line in lines[:-1]}
     builtin = _builtin(tiny_clip_path, release, SPLIT, tasks=("TI-T",), protocols=("kb",))
     assert evaluated == {r["topic"]: r["evaluated"] for r in builtin.records if r["topic"] != "all"}
+
+
+@pytest.mark.slow
+def test_task_objects_loaded_by_path_run_and_mteb_writes_and_reads_their_results(
+    tiny_clip_path: Path, release: Path, tmp_path: Path
+) -> None:
+    """As MTEB documents a task outside its registry: the task module loaded from its file (absolute imports),
+    its task object passed to mteb.evaluate with a result cache; MTEB's TaskResult writes it and reads it back."""
+    spec = importlib.util.spec_from_file_location("m3el_tasks_by_path", mteb_tasks.__file__)
+    by_path = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(by_path)
+    with pytest.raises(KeyError, match="M3ELT2TCandidates"):
+        mteb.get_task("M3ELT2TCandidates")  # not in MTEB's registry: task objects are the way in
+    cache = mteb.ResultCache(cache_path=str(tmp_path / "cache"))
+    task = _task(by_path.M3ELT2TCandidates, release, split=SPLIT)
+    model = CLIPNDEncoder(str(tiny_clip_path), device="cpu", label="tiny")
+    result = mteb.evaluate(model, [task], cache=cache, overwrite_strategy="always", show_progress_bar=False)
+    written = result.task_results[0]
+    written.to_disk(tmp_path / "result.json")
+    cached = cache.load_results(tasks=[task], models=[model.mteb_model_meta]).model_results[0].task_results[0]
+    builtin = _by_cell(_builtin(tiny_clip_path, release, SPLIT, tasks=("T-T",), protocols=("candidates",)).records)
+    for read in (TaskResult.from_disk(tmp_path / "result.json"), cached):
+        assert read.task_name == "M3ELT2TCandidates"
+        assert read.get_score() == pytest.approx(written.get_score(), abs=1e-6)  # a mean of rounded scores
+        for topic_scores, read_scores in zip(written.scores[SPLIT], read.scores[SPLIT], strict=True):
+            assert read_scores.keys() == topic_scores.keys()
+            for key, value in topic_scores.items():  # MTEB's writer keeps 6 decimals
+                assert read_scores[key] == (round(value, 6) if isinstance(value, float) else value), key
+            assert read_scores["main_score"] == round(
+                builtin["candidates", "T-T", read_scores["hf_subset"]]["accuracy"], 6
+            )
+
+
+def test_mteb_image_wrapper_without_torchvision_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # find_spec answers None: not installed
+    with pytest.raises(ValueError, match=r"^openai/clip-vit-base-patch32: MTEB's wrapper .* needs torchvision: pip"):
+        load_mteb_model("openai/clip-vit-base-patch32", device="cpu")
+
+
+_README_MTEB = re.search(r"```python\n(import mteb\n.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+@pytest.mark.slow
+def test_the_readme_mteb_example_runs_as_written(tiny_clip_path: Path, tmp_path: Path) -> None:
+    """The README's block, unchanged, where demo-out/ holds a prepared five-topic release and a checkpoint; its
+    scores are the built-in evaluator's."""
+    (tmp_path / "demo-out" / "clipnd").mkdir(parents=True)
+    synthesize(SynthConfig(out=tmp_path / "raw", instances=150, seed=5))
+    release = prepare(PrepareConfig(raw=tmp_path / "raw", out=tmp_path / "demo-out" / "m3el")).out
+    (tmp_path / "demo-out" / "clipnd" / "final").symlink_to(tiny_clip_path)
+    label, printed = _python(tmp_path, _README_MTEB.group(1))[-1].split(": ", 1)
+    assert label == "TI-T accuracy per topic through MTEB"
+    builtin = _builtin(tiny_clip_path, release, "test", ALL_TOPICS, tasks=("TI-T",), protocols=("candidates",))
+    builtin = builtin.records
+    assert ast.literal_eval(printed) == {r["topic"]: round(r["accuracy"], 3) for r in builtin if r["topic"] != "all"}
 
 
 def _damage(rows: list[dict[str, Any]]) -> None:
