@@ -74,7 +74,7 @@ COMMANDS: dict[str, Command] = {
         "m3el_hf.training.loop",
         "TrainConfig",
         "run_train",
-        "Train CLIP_ND from a recipe (one process here; `accelerate launch trainers/train.py` for several).",
+        "Train CLIP_ND from a recipe (one process here; `accelerate launch -m m3el_hf.trainers.train` for several).",
         "m3el-hf train --recipe tiny-cpu --model demo-out/tiny-clip --data demo-out/m3el --output-dir runs/tiny",
         "{config.output_dir} keeps its last complete checkpoint: run the same command with --resume-from latest "
         "to continue from it",

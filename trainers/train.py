@@ -1,6 +1,7 @@
-"""``accelerate launch trainers/train.py --recipe tiny-cpu --model ... --data ... --output-dir ...``.
+"""``accelerate launch -m m3el_hf.trainers.train --recipe tiny-cpu --model ... --data ... --output-dir ...``.
 
-Also runnable as ``accelerate launch -m m3el_hf.trainers.train`` and as ``m3el-hf train``.
+That form works from any folder; also runnable as ``accelerate launch trainers/train.py`` from the repository's
+root and as ``m3el-hf train``.
 """
 
 from __future__ import annotations

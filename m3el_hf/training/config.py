@@ -50,7 +50,7 @@ PATH_OPTIONS = ("model", "data", "output_dir", "resume_from")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Options of CLIP_ND training (``m3el-hf train`` / ``accelerate launch trainers/train.py``).
+    """Options of CLIP_ND training (``m3el-hf train`` / ``accelerate launch -m m3el_hf.trainers.train``).
 
     >>> config = TrainConfig.from_yaml(recipe_path("tiny-cpu"), model="tiny-clip", data="m3el", output_dir="run")
     >>> config.augment_description, config.mixed_precision

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import socket
@@ -70,15 +71,28 @@ def _launch(
     popen: bool = False,
     launch: tuple[str, ...] = tuple(LAUNCH),
 ) -> subprocess.Popen | subprocess.CompletedProcess:
-    argv = [*launch, str(REPO / "trainers" / "train.py"), "--recipe", "tiny-cpu", "--model", str(tiny_clip_path)]
+    argv = [*launch, "-m", "m3el_hf.trainers.train", "--recipe", "tiny-cpu", "--model", str(tiny_clip_path)]
     argv += ["--data", str(m3el_data), "--topics", *TOPICS, "--output-dir", str(output_dir), "--eval-split", "none"]
     argv += ["--per-device-batch-size", "4", "--max-steps", "120", "--save-every", "10", "--save-total-limit", "3"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env["ACCELERATE_USE_CPU"] = "true"
     command = [str(Path(sys.executable).with_name("accelerate")), *argv[1:], *extra]
+    cwd = output_dir.parent  # the README's launch form, from a folder outside the checkout
     if popen:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_the_readme_launch_form_trains_from_any_folder(tiny_clip_path: Path, m3el_data: Path, tmp_path: Path) -> None:
+    """``accelerate launch -m m3el_hf.trainers.train`` on one process, run from a folder outside the checkout."""
+    assert not tmp_path.is_relative_to(REPO)
+    one = ("accelerate", "launch", "--num_processes", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    done = _launch(tiny_clip_path, m3el_data, tmp_path / "run", "--max-steps", "2", launch=one)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((tmp_path / "run" / "final" / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["steps"] == 2 and summary["hardware"]["num_processes"] == 1
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
 def _rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
