@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from cli_run import cli_env, run_cli
 
@@ -110,17 +112,42 @@ def test_an_unreachable_hub_fails_at_once_in_one_line(movies_release, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
-def _interrupt(args: list[str], cwd: Path, busy) -> subprocess.CompletedProcess:
-    """Start ``m3el-hf ARGS``, send Ctrl-C's signal once `busy()` says it is mid-work, and wait for its end."""
+def _interrupt(args: list[str], cwd: Path, busy, children: list | None = None) -> subprocess.CompletedProcess:
+    """Start ``m3el-hf ARGS`` in a process group of its own, send Ctrl-C's signal to the whole group (as a terminal
+    does) once `busy()` says it is mid-work, and wait for its end; `children` receives its processes then."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "m3el_hf", *args], cwd=cwd, env=cli_env(), stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "m3el_hf", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     while not busy() and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "it finished before it could be interrupted"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=300)
+    if children is not None:
+        children.extend(psutil.Process(process.pid).children(recursive=True))
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=300)  # a guard against a hang only
     return subprocess.CompletedProcess(args, process.returncode, "", err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path):
+    """Ctrl-C to prepare's process group while the workers build: exit 130, no staging folder, no process left."""
+    synthesize(SynthConfig(out=tmp_path / "raw", instances=2000, seed=0))
+    argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "2"]
+    children: list[psutil.Process] = []
+    # Mid-work: this process and the worker each building a config in the hidden staging folder.
+    done = _interrupt(argv, tmp_path, lambda: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    assert len(children) >= 2  # the fork server and a worker
+    _, alive = psutil.wait_procs(children, timeout=60)  # a guard against a hang only
+    assert alive == []
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -235,7 +236,8 @@ def _build_configs(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([])
     pending, results = list(names), {}
-    with ThreadPoolExecutor(1) as here, ProcessPoolExecutor(max_workers=workers, mp_context=context) as there:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
+    with ThreadPoolExecutor(1) as here, pool as there:
         running: dict[Future, tuple[str, Executor]] = {}
         try:
             while pending or running:
@@ -256,8 +258,17 @@ def _build_configs(
         except BaseException:
             for future in running:
                 future.cancel()
+            # The workers' builds stop now, not after their configs: the caller removes `staging` once this returns
+            # (after this process's own build, which a thread cannot cut short).
+            for process in there._processes.values():
+                process.terminate()
             raise
     return [results[name] for name in names]
+
+
+def _ignore_interrupts() -> None:
+    """A worker's start: Ctrl-C signals the whole process group, and the parent alone handles it (it ends them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _done(bar: Any, name: str, result: Any) -> Any:
