@@ -112,9 +112,12 @@ def test_an_unreachable_hub_fails_at_once_in_one_line(movies_release, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
-def _interrupt(args: list[str], cwd: Path, busy, children: list | None = None) -> subprocess.CompletedProcess:
+def _interrupt(
+    args: list[str], cwd: Path, busy, children: list | None = None, group: bool = True
+) -> subprocess.CompletedProcess:
     """Start ``m3el-hf ARGS`` in a process group of its own, send Ctrl-C's signal to the whole group (as a terminal
-    does) once `busy()` says it is mid-work, and wait for its end; `children` receives its processes then."""
+    does; to the command alone unless `group`) once `busy()` says it is mid-work, and wait for its end; `children`
+    receives its processes then."""
     process = subprocess.Popen(
         [sys.executable, "-m", "m3el_hf", *args],
         cwd=cwd,
@@ -128,25 +131,30 @@ def _interrupt(args: list[str], cwd: Path, busy, children: list | None = None) -
     assert process.poll() is None, "it finished before it could be interrupted"
     if children is not None:
         children.extend(psutil.Process(process.pid).children(recursive=True))
-    os.killpg(process.pid, signal.SIGINT)
+    (os.killpg if group else os.kill)(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=300)  # a guard against a hang only
     return subprocess.CompletedProcess(args, process.returncode, "", err)
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path):
-    """Ctrl-C to prepare's process group while the workers build: exit 130, no staging folder, no process left."""
+@pytest.mark.parametrize("when", ["group-mid-build", "command-at-start"])
+def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path, when):
+    """Ctrl-C while the workers build (to the process group, as a terminal sends it), or to prepare alone the moment
+    its staging folder exists (while it starts its thread and workers): exit 130, no staging folder, no process."""
     synthesize(SynthConfig(out=tmp_path / "raw", instances=2000, seed=0))
     argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "2"]
     children: list[psutil.Process] = []
-    # Mid-work: this process and the worker each building a config in the hidden staging folder.
-    done = _interrupt(argv, tmp_path, lambda: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
+    if when == "group-mid-build":  # this process and the worker each building a config in the staging folder
+        done = _interrupt(argv, tmp_path, lambda: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
+    else:
+        done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")), children, group=False)
     assert done.returncode == 130, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
-    assert len(children) >= 2  # the fork server and a worker
-    _, alive = psutil.wait_procs(children, timeout=60)  # a guard against a hang only
+    assert len(children) >= (2 if when == "group-mid-build" else 0)  # the fork server and a worker
+    started_there = [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(tmp_path)]  # any started later
+    _, alive = psutil.wait_procs(children + started_there, timeout=60)  # a guard against a hang only
     assert alive == []
 
 

@@ -6,6 +6,7 @@ also streaming, and is what ``push-dataset`` uploads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -14,6 +15,8 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -249,21 +252,43 @@ def _build_configs(
                         if name is None:  # only knowledge bases whose topic is still being built
                             break
                         pending.remove(name)
-                        running[executor.submit(_build_config, config, name, staging)] = (name, executor)
+                        with _interrupts_deferred():
+                            running[executor.submit(_build_config, config, name, staging)] = (name, executor)
                 if not running:
                     raise RuntimeError(f"Nothing runs, yet {pending} wait: a knowledge base lacks its topic.")
                 for future in wait(running, return_when=FIRST_COMPLETED).done:
                     name = running.pop(future)[0]
                     results[name] = _done(bar, name, future.result())
         except BaseException:
-            for future in running:
-                future.cancel()
-            # The workers' builds stop now, not after their configs: the caller removes `staging` once this returns
-            # (after this process's own build, which a thread cannot cut short).
-            for process in there._processes.values():
-                process.terminate()
+            _stop(running, there)
             raise
     return [results[name] for name in names]
+
+
+def _stop(running: dict[Future, Any], there: ProcessPoolExecutor) -> None:
+    """End the workers' builds at once, not after their configs: the caller removes the staging folder once this
+    process's own build (a thread, which cannot be cut short) has ended too."""
+    for future in running:
+        future.cancel()
+    for process in there._processes.values():
+        process.terminate()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C takes effect when the block ends: an executor interrupted while it starts a thread or a process loses
+    track of it, and it would build into the staging folder after its removal."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)
 
 
 def _ignore_interrupts() -> None:
