@@ -69,8 +69,8 @@ def load_mteb_model(model: str, device: str | None = None, label: str | None = N
         if meta is not None and meta.loader is not None and meta.loader is not CLIPNDEncoder:
             if "image" in meta.modalities and importlib.util.find_spec("torchvision") is None:
                 raise ValueError(
-                    f"{model}: MTEB's wrapper for image models needs torchvision: pip install 'm3el-hf[mteb]' with "
-                    "your torch pinned (a CPU-only torch: add --extra-index-url https://download.pytorch.org/whl/cpu)."
+                    f"{model}: MTEB's wrapper for image models needs torchvision: pip install the torchvision built "
+                    "for your torch (a CPU-only torch: --index-url https://download.pytorch.org/whl/cpu)."
                 )
             logger.info("%s: MTEB's own wrapper (%s)", model, meta.loader.__name__)
             return mteb.get_model(model, device=device)

@@ -667,7 +667,10 @@ def test_task_objects_loaded_by_path_run_and_mteb_writes_and_reads_their_results
 
 def test_mteb_image_wrapper_without_torchvision_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision", None)  # find_spec answers None: not installed
-    with pytest.raises(ValueError, match=r"^openai/clip-vit-base-patch32: MTEB's wrapper .* needs torchvision: pip"):
+    with pytest.raises(
+        ValueError,
+        match=r"^openai/clip-vit-base-patch32: MTEB's wrapper .* needs torchvision: pip install the torchvision",
+    ):
         load_mteb_model("openai/clip-vit-base-patch32", device="cpu")
 
 
