@@ -125,6 +125,9 @@ def _interrupt(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # A runner started in the background by a non-interactive shell ignores SIGINT, and a child inherits that:
+        # give the command the default disposition, as a terminal's foreground job has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     while not busy() and process.poll() is None:
         time.sleep(0.05)
