@@ -64,6 +64,13 @@ class AppConfig:
         metadata={"help": "Address to listen on (default: 127.0.0.1, or GRADIO_SERVER_NAME); 0.0.0.0 for a network."},
     )
     share: bool = field(default=False, metadata={"help": "Also serve the page at a temporary public gradio.live URL."})
+    allow_other_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "Serve an --index that another checkpoint built (other weights, templates or fusion): its "
+            "scores do not compare with --model's, so it is refused at start-up without this."
+        },
+    )
 
     def __post_init__(self) -> None:
         if importlib.util.find_spec("gradio") is None:
@@ -79,7 +86,7 @@ class AppConfig:
 def run_app(config: AppConfig) -> None:
     """Build the page and serve it until interrupted (Ctrl+C)."""
     _check_port(config.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", config.port)
-    blocks = build_app(config.model, config.index, config.results)
+    blocks = build_app(config.model, config.index, config.results, config.allow_other_checkpoint)
     blocks.launch(server_name=config.host, server_port=config.port, share=config.share)
 
 
@@ -95,7 +102,10 @@ def _check_port(host: str, port: int) -> None:
 
 
 def build_app(
-    model: str | os.PathLike[str], index: IndexFolders, results: str | os.PathLike[str] | None = None
+    model: str | os.PathLike[str],
+    index: IndexFolders,
+    results: str | os.PathLike[str] | None = None,
+    allow_other_checkpoint: bool = False,
 ) -> gradio.Blocks:
     """The demo page: `model` (a checkpoint folder or Hub id) links mentions against the entities of `index`.
 
@@ -104,6 +114,8 @@ def build_app(
         index: One index folder, several (a menu labelled by folder names), or a mapping label → folder.
         results (`str` or `os.PathLike`, *optional*): An ``m3el-hf evaluate`` results file; the page then shows
             the accuracy per task and topic of the model's records (of every model, if none is `model`).
+        allow_other_checkpoint (`bool`, *optional*, defaults to `False`): Serve indexes that another checkpoint
+            built; without it they are refused here, before the page is built.
 
     Returns:
         `gradio.Blocks`: The page, not yet launched.
@@ -116,6 +128,8 @@ def build_app(
     indexes = {label: EntityIndex.load(folder) for label, folder in folders.items()}
     plot = None if results is None else _accuracy_plot(results, model)
     linker = EntityLinker.from_pretrained(model)
+    for entities in indexes.values():
+        entities.check_encoder(linker.identity, allow_other_checkpoint)
     most = max(1, min(MAX_TOP_K, max(len(entities) for entities in indexes.values())))
     with gr.Blocks(title="M³EL entity linking", analytics_enabled=False) as blocks:
         gr.Markdown(_header(model, indexes))
@@ -123,7 +137,14 @@ def build_app(
             with gr.Column():
                 sentence = gr.Textbox(label="Sentence", placeholder="Paris is the capital of France.", lines=2)
                 mention = gr.Textbox(label="Mention", placeholder="Paris", elem_id="mention")
-                image = gr.Image(label="Mention image (optional)", type="pil", height=200, elem_id="mention-image")
+                # The file as uploaded (no mode conversion): `_link` reads it by the package's one image rule.
+                image = gr.Image(
+                    label="Mention image (optional)",
+                    type="filepath",
+                    image_mode=None,
+                    height=200,
+                    elem_id="mention-image",
+                )
                 kb = gr.Dropdown(
                     list(indexes), value=next(iter(indexes)), label="Knowledge base", visible=len(indexes) > 1
                 )
@@ -135,7 +156,7 @@ def build_app(
         if plot is not None:
             gr.Image(plot, label="Accuracy per task (candidate lists)", elem_id="accuracy")
         inputs, outputs = [sentence, mention, image, kb, top_k], [table, gallery]
-        link = partial(_link, linker, indexes)
+        link = partial(_link, linker, indexes, allow_other_checkpoint=allow_other_checkpoint)
         button.click(link, inputs, outputs)
         mention.submit(link, inputs, outputs)
     return blocks
@@ -159,19 +180,27 @@ def _link(
     indexes: Mapping[str, EntityIndex],
     sentence: str | None,
     mention: str | None,
-    image: PIL.Image.Image | None,
+    image: str | None,
     kb: str,
     top_k: float,
+    allow_other_checkpoint: bool = False,
 ) -> tuple[list[list[Any]], list[tuple[PIL.Image.Image, str]]]:
     """One click of Link: the table's rows and the gallery's captioned images."""
+    from .images import ImageInputError, load_user_image
+
     if not (mention or "").strip():
         raise _gradio().Error("Type the mention: the words of the sentence that name the entity.")
+    try:
+        picture = None if image is None else load_user_image(image, linker.max_pixels, Path(image).name)
+    except ImageInputError as error:
+        raise _gradio().Error(str(error)) from None
     found = linker.link(
         mention=mention.strip(),
         sentence=(sentence or "").strip() or None,
-        image=image,
+        image=picture,
         index=indexes[kb],
         top_k=int(top_k),
+        allow_other_checkpoint=allow_other_checkpoint,
     )
     rows = [[e.rank, e.name, e.description, e.qid, round(e.score, 4)] for e in found]
     return rows, [(e.image, f"{e.rank}. {e.name} ({e.qid})") for e in found if e.image is not None]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import struct
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +34,12 @@ __all__ = [
     "JPEG_QUALITY",
     "STORED_MODES",
     "ImageHeader",
+    "ImageInputError",
     "decode_for_resizing",
     "default_max_pixels",
     "encode",
     "jpeg_may_rotate",
+    "load_user_image",
     "open_image",
     "read_header",
     "shrink_to_shorter_side",
@@ -260,3 +264,87 @@ def encode(image: PIL.Image.Image) -> bytes:
     else:
         image.convert("L" if image.mode in ("1", "L") else "RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
+
+
+class ImageInputError(ValueError):
+    """A user's picture that cannot be used: missing, empty, not an image, cut short, or over the pixel limit.
+
+    The message is one line naming the picture and what is wrong; being a `ValueError`, the ``m3el-hf``
+    commands report it on stderr and exit with status 2.
+    """
+
+
+def load_user_image(
+    image: PIL.Image.Image | bytes | str | os.PathLike[str] | Mapping[str, Any],
+    max_pixels: int | None = None,
+    name: str | None = None,
+) -> PIL.Image.Image:
+    """A picture a user gives (``m3el-hf link --image``, `EntityLinker.link(image=...)`, the app's upload), checked
+    and decoded by the rule prepare applies to a release's images.
+
+    Its size is read from its header first, so a picture of more than `max_pixels` pixels (default, and as
+    prepare's ``--max-pixels``: PIL's decompression-bomb limit) is refused before anything decodes it; it is then
+    decoded as `open_image` decodes (EXIF orientation applied, mode kept), so a file cut short is refused too.
+
+    Args:
+        image: A decoded PIL image (only its size is checked), encoded bytes, a file path, or an undecoded
+            ``{"bytes", "path"}`` value.
+        max_pixels (`int`, *optional*): Most pixels the picture may have.
+        name (`str`, *optional*): How messages name the picture (default: its path, or "the image").
+
+    Raises:
+        `ImageInputError`: The picture cannot be used; the message says why.
+    """
+    limit = max_pixels or default_max_pixels()
+    if isinstance(image, PIL.Image.Image):
+        _check_pixels(image.size, limit, name or "the image")
+        return image
+    data, label = _user_image_bytes(image, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with `limit` below
+        try:
+            with PIL.Image.open(io.BytesIO(data)) as opened:
+                size = opened.size
+        except PIL.UnidentifiedImageError:
+            raise ImageInputError(f"{label} is not an image (no format PIL reads).") from None
+        except PIL.Image.DecompressionBombError as error:
+            raise ImageInputError(f"{label} is too large: {error}") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise _undecodable(label, error) from None
+    _check_pixels(size, limit, label)
+    try:
+        return open_image(data)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise _undecodable(label, error) from None
+
+
+def _undecodable(label: str, error: Exception) -> ImageInputError:
+    return ImageInputError(f"{label} cannot be decoded ({error}); is the file cut short?")
+
+
+def _user_image_bytes(image: bytes | str | os.PathLike[str] | Mapping[str, Any], name: str | None) -> tuple[bytes, str]:
+    """The encoded bytes of `image`, read from its file where it is one, and how messages name it."""
+    if isinstance(image, Mapping):
+        if image.get("bytes") is not None:
+            return _user_image_bytes(image["bytes"], name or image.get("path"))
+        image = image.get("path") or ""
+    if isinstance(image, bytes):
+        data, label = image, name or "the image"
+    else:
+        label = name or str(image)
+        try:
+            data = Path(image).read_bytes()
+        except OSError as error:
+            raise ImageInputError(f"{label} cannot be read ({error.strerror or error}).") from None
+    if not data:
+        raise ImageInputError(f"{label} is empty (0 bytes), not an image.")
+    return data, label
+
+
+def _check_pixels(size: tuple[int, int], limit: int, label: str) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageInputError(
+            f"{label} is too large: {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+            "(--max-pixels)."
+        )

@@ -60,6 +60,27 @@ def test_a_busy_port_is_refused_before_anything_loads(monkeypatch, capsys):
     )
 
 
+def test_an_index_of_another_checkpoint_is_refused_at_start_up(tiny_clip_path, movies_release, tmp_path, capsys):
+    for module in ("gradio", "faiss"):
+        pytest.importorskip(module)
+    from m3el_hf.app import build_app
+    from m3el_hf.cli import main as cli_main
+    from m3el_hf.modeling.tiny import build_tiny_clip
+
+    index = tmp_path / "index-movies"
+    build = ["index", "build", "--model", str(tiny_clip_path), "--kb", str(movies_release), "--config", "movies-kb"]
+    assert cli_main(["-q", *build, "--out", str(index), "--modality", "T"]) == 0
+    other = build_tiny_clip(tmp_path / "seed-1", seed=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["--model", str(other), "--index", str(index), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"m3el-hf app: error: The index {index} was built by '{tiny_clip_path}', not by '{other}' (weights sha256:"
+    )
+    assert build_app(other, index, allow_other_checkpoint=True) is not None
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """Debian's chromium (Playwright's own browser download needs the internet); skips where it is missing."""

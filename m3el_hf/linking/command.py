@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ..atomic import refuse_used_folder
+from ..locations import check_checkpoint
 from ..tasks import MODALITIES
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class IndexConfig:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if importlib.util.find_spec("faiss") is None:  # before the knowledge base is embedded, not after
             raise ValueError('index build needs FAISS: pip install "m3el-hf[index]" (faiss-cpu).')
+        check_checkpoint(self.model)
 
 
 def run_index(config: IndexConfig) -> Path:
@@ -84,6 +86,12 @@ class LinkConfig:
     )
     top_k: int = field(default=5, metadata={"help": "Entities to return."})
     json: bool = field(default=False, metadata={"help": "Print JSON (one object per entity) instead of a table."})
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "Refuse an --image of more pixels, as prepare does (default: PIL's limit)."}
+    )
+    allow_other_checkpoint: bool = field(
+        default=False, metadata={"help": "Use an --index another checkpoint built, whose scores do not compare."}
+    )
 
     def __post_init__(self) -> None:
         if (self.index is None) == (self.kb is None):
@@ -92,33 +100,53 @@ class LinkConfig:
             raise ValueError("--modality is for --kb; an index was built for one entity modality.")
         if self.top_k < 1:
             raise ValueError(f"--top-k must be at least 1, got {self.top_k}.")
+        if not self.mention.strip():
+            raise ValueError("--mention is empty: give the words of the sentence that name the entity, e.g. Paris.")
         if self.image is not None and not self.image.is_file():
             raise FileNotFoundError(f"--image {self.image} is not a file.")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be at least 1, got {self.max_pixels}.")
+        check_checkpoint(self.model)
 
 
 def run_link(config: LinkConfig) -> list[LinkedEntity]:
-    """``m3el-hf link``: rank the KB's entities for one mention and print them."""
-    import datasets
+    """``m3el-hf link``: rank the KB's entities for one mention and print them.
 
-    from . import EntityIndex, EntityLinker
+    The picture and the index are read before the model loads, so a mistake in either costs no model load; only
+    what this path needs is imported (`datasets` only for ``--kb``).
+    """
+    from ..images import load_user_image
 
-    linker = EntityLinker.from_pretrained(config.model)
+    image = (
+        None if config.image is None else load_user_image(config.image, config.max_pixels, f"--image {config.image}")
+    )
     if config.index is not None:
+        from .index import EntityIndex
+
         index = EntityIndex.load(config.index)
-        found = linker.link(config.mention, config.sentence, config.image, index=index, top_k=config.top_k)
-    else:
-        kb = datasets.load_dataset(config.kb, config.config, split="kb")
+    from .linker import EntityLinker
+
+    linker = EntityLinker.from_pretrained(config.model, max_pixels=config.max_pixels)
+    if config.index is not None:
         found = linker.link(
             config.mention,
             config.sentence,
-            config.image,
-            candidates=kb,
+            image,
+            index=index,
             top_k=config.top_k,
-            entity_modality=config.modality,
+            allow_other_checkpoint=config.allow_other_checkpoint,
+        )
+    else:
+        import datasets
+
+        kb = datasets.load_dataset(config.kb, config.config, split="kb")
+        found = linker.link(
+            config.mention, config.sentence, image, candidates=kb, top_k=config.top_k, entity_modality=config.modality
         )
     for entity in found:
         if config.json:
-            print(json.dumps({k: v for k, v in asdict(entity).items() if k != "image"}, ensure_ascii=False))
+            shown = {f.name: getattr(entity, f.name) for f in fields(entity) if f.name != "stored_image"}
+            print(json.dumps(shown, ensure_ascii=False))
         else:
             print(f"{entity.rank:2d}. {entity.qid:>12s}  {entity.score:+.4f}  {entity.name}: {entity.description}")
     return found

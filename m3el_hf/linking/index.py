@@ -4,74 +4,95 @@ A saved index is a folder the Hub takes as a dataset repo::
 
     index/
       README.md          the card: checkpoint, entity modality, counts, how to load it
-      index.json         checkpoint, modality, dimension, FAISS factory, counts (and recall@10 if approximate)
+      index.json         what built it (checkpoint, weights' fingerprint, templates, fusion, width), the entity
+                         modality, the FAISS factory, counts (and recall@10 if approximate)
+      index.faiss        the FAISS index as built (`faiss.write_index`)
       data/index-00000-of-00001.parquet   qid, name, description, topic, image, embeddings
 
-Search goes through `datasets`' FAISS integration (`Dataset.add_faiss_index`): ``"Flat"`` (exact inner
-product, the default) or any FAISS factory string, e.g. ``"HNSW32"`` (approximate; its recall@10 against
-the exact index is measured when it is built and stored in ``index.json``).
+Search is FAISS's: ``"Flat"`` (exact inner product, the default) or any FAISS factory string, e.g. ``"HNSW32"``
+(approximate; its recall@10 against the exact index is measured when it is built and stored in ``index.json``).
+Loading reads the FAISS index as saved (memory-mapped where FAISS can, as for ``Flat``: the embeddings are not
+copied) and the entities' text columns; their images are read from the Parquet files only for the entities a
+search returns, and the embeddings column only to save the index again or to rebuild it with another factory.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
-import torch
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..atomic import refuse_used_folder, replace_dir
 from ..json_files import read_json, write_json
 from ..progress import progress as progress_bar
-from .linker import EntityLinker, LinkedEntity, as_pil
+from ..tasks import MODALITIES
+from .checks import ENCODER_KEYS, check_encoder, check_factory, count_embeddable, faiss_reason, import_faiss
+from .linker import LinkedEntity
 
-__all__ = ["EMBEDDINGS", "INDEX_FILE", "EntityIndex"]
+if TYPE_CHECKING:
+    import datasets
+    import torch
+
+    from .linker import EntityLinker
+
+__all__ = ["EMBEDDINGS", "FAISS_FILE", "INDEX_FILE", "EntityIndex"]
 
 EMBEDDINGS = "embeddings"
 INDEX_FILE = "index.json"
+FAISS_FILE = "index.faiss"
+_DATA_FILE = "data/index-00000-of-00001.parquet"
 _COLUMNS = ("qid", "name", "description", "topic", "image")
+_TEXT_COLUMNS = ("qid", "name", "description", "topic")
+_REQUIRED = ("checkpoint", "encoder", "modality", "factory", "dimension", "entities", "skipped")
 _RECALL_QUERIES = 1000
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError("EntityIndex searches with FAISS: pip install 'm3el-hf[index]' (faiss-cpu).") from None
-    return faiss
+# Rows per Parquet row group where rows carry images, as `datasets` writes them: a reader (the Hub's viewer, a
+# search's hits) decodes one group to reach a row.
+_IMAGE_ROW_GROUP = 100
 
 
 @dataclass
 class EntityIndex:
-    """Entity rows with their embeddings (`dataset`) for one checkpoint and entity `modality`, and a FAISS index.
+    """Entities embedded by one encoder for one entity `modality`, and the FAISS index (`searcher`) over them.
+
+    `source` holds the entities (qid, name, description, topic, image and their `EMBEDDINGS`): a table in memory
+    when built, the folder it was loaded from when loaded. `encoder` is what built it
+    (`m3el_hf.linking.checks.encoder_identity`): searching it with another checkpoint's mention embeddings is
+    refused (`check_encoder`).
 
     >>> index = EntityIndex.build(linker, datasets.load_dataset("m3el", "all-kb", split="kb"))  # doctest: +SKIP
     >>> index.save("index-all-kb")  # doctest: +SKIP
     """
 
-    dataset: datasets.Dataset
+    source: pa.Table | Path
+    searcher: Any
     modality: str
-    checkpoint: str
+    encoder: dict[str, Any]
     factory: str = "Flat"
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        faiss = _faiss()
-        self.dataset.add_faiss_index(
-            column=EMBEDDINGS,
-            index_name=EMBEDDINGS,
-            string_factory=self.factory,
-            metric_type=faiss.METRIC_INNER_PRODUCT,
-            train_size=None if self.factory == "Flat" else len(self.dataset),
-        )
+        if isinstance(self.source, pa.Table):
+            self.rows = self.source.select([c for c in _TEXT_COLUMNS if c in self.source.column_names])
+        else:
+            self.rows = _read_parquet(self.source, lambda names: [c for c in _TEXT_COLUMNS if c in names])
+        self._images: _ImageColumn | None = None
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint that embedded the entities, as it was named (a folder or Hub id)."""
+        return self.encoder["checkpoint"]
 
     def __len__(self) -> int:
-        return self.dataset.num_rows
+        return self.rows.num_rows
 
     @classmethod
     def build(
@@ -85,67 +106,92 @@ class EntityIndex:
     ) -> EntityIndex:
         """Embed every entity of `kb` (a ``{topic}-kb`` config, or any dataset with qid, name, description and,
         for image modalities, image) in batches; entities lacking an input the modality needs are left out and
-        counted (``info["skipped"]``)."""
+        counted (``info["skipped"]``). The factory and the modality are checked before anything is embedded."""
+        import datasets
+
         missing = [c for c in ("qid", "name", "description") if c not in kb.column_names]
-        if missing or (modality != "T" and "image" not in kb.column_names):
-            raise ValueError(f"The KB lacks the column(s) {missing or ['image']} that a {modality!r} index needs.")
+        if missing:
+            raise ValueError(f"The KB lacks the column(s) {missing} that an entity index needs.")
+        dimension = linker.model.config.projection_dim
+        check_factory(factory, dimension, count_embeddable(kb, modality, "the KB"))
         columns = [c for c in _COLUMNS if c in kb.column_names]
         source = kb.select_columns(columns)
         if "image" in columns:
             source = source.cast_column("image", datasets.Image(decode=False))
-        kept, chunks = [], []
-        starts = range(0, len(source), batch_size)
-        bar = progress_bar(
-            starts, desc=f"Embedding {len(source)} entities", total=len(starts), unit="batch", show=progress
-        )
-        for start in bar:
-            rows = source[start : start + batch_size]
-            entities = [{k: rows[k][i] for k in columns} for i in range(len(rows["qid"]))]
-            embeddings, usable = linker.embed_entities(entities, modality)
-            kept += (start + usable.nonzero().flatten()).tolist()
-            chunks.append(embeddings[usable.to(embeddings.device)].float().cpu().numpy())
-        vectors = np.concatenate(chunks) if chunks else np.zeros((0, linker.model.config.projection_dim), np.float32)
-        table = source.select(kept).add_column(EMBEDDINGS, list(vectors))
-        table = table.cast_column(EMBEDDINGS, datasets.List(datasets.Value("float32")))
-        info = {"entities": len(kept), "skipped": len(source) - len(kept), "dimension": int(vectors.shape[1])}
-        index = cls(table, modality, linker.checkpoint, factory, info)
+        kept, vectors = _embed(linker, source, modality, batch_size, progress)
+        features = source.features.copy()
+        if "image" in features:
+            features["image"] = datasets.Image()  # stock readers decode it
+        features[EMBEDDINGS] = datasets.List(datasets.Value("float32"))
+        table = source.select(kept).with_format("arrow")[:].append_column(EMBEDDINGS, _list_array(vectors))
+        table = table.replace_schema_metadata(features.arrow_schema.metadata)
+        info = {"entities": len(kept), "skipped": len(source) - len(kept), "dimension": dimension}
+        index = cls(table, _searcher(vectors, factory), modality, linker.identity, factory, info)
         if factory != "Flat":
             index.info["recall@10"] = index.recall_against_exact()
         return index
 
+    def embeddings(self) -> np.ndarray:
+        """The entities' embeddings, `(len(self), dimension)` float32, row by row (read from disk if loaded)."""
+        table = self.source if isinstance(self.source, pa.Table) else _read_parquet(self.source, lambda _: [EMBEDDINGS])
+        column = table.column(EMBEDDINGS).combine_chunks()
+        return column.flatten().to_numpy().reshape(len(column), -1)
+
     def recall_against_exact(self, k: int = 10, queries: int = _RECALL_QUERIES, seed: int = 0) -> float:
         """Mean share of the exact top-`k` that this index returns, for `queries` entity embeddings as queries."""
         rng = np.random.default_rng(seed)
-        vectors = np.asarray(self.dataset.with_format("numpy")[EMBEDDINGS], dtype=np.float32)
+        vectors = self.embeddings()
         picked = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
         exact = np.argsort(-(picked @ vectors.T), axis=1, kind="stable")[:, :k]
-        found = self.dataset.search_batch(EMBEDDINGS, picked, k=k).total_indices
-        return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(exact.tolist(), found, strict=True)]))
+        _, found = self.searcher.search(picked, k)
+        return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(exact.tolist(), found.tolist(), strict=True)]))
+
+    def check_encoder(self, encoder: Mapping[str, Any], allow_other: bool = False) -> None:
+        """Refuse to search this index with mention embeddings of `encoder` unless it built the index (or
+        `allow_other`); see `m3el_hf.linking.checks.check_encoder`."""
+        where = f"The index {self.source}" if isinstance(self.source, Path) else "The index"
+        check_encoder(self.encoder, encoder, where, allow_other)
 
     def search(self, queries: torch.Tensor | np.ndarray, top_k: int = 5) -> list[list[LinkedEntity]]:
         """The `top_k` entities of each query embedding, best first."""
-        queries = queries.float().cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries)
-        found = self.dataset.search_batch(EMBEDDINGS, queries.astype(np.float32), k=min(top_k, len(self)))
-        rows = self.dataset.select_columns([c for c in _COLUMNS if c in self.dataset.column_names])
+        queries = queries.float().cpu().numpy() if hasattr(queries, "cpu") else np.asarray(queries)
+        scores, ids = self.searcher.search(np.ascontiguousarray(queries, dtype=np.float32), min(top_k, len(self)))
+        hits = sorted({int(i) for i in ids.ravel() if i >= 0})
+        rows = {i: self.rows.slice(i, 1).to_pylist()[0] for i in hits}  # `take` would import pandas
+        images = dict(zip(hits, self._take_images(hits), strict=True))
         return [
             [
-                _entity(rank, rows[int(i)], float(score))
-                for rank, (i, score) in enumerate(zip(ids, scores, strict=True), 1)
+                _entity(rank, rows[int(i)], images[int(i)], float(score))
+                for rank, (i, score) in enumerate(zip(found, row_scores, strict=True), 1)
                 if i >= 0
             ]
-            for ids, scores in zip(found.total_indices, found.total_scores, strict=True)
+            for found, row_scores in zip(ids, scores, strict=True)
         ]
 
+    def _take_images(self, rows: list[int]) -> list[Any]:
+        if isinstance(self.source, Path):
+            self._images = self._images or _ImageColumn(_parquet_files(self.source))
+            return self._images.take(rows)
+        if "image" not in self.source.column_names:
+            return [None] * len(rows)
+        column = self.source.column("image")
+        return [column[row].as_py() for row in rows]
+
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the index folder (card, ``index.json``, Parquet) atomically; returns it."""
+        """Write the index folder (card, ``index.json``, FAISS index, Parquet) atomically; returns it."""
         folder = Path(folder)
         refuse_used_folder(folder, overwrite)
+        table = self.source if isinstance(self.source, pa.Table) else _read_parquet(self.source, lambda names: names)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
         try:
             (staging / "data").mkdir()
-            self.dataset.to_parquet(str(staging / "data" / "index-00000-of-00001.parquet"))
-            meta = {"checkpoint": self.checkpoint, "modality": self.modality, "factory": self.factory, **self.info}
+            group = _IMAGE_ROW_GROUP if "image" in table.column_names else None
+            pq.write_table(table, staging / _DATA_FILE, row_group_size=group)
+            import_faiss().write_index(self.searcher, str(staging / FAISS_FILE))
+            encoder = {key: self.encoder[key] for key in ENCODER_KEYS}
+            meta = {"checkpoint": self.checkpoint, "encoder": encoder, "modality": self.modality}
+            meta |= {"factory": self.factory, **self.info}
             write_json(staging / INDEX_FILE, meta)
             (staging / "README.md").write_text(_card(meta), encoding="utf-8")
             replace_dir(staging, folder, overwrite)
@@ -156,19 +202,132 @@ class EntityIndex:
 
     @classmethod
     def load(cls, folder: str | Path, factory: str | None = None) -> EntityIndex:
-        """Load a folder written by `save` (or its Hub dataset repo, downloaded), optionally with another factory."""
+        """Load a folder written by `save` (or its Hub dataset repo, downloaded), optionally with another factory
+        (built from the stored embeddings)."""
         folder = Path(folder)
         if not (folder / INDEX_FILE).is_file():
             raise FileNotFoundError(f"{folder} is not an entity index: it has no {INDEX_FILE} (m3el-hf index build).")
-        meta = read_json(folder / INDEX_FILE)
-        files = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
-        dataset = datasets.Dataset.from_parquet(files)
-        info = {k: v for k, v in meta.items() if k not in ("checkpoint", "modality", "factory")}
-        return cls(dataset, meta["modality"], meta["checkpoint"], factory or meta["factory"], info)
+        meta = read_index_json(folder)
+        info = {k: v for k, v in meta.items() if k not in ("checkpoint", "encoder", "modality", "factory")}
+        encoder = {"checkpoint": meta["checkpoint"], "dimension": meta["dimension"], **meta["encoder"]}
+        if factory is not None and factory != meta["factory"]:
+            index = cls(folder, None, meta["modality"], encoder, factory, info)
+            index.searcher = _searcher(index.embeddings(), factory)
+            return index
+        faiss = import_faiss()
+        try:
+            searcher = faiss.read_index(str(folder / FAISS_FILE), faiss.IO_FLAG_MMAP_IFC)
+        except RuntimeError as error:
+            message = f"{folder / FAISS_FILE} is not a FAISS index FAISS can read ({faiss_reason(error)})."
+            raise ValueError(message) from None
+        index = cls(folder, searcher, meta["modality"], encoder, meta["factory"], info)
+        if searcher.ntotal != len(index) or searcher.d != meta["dimension"]:
+            raise ValueError(
+                f"{folder / FAISS_FILE} holds {searcher.ntotal} vectors of {searcher.d} dimensions, but the folder "
+                f"has {len(index)} entities of {meta['dimension']}: build the index again (m3el-hf index build)."
+            )
+        return index
 
 
-def _entity(rank: int, row: dict[str, Any], score: float) -> LinkedEntity:
-    image = row.get("image")
+def read_index_json(folder: Path) -> dict[str, Any]:
+    """``index.json`` of an index folder, refused in one line where it lacks a key or names no modality."""
+    path = folder / INDEX_FILE
+    meta = read_json(path)
+    missing = [key for key in _REQUIRED if key not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: build the index again with m3el-hf index build.")
+    if meta["modality"] not in MODALITIES:
+        raise ValueError(f"{path} names the entity modality {meta['modality']!r}; expected one of {MODALITIES}.")
+    return meta
+
+
+def _embed(linker: EntityLinker, source: Any, modality: str, batch_size: int, show: bool) -> tuple[list, np.ndarray]:
+    """The rows of `source` that `modality` can embed, and their embeddings, a batch at a time."""
+    kept, chunks = [], []
+    starts = range(0, len(source), batch_size)
+    bar = progress_bar(starts, desc=f"Embedding {len(source)} entities", total=len(starts), unit="batch", show=show)
+    for start in bar:
+        rows = source[start : start + batch_size]
+        entities = [{k: rows[k][i] for k in rows} for i in range(len(rows["qid"]))]
+        embeddings, usable = linker.embed_entities(entities, modality)
+        kept += (start + usable.nonzero().flatten()).tolist()
+        chunks.append(embeddings[usable.to(embeddings.device)].float().cpu().numpy())
+    dimension = linker.model.config.projection_dim
+    return kept, np.concatenate(chunks) if chunks else np.zeros((0, dimension), np.float32)
+
+
+def _list_array(vectors: np.ndarray) -> pa.Array:
+    """`vectors` as an Arrow list column, one list per row (what `datasets.List(Value("float32"))` stores)."""
+    offsets = np.arange(len(vectors) + 1, dtype=np.int32) * vectors.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1), type=pa.float32()))
+
+
+def _searcher(vectors: np.ndarray, factory: str) -> Any:
+    """A FAISS inner-product index of `factory` over `vectors`, trained on all of them where it needs training."""
+    faiss = import_faiss()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+    except RuntimeError as error:
+        message = f"FAISS cannot build {factory!r} over {len(vectors)} entities ({faiss_reason(error)})."
+        raise ValueError(message) from None
+    return index
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    files = sorted((folder / "data").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{folder / 'data'} holds no Parquet file: build the index again.")
+    return files
+
+
+def _read_parquet(folder: Path, columns: Any) -> pa.Table:
+    """The index's Parquet files as one table, of the columns `columns(names in the files)` picks.
+
+    Read file by file with `pyarrow.parquet.ParquetFile` (`read_table` goes through `pyarrow.dataset`, which
+    imports pandas: a second of a cold ``m3el-hf link``).
+    """
+    files = _parquet_files(folder)
+    try:
+        parquets = [pq.ParquetFile(path) for path in files]
+        picked = columns(parquets[0].schema_arrow.names)
+        return pa.concat_tables(parquet.read(columns=picked) for parquet in parquets)
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{folder / 'data'}: cannot read the entities' Parquet files ({error}).") from None
+
+
+class _ImageColumn:
+    """The image column of an index's Parquet files, read one row group at a time for the rows asked: images are
+    most of a KB's bytes, and a search shows only its hits'."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.groups: list[tuple[int, pq.ParquetFile, int]] = []
+        first = 0
+        for path in files:
+            parquet = pq.ParquetFile(path)
+            if "image" not in parquet.schema_arrow.names:
+                continue
+            for group in range(parquet.metadata.num_row_groups):
+                self.groups.append((first, parquet, group))
+                first += parquet.metadata.row_group(group).num_rows
+        self.firsts = [first for first, _, _ in self.groups]
+
+    def take(self, rows: list[int]) -> list[Any]:
+        if not self.groups:
+            return [None] * len(rows)
+        out, read = [], {}
+        for row in rows:
+            first, parquet, group = self.groups[bisect.bisect_right(self.firsts, row) - 1]
+            if (first, group) not in read:
+                read[first, group] = parquet.read_row_group(group, columns=["image"]).column(0)
+            out.append(read[first, group][row - first].as_py())
+        return out
+
+
+def _entity(rank: int, row: dict[str, Any], image: Any, score: float) -> LinkedEntity:
     return LinkedEntity(
         rank=rank,
         qid=row["qid"],
@@ -176,7 +335,7 @@ def _entity(rank: int, row: dict[str, Any], score: float) -> LinkedEntity:
         description=row.get("description") or "",
         score=score if math.isfinite(score) else float("-inf"),
         topic=row.get("topic"),
-        image=as_pil(image) if image is not None else None,
+        stored_image=image,
     )
 
 
@@ -187,8 +346,9 @@ def _card(meta: dict[str, Any]) -> str:
         "---\ntags:\n- m3el\n- entity-linking\n- faiss\n- embeddings\nconfigs:\n- config_name: default\n"
         "  data_files:\n  - split: train\n    path: data/*.parquet\n---\n\n"
         f"# Entity index\n\nEmbeddings of {meta['entities']} entities ({meta['skipped']} left out: they lack an "
-        f"input the modality needs) by the checkpoint `{meta['checkpoint']}`, entity modality `{meta['modality']}` "
-        f"({meta['dimension']} dimensions, inner product), for `m3el_hf.EntityIndex` (FAISS factory "
-        f"`{meta['factory']}`).{recall}\n\n```bash\nm3el-hf link --model {meta['checkpoint'] or 'CHECKPOINT'} "
+        f"input the modality needs) by the checkpoint `{meta['checkpoint']}` (weights "
+        f"`{meta['encoder']['weights']}`), entity modality `{meta['modality']}` ({meta['dimension']} dimensions, "
+        f"inner product), for `m3el_hf.EntityIndex` (FAISS factory `{meta['factory']}`, in `{FAISS_FILE}`)."
+        f"{recall}\n\n```bash\nm3el-hf link --model {meta['checkpoint'] or 'CHECKPOINT'} "
         "--index THIS_FOLDER --mention 'Paris' --sentence 'Paris is the capital of France.'\n```\n"
     )

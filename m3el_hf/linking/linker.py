@@ -9,17 +9,19 @@ needs (an image, for ``"I"`` and ``"TI"``) scores ``-inf``: it ranks last.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 import torch
 
-from ..images import open_image
+from ..images import load_user_image, open_image
 from ..modeling.encoders import Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
+from .checks import encoder_identity
 
 if TYPE_CHECKING:
     from .index import EntityIndex
@@ -40,7 +42,8 @@ class Mention:
 
 @dataclass(frozen=True)
 class LinkedEntity:
-    """One ranked entity: 1-based `rank`, the entity's fields, and its `score` (inner product of embeddings)."""
+    """One ranked entity: 1-based `rank`, the entity's fields, its `score` (inner product of embeddings) and its
+    picture, `image`, decoded when first read from what the KB stores (`stored_image`)."""
 
     rank: int
     qid: str
@@ -48,7 +51,12 @@ class LinkedEntity:
     description: str
     score: float
     topic: str | None = None
-    image: PIL.Image.Image | None = None
+    stored_image: ImageLike | None = field(default=None, repr=False)
+
+    @cached_property
+    def image(self) -> PIL.Image.Image | None:
+        """The entity's picture, decoded as `datasets` decodes it; None if it has none."""
+        return None if self.stored_image is None else as_pil(self.stored_image)
 
 
 class EntityLinker:
@@ -59,23 +67,49 @@ class EntityLinker:
     'Q90'
     """
 
-    def __init__(self, model: CLIPNDModel, tokenizer: Any, image_processor: Any, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: CLIPNDModel,
+        tokenizer: Any,
+        image_processor: Any,
+        batch_size: int = 64,
+        max_pixels: int | None = None,
+    ) -> None:
         self.model = model.eval()
         self.encoders = Encoders.for_model(model, tokenizer, image_processor, batch_size)
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")
+        self.max_pixels = max_pixels
+        """Most pixels a mention's picture may have (`m3el_hf.images.load_user_image`; default PIL's limit)."""
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What makes this linker's embeddings what they are (`m3el_hf.linking.checks.encoder_identity`), as an
+        index records it: the weights' fingerprint, the width, the templates and the fusion."""
+        templates = self.encoders.templates
+        return encoder_identity(self.model, templates.mention_template, templates.entity_text_template)
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, device: str | None = None, **kwargs: Any) -> EntityLinker:
+    def from_pretrained(
+        cls, checkpoint: str | Path, device: str | None = None, max_pixels: int | None = None, **kwargs: Any
+    ) -> EntityLinker:
         """Load a checkpoint folder or Hub id with its tokenizer and image processor (`kwargs` go to both)."""
         model = CLIPNDModel.from_pretrained(checkpoint, **kwargs)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(model, *load_processor(checkpoint, **kwargs))
+        return cls(model, *load_processor(checkpoint, **kwargs), max_pixels=max_pixels)
 
     @torch.inference_mode()
     def embed_mentions(self, mentions: Sequence[Mention], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(embeddings, usable)` of `mentions` for `modality`; a mention lacking a needed input is unusable."""
+        """`(embeddings, usable)` of `mentions` for `modality`; a mention lacking a needed input is unusable.
+
+        A mention's picture is checked and decoded by `m3el_hf.images.load_user_image` (`ImageInputError` when
+        it cannot be used), where the modality takes it.
+        """
         texts = [self.encoders.templates.mention_text(m.mention, m.sentence) for m in mentions]
-        return self._embed(texts, [m.image for m in mentions], modality)
+        images = [
+            load_user_image(m.image, self.max_pixels) if m.image is not None and modality != "T" else m.image
+            for m in mentions
+        ]
+        return self._embed(texts, images, modality)
 
     @torch.inference_mode()
     def embed_entities(self, entities: Sequence[Mapping[str, Any]], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,15 +132,20 @@ class EntityLinker:
         top_k: int = 5,
         mention_modality: str | None = None,
         entity_modality: str | None = None,
+        allow_other_checkpoint: bool = False,
     ) -> list[LinkedEntity]:
         """The `top_k` entities for one mention, best first: among `candidates` (dicts with ``qid``, ``name``,
         ``description`` and optionally ``image``) or in `index`.
 
         The mention's modality defaults to ``"TI"`` with an image, else ``"T"``; the entities' to the index's,
-        or ``"TI"`` when every candidate has an image, else ``"T"``.
+        or ``"TI"`` when every candidate has an image, else ``"T"``. An `index` built by another checkpoint
+        (other weights, templates or fusion) is refused unless `allow_other_checkpoint`.
         """
         query = Mention(mention, sentence, image)
-        return self.link_batch([query], candidates, index, top_k, mention_modality, entity_modality)[0]
+        found = self.link_batch(
+            [query], candidates, index, top_k, mention_modality, entity_modality, allow_other_checkpoint
+        )
+        return found[0]
 
     def link_batch(
         self,
@@ -116,6 +155,7 @@ class EntityLinker:
         top_k: int = 5,
         mention_modality: str | None = None,
         entity_modality: str | None = None,
+        allow_other_checkpoint: bool = False,
     ) -> list[list[LinkedEntity]]:
         """`link` for many mentions at once: one candidate list for all, one per mention, or an index."""
         if (candidates is None) == (index is None):
@@ -123,6 +163,12 @@ class EntityLinker:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
         modality = mention_modality or ("TI" if all(m.image is not None for m in mentions) else "T")
+        blank = [i for i, m in enumerate(mentions) if modality != "I" and not (m.mention or "").strip()]
+        if blank:
+            which = "The mention" if len(mentions) == 1 else f"Mention {blank[0]}"
+            raise ValueError(f"{which} is empty: give the words that name the entity, e.g. 'Paris'.")
+        if index is not None:
+            index.check_encoder(self.identity, allow_other_checkpoint)
         queries, usable = self.embed_mentions(mentions, modality)
         if not bool(usable.all()):
             raise ValueError(f"Mention modality {modality!r} needs an image for every mention; some have none.")
@@ -148,7 +194,7 @@ class EntityLinker:
                 description=entities[i].get("description") or "",
                 score=float(scores[i]),
                 topic=entities[i].get("topic"),
-                image=as_pil(entities[i]["image"]) if entities[i].get("image") is not None else None,
+                stored_image=entities[i].get("image"),
             )
             for rank, i in enumerate(order, start=1)
         ]

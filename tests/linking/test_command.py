@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from m3el_hf.cli import main
+from m3el_hf.modeling.tiny import build_tiny_clip
 
 
 def test_index_build_then_link_prints_ranked_entities(tiny_clip_path, movies_release, tmp_path, capsys):
@@ -29,3 +30,15 @@ def test_index_build_then_link_prints_ranked_entities(tiny_clip_path, movies_rel
     assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert main([*link, "--index", str(out), "--kb", str(movies_release)]) == 2
     assert "Pass --index DIR (built by m3el-hf index build) or --kb DATA, one of them." in capsys.readouterr().err
+
+
+def test_an_index_of_another_checkpoint_is_used_only_when_asked(tiny_clip_path, movies_release, tmp_path, capsys):
+    out = tmp_path / "index"
+    build = ["index", "build", "--model", str(tiny_clip_path), "--kb", str(movies_release), "--config", "movies-kb"]
+    assert main(["-q", *build, "--out", str(out), "--modality", "T"]) == 0
+    other = str(build_tiny_clip(tmp_path / "seed-1", seed=1))
+    link = ["-q", "link", "--model", other, "--index", str(out), "--mention", "Paris", "--top-k", "3"]
+    assert main(link) == 2
+    assert f"The index {out} was built by '{tiny_clip_path}', not by '{other}'" in capsys.readouterr().err
+    assert main([*link, "--allow-other-checkpoint"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["1.", "2.", "3."]
