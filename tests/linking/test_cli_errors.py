@@ -18,6 +18,8 @@ from photos import bomb_png, encoded
 
 from m3el_hf.cli import main
 
+pytestmark = pytest.mark.slow  # a fresh interpreter per case, most of them importing torch
+
 _ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

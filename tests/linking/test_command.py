@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from m3el_hf.cli import main
 from m3el_hf.modeling.tiny import build_tiny_clip
@@ -42,3 +46,30 @@ def test_an_index_of_another_checkpoint_is_used_only_when_asked(tiny_clip_path, 
     assert f"The index {out} was built by '{tiny_clip_path}', not by '{other}'" in capsys.readouterr().err
     assert main([*link, "--allow-other-checkpoint"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["1.", "2.", "3."]
+
+
+_LINK_AND_LIST_MODULES = """
+import json, sys
+from m3el_hf.cli import main
+status = main(json.loads(sys.argv[1]))
+print(json.dumps([status, sorted(sys.modules)]))
+"""
+
+
+@pytest.mark.slow
+def test_link_imports_only_what_linking_needs(tiny_clip_path, movies_release, tmp_path):
+    out = tmp_path / "index"
+    build = ["index", "build", "--model", str(tiny_clip_path), "--kb", str(movies_release), "--config", "movies-kb"]
+    assert main(["-q", *build, "--out", str(out)]) == 0
+    link = ["-q", "link", "--model", str(tiny_clip_path), "--index", str(out), "--mention", "Paris"]
+    done = subprocess.run(
+        [sys.executable, "-c", _LINK_AND_LIST_MODULES, json.dumps(link)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert status == 0 and {"torch", "transformers", "faiss", "m3el_hf.linking.index"} <= set(modules)
+    # No training, evaluation, Hub or data-preparation code, no MTEB, PEFT or gradio, and no `datasets` (nor
+    # the pandas it brings): an index is read with pyarrow and FAISS alone.
+    unneeded = ("m3el_hf.training", "m3el_hf.evaluation", "m3el_hf.hub", "m3el_hf.data.prepare", "datasets", "pandas")
+    unneeded += ("mteb", "peft", "gradio", "matplotlib")
+    assert [m for m in modules if m.split(".")[0] in unneeded or m.startswith(unneeded)] == []
