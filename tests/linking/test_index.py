@@ -47,8 +47,9 @@ def test_exact_search_equals_exhaustive_scoring(linker, kb, mentions, modality):
         assert [e.rank for e in got] == [1, 2, 3, 4, 5]
 
 
-def test_saved_index_loads_back_and_with_stock_datasets(linker, kb, mentions, tmp_path):
+def test_saved_index_loads_back_and_with_stock_datasets(linker, kb, mentions, tmp_path, monkeypatch):
     index = EntityIndex.build(linker, kb, modality="TI", progress=False)
+    monkeypatch.setattr("m3el_hf.linking.index._IMAGE_ROW_GROUP", 7)  # hits' images come from several row groups
     folder = index.save(tmp_path / "index")
     meta = json.loads((folder / "index.json").read_text())
     assert meta["modality"] == "TI" and meta["entities"] == len(index) and meta["factory"] == "Flat"
@@ -61,8 +62,10 @@ def test_saved_index_loads_back_and_with_stock_datasets(linker, kb, mentions, tm
     assert stock.num_rows == len(index) and len(stock[0]["embeddings"]) == meta["dimension"]
     again = EntityIndex.load(folder)
     query = mentions[:3]
-    assert [[e.qid for e in r] for r in linker.link_batch(query, index=again)] == [
-        [e.qid for e in r] for r in linker.link_batch(query, index=index)
+    found = linker.link_batch(query, index=again, top_k=len(index))
+    expected = linker.link_batch(query, index=index, top_k=len(index))
+    assert [[(e.qid, e.score, e.stored_image) for e in r] for r in found] == [
+        [(e.qid, e.score, e.stored_image) for e in r] for r in expected
     ]
     assert np.array_equal(again.embeddings(), index.embeddings())
     copy = again.save(tmp_path / "copy")  # a loaded index saves the same rows and embeddings
