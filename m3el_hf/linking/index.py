@@ -94,6 +94,11 @@ class EntityIndex:
         """The checkpoint that embedded the entities, as it was named (a folder or Hub id)."""
         return self.encoder["checkpoint"]
 
+    @property
+    def _label(self) -> str:
+        """How messages name this index: by its folder where it was loaded from one."""
+        return f"The index {self.source}" if isinstance(self.source, Path) else "The index"
+
     def __len__(self) -> int:
         return self.rows.num_rows
 
@@ -152,8 +157,15 @@ class EntityIndex:
     def check_encoder(self, encoder: Mapping[str, Any], allow_other: bool = False) -> None:
         """Refuse to search this index with mention embeddings of `encoder` unless it built the index (or
         `allow_other`); see `m3el_hf.linking.checks.check_encoder`."""
-        where = f"The index {self.source}" if isinstance(self.source, Path) else "The index"
-        check_encoder(self.encoder, encoder, where, allow_other)
+        check_encoder(self.encoder, encoder, self._label, allow_other)
+
+    def check_modality(self, modality: str | None) -> None:
+        """Refuse an entity `modality` other than the one this index was built for (None: the index's)."""
+        if modality is not None and modality != self.modality:
+            raise ValueError(
+                f"{self._label} holds entity modality {self.modality} embeddings; entity modality {modality} needs an "
+                f"index built with --modality {modality}."
+            )
 
     def search(self, queries: torch.Tensor | np.ndarray, top_k: int = 5) -> list[list[LinkedEntity]]:
         """The `top_k` entities of each query embedding, best first."""

@@ -8,6 +8,7 @@ needs (an image, for ``"I"`` and ``"TI"``) scores ``-inf``: it ranks last.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +22,7 @@ from ..images import load_user_image, open_image
 from ..modeling.encoders import Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
+from ..tasks import MODALITIES
 from .checks import encoder_identity
 
 if TYPE_CHECKING:
@@ -157,47 +159,128 @@ class EntityLinker:
         entity_modality: str | None = None,
         allow_other_checkpoint: bool = False,
     ) -> list[list[LinkedEntity]]:
-        """`link` for many mentions at once: one candidate list for all, one per mention, or an index."""
+        """`link` for many mentions at once, against one candidate list for all, one per mention, or an index.
+
+        Each mention gets what `link` gives it alone: its own modality (``"TI"`` with a picture, else ``"T"``,
+        unless `mention_modality` sets one for all), and its own list's entity modality. The entities of the
+        candidate lists are embedded once per call, each distinct entity once, however many mentions share them.
+        """
         if (candidates is None) == (index is None):
             raise ValueError("Pass either `candidates` (entities to rank) or `index` (an EntityIndex), not both.")
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
-        modality = mention_modality or ("TI" if all(m.image is not None for m in mentions) else "T")
-        blank = [i for i, m in enumerate(mentions) if modality != "I" and not (m.mention or "").strip()]
-        if blank:
-            which = "The mention" if len(mentions) == 1 else f"Mention {blank[0]}"
-            raise ValueError(f"{which} is empty: give the words that name the entity, e.g. 'Paris'.")
+        modalities = _mention_modalities(mentions, mention_modality)
         if index is not None:
             index.check_encoder(self.identity, allow_other_checkpoint)
-        queries, usable = self.embed_mentions(mentions, modality)
-        if not bool(usable.all()):
-            raise ValueError(f"Mention modality {modality!r} needs an image for every mention; some have none.")
+            index.check_modality(entity_modality)
+        queries = self._queries(mentions, modalities)
         if index is not None:
             return index.search(queries, top_k)
-        lists = _per_mention(candidates, len(mentions))
+        return self._rank_lists(queries, _per_mention(candidates, len(mentions)), top_k, entity_modality)
+
+    def _queries(self, mentions: Sequence[Mention], modalities: list[str]) -> torch.Tensor:
+        """Each mention's embedding for its own modality; the mentions of one modality are embedded together."""
+        out = torch.empty(len(mentions), self.model.config.projection_dim, device=self.model.device)
+        for modality in dict.fromkeys(modalities):
+            rows = [i for i, each in enumerate(modalities) if each == modality]
+            embedded, _ = self.embed_mentions([mentions[i] for i in rows], modality)
+            out[torch.tensor(rows, device=out.device)] = embedded.to(out.dtype)
+        return out
+
+    def _rank_lists(
+        self, queries: torch.Tensor, lists: list[Sequence[Mapping[str, Any]]], top_k: int, modality: str | None
+    ) -> list[list[LinkedEntity]]:
+        """Each mention's candidates ranked by score, the distinct entities of all `lists` embedded once."""
+        distinct = _DistinctEntities()
+        plans = {}
+        for entities in lists:
+            if id(entities) not in plans:  # a list shared by many mentions is read once
+                plans[id(entities)] = distinct.add(list(entities), modality)
+        embedded = {each: self.embed_entities(rows, each) for each, rows in distinct.rows.items()}
         return [
-            self._rank(query, entities, top_k, entity_modality) for query, entities in zip(queries, lists, strict=True)
+            _ranked(query, *plans[id(entities)], embedded, top_k)
+            for query, entities in zip(queries, lists, strict=True)
         ]
 
-    def _rank(
-        self, query: torch.Tensor, entities: Sequence[Mapping[str, Any]], top_k: int, modality: str | None
-    ) -> list[LinkedEntity]:
+
+class _DistinctEntities:
+    """The distinct entities of candidate lists, per entity modality, and each list's entities as rows of them."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Mapping[str, Any]]] = {}
+        self.keys: dict[tuple[str, tuple], int] = {}
+
+    def add(self, entities: list[Mapping[str, Any]], modality: str | None) -> tuple[list, str, list[int]]:
+        """`(entities, their modality, their rows)`: the modality defaults to ``"TI"`` when every entity of the
+        list has an image, else ``"T"``, as `link` chooses it."""
         modality = modality or ("TI" if entities and all(e.get("image") is not None for e in entities) else "T")
-        embeddings, usable = self.embed_entities(entities, modality)
-        scores = (embeddings @ query).masked_fill(~usable.to(embeddings.device), float("-inf")).cpu()
-        order = torch.argsort(scores, descending=True, stable=True)[:top_k].tolist()
-        return [
-            LinkedEntity(
-                rank=rank,
-                qid=entities[i]["qid"],
-                name=entities[i].get("name") or "",
-                description=entities[i].get("description") or "",
-                score=float(scores[i]),
-                topic=entities[i].get("topic"),
-                stored_image=entities[i].get("image"),
-            )
-            for rank, i in enumerate(order, start=1)
-        ]
+        rows = []
+        for entity in entities:
+            key = (modality, _entity_key(entity))
+            if key not in self.keys:
+                self.keys[key] = len(self.rows.setdefault(modality, []))
+                self.rows[modality].append(entity)
+            rows.append(self.keys[key])
+        return entities, modality, rows
+
+
+def _ranked(
+    query: torch.Tensor,
+    entities: list[Mapping[str, Any]],
+    modality: str,
+    rows: list[int],
+    embedded: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    top_k: int,
+) -> list[LinkedEntity]:
+    """The `top_k` of `entities` for `query`, by the inner product of their embeddings (rows of `embedded`)."""
+    if not entities:
+        return []
+    embeddings, usable = embedded[modality]
+    picked = torch.tensor(rows, device=embeddings.device)
+    scores = (embeddings[picked] @ query).masked_fill(~usable.to(embeddings.device)[picked], float("-inf")).cpu()
+    order = torch.argsort(scores, descending=True, stable=True)[:top_k].tolist()
+    return [
+        LinkedEntity(
+            rank=rank,
+            qid=entities[i]["qid"],
+            name=entities[i].get("name") or "",
+            description=entities[i].get("description") or "",
+            score=float(scores[i]),
+            topic=entities[i].get("topic"),
+            stored_image=entities[i].get("image"),
+        )
+        for rank, i in enumerate(order, start=1)
+    ]
+
+
+def _mention_modalities(mentions: Sequence[Mention], explicit: str | None) -> list[str]:
+    """Each mention's modality (`explicit`, or ``"TI"`` with a picture, else ``"T"``), refusing a mention that
+    lacks an input its modality needs."""
+    if explicit is not None and explicit not in MODALITIES:
+        raise ValueError(f"Unknown mention modality {explicit!r}; expected one of {', '.join(MODALITIES)}.")
+    modalities = [explicit or ("TI" if m.image is not None else "T") for m in mentions]
+    for i, (mention, modality) in enumerate(zip(mentions, modalities, strict=True)):
+        which = "The mention" if len(mentions) == 1 else f"Mention {i}"
+        if "I" in modality and mention.image is None:
+            raise ValueError(f"{which} has no picture, which mention modality {modality!r} needs.")
+        if "T" in modality and not (mention.mention or "").strip():
+            raise ValueError(f"{which} is empty: give the words that name the entity, e.g. 'Paris'.")
+    return modalities
+
+
+def _entity_key(entity: Mapping[str, Any]) -> tuple:
+    """What makes two candidates the same entity to embed: qid, name, description and the image's content."""
+    return entity.get("qid"), entity.get("name"), entity.get("description"), _image_key(entity.get("image"))
+
+
+def _image_key(image: Any) -> Any:
+    if isinstance(image, Mapping):
+        image = image.get("bytes") or image.get("path")
+    if isinstance(image, bytes):
+        return hashlib.blake2b(image, digest_size=16).digest()
+    if isinstance(image, PIL.Image.Image):
+        return image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+    return None if image is None else str(image)
 
 
 def _per_mention(candidates: Any, count: int) -> list[Sequence[Mapping[str, Any]]]:

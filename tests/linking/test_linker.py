@@ -8,7 +8,7 @@ import torch
 
 from m3el_hf.evaluation.evaluator import evaluate_model
 from m3el_hf.evaluation.metrics import ranking_metrics
-from m3el_hf.linking import EntityLinker, Mention
+from m3el_hf.linking import EntityIndex, EntityLinker, Mention
 from m3el_hf.modeling.processing import load_processor
 from m3el_hf.tasks import TASKS
 
@@ -21,6 +21,12 @@ def linker(tiny_clip_path) -> EntityLinker:
 @pytest.fixture(scope="module")
 def rows(movies_release) -> datasets.Dataset:
     return datasets.load_dataset(str(movies_release), "movies", split="train").select(range(16))
+
+
+@pytest.fixture(scope="module")
+def kb_index(linker, movies_release) -> EntityIndex:
+    kb = datasets.load_dataset(str(movies_release), "movies-kb", split="kb")
+    return EntityIndex.build(linker, kb, modality="TI", progress=False)
 
 
 def _candidates(row: dict) -> list[dict]:
@@ -86,7 +92,56 @@ def test_link_batch_equals_link_one_by_one_and_refuses_bad_calls(linker, rows):
     ]
     with pytest.raises(ValueError, match="either `candidates`"):
         linker.link("Paris")
-    with pytest.raises(ValueError, match="needs an image for every mention"):
+    with pytest.raises(ValueError, match="The mention has no picture, which mention modality 'I' needs"):
         linker.link("Paris", candidates=lists[0], mention_modality="I")
     with pytest.raises(ValueError, match="Got 2 candidate lists for 4 mentions"):
         linker.link_batch(mentions, lists[:2])
+
+
+def _approx(found: list) -> list:
+    return [[(e.qid, pytest.approx(e.score, abs=1e-5)) for e in entities] for entities in found]
+
+
+def test_a_mixed_batch_gives_each_mention_what_link_gives_it_alone(linker, rows, kb_index):
+    picked = [r for r in rows if r["mention_image"] is not None][:8]
+    mentions = [
+        Mention(r["mention"], r["sentence"], r["mention_image"] if i % 2 else None) for i, r in enumerate(picked)
+    ]
+    lists = [_candidates(r) for r in picked]
+    shared = [c for candidates in lists for c in candidates]
+    alone = [
+        linker.link(m.mention, m.sentence, m.image, candidates=c, top_k=3) for m, c in zip(mentions, lists, strict=True)
+    ]
+    assert _approx(linker.link_batch(mentions, lists, top_k=3)) == _approx(alone)
+    alone = [linker.link(m.mention, m.sentence, m.image, candidates=shared, top_k=3) for m in mentions]
+    assert _approx(linker.link_batch(mentions, shared, top_k=3)) == _approx(alone)
+    alone = [linker.link(m.mention, m.sentence, m.image, index=kb_index, top_k=3) for m in mentions]
+    assert _approx(linker.link_batch(mentions, index=kb_index, top_k=3)) == _approx(alone)
+    with pytest.raises(ValueError, match=r"^Mention 0 has no picture, which mention modality 'TI' needs\.$"):
+        linker.link_batch(mentions, lists, mention_modality="TI")
+    with pytest.raises(ValueError, match=r"holds entity modality TI embeddings; entity modality T needs an index"):
+        linker.link_batch(mentions, index=kb_index, entity_modality="T")
+
+
+def test_each_distinct_candidate_is_embedded_once_per_call(linker, rows, monkeypatch):
+    encoded = {"texts": 0, "images": 0}
+    for kind in encoded:
+        real = getattr(linker.encoders, kind)
+
+        def counted(values, kind=kind, real=real):
+            encoded[kind] += len(values)
+            return real(values)
+
+        monkeypatch.setattr(linker.encoders, kind, counted)
+    shared = _candidates(rows[0])
+    mentions = [Mention(r["mention"], r["sentence"]) for r in rows]
+    found = linker.link_batch(mentions, shared, top_k=2)
+    assert encoded == {"texts": len(mentions) + len(shared), "images": len(shared)}  # entity modality TI
+    assert [[e.qid for e in f] for f in found] == [
+        [e.qid for e in linker.link(m.mention, m.sentence, candidates=shared, top_k=2)] for m in mentions
+    ]
+    encoded.update(texts=0, images=0)
+    lists = [_candidates(r) for r in rows]  # one list per mention; entities recur across them
+    distinct = {(c["qid"], c["name"], c["description"]) for candidates in lists for c in candidates}
+    linker.link_batch(mentions, lists, top_k=2)
+    assert encoded["texts"] == len(mentions) + len(distinct) < len(mentions) + sum(map(len, lists))
