@@ -102,9 +102,9 @@ def _difference(key: str, built: Any, current: Any) -> str:
     return f"{key} {built!r} against {current!r}"
 
 
-def check_factory(factory: str, dimension: int, entities: int) -> None:
+def check_factory(factory: str, dimension: int, entities: int) -> Any:
     """Refuse a FAISS factory string that FAISS cannot build for `dimension`, or that needs more training points
-    than the `entities` to index, before anything is embedded."""
+    than the `entities` to index, before anything is embedded; returns the empty index it built."""
     module = import_faiss()
     try:
         index = module.index_factory(dimension, factory, module.METRIC_INNER_PRODUCT)
@@ -119,6 +119,7 @@ def check_factory(factory: str, dimension: int, entities: int) -> None:
             f"--factory {factory!r} needs at least {needed:,} entities to train on, but there are {entities:,} to "
             f"index; use {_fitting_factories(entities)}."
         )
+    return index
 
 
 def faiss_reason(error: RuntimeError) -> str:

@@ -37,6 +37,7 @@ from ..atomic import refuse_used_folder, replace_dir
 from ..json_files import read_json, write_json
 from ..progress import progress as progress_bar
 from ..tasks import MODALITIES
+from .approximate import recall_at_k, set_search, tune
 from .checks import ENCODER_KEYS, check_encoder, check_factory, count_embeddable, faiss_reason, import_faiss
 from .linker import LinkedEntity
 
@@ -83,6 +84,8 @@ class EntityIndex:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.searcher is not None and self.info.get("search"):
+            set_search(self.searcher, self.info["search"], self.factory)
         if isinstance(self.source, pa.Table):
             self.rows = self.source.select([c for c in _TEXT_COLUMNS if c in self.source.column_names])
         else:
@@ -111,33 +114,50 @@ class EntityIndex:
         factory: str = "Flat",
         batch_size: int = 256,
         progress: bool = True,
+        search: Mapping[str, int] | None = None,
+        queries: np.ndarray | None = None,
     ) -> EntityIndex:
         """Embed every entity of `kb` (a ``{topic}-kb`` config, or any dataset with qid, name, description and,
         for image modalities, image) in batches; entities lacking an input the modality needs are left out and
-        counted (``info["skipped"]``). The factory and the modality are checked before anything is embedded."""
-        import datasets
+        counted (``info["skipped"]``). The factory, its `search` width and the modality are checked before
+        anything is embedded.
 
-        missing = [c for c in ("qid", "name", "description") if c not in kb.column_names]
-        if missing:
-            raise ValueError(f"The KB lacks the column(s) {missing} that an entity index needs.")
+        An approximate index's recall@10 against exact search is measured on `queries` (mention embeddings,
+        e.g. `EntityLinker.embed_queries` of held-out mentions; without them, on entities, which flatters it) and
+        stored with its width: `search` (``{"nprobe": 8}`` for IVF, ``{"efSearch": 64}`` for HNSW), or else the
+        narrowest that reaches `m3el_hf.linking.approximate.RECALL_TARGET` (`approximate.tune`).
+        """
         dimension = linker.model.config.projection_dim
-        check_factory(factory, dimension, count_embeddable(kb, modality, "the KB"))
-        columns = [c for c in _COLUMNS if c in kb.column_names]
-        source = kb.select_columns(columns)
-        if "image" in columns:
-            source = source.cast_column("image", datasets.Image(decode=False))
-        kept, vectors = _embed(linker, source, modality, batch_size, progress)
-        features = source.features.copy()
-        if "image" in features:
-            features["image"] = datasets.Image()  # stock readers decode it
-        features[EMBEDDINGS] = datasets.List(datasets.Value("float32"))
-        table = source.select(kept).with_format("arrow")[:].append_column(EMBEDDINGS, _list_array(vectors))
-        table = table.replace_schema_metadata(features.arrow_schema.metadata)
-        info = {"entities": len(kept), "skipped": len(source) - len(kept), "dimension": dimension}
+        probe = check_factory(factory, dimension, count_embeddable(kb, modality, "the KB"))
+        set_search(probe, search or {}, factory)
+        table, vectors = _embedded_table(linker, kb, modality, batch_size, progress)
+        info = {"entities": table.num_rows, "skipped": kb.num_rows - table.num_rows, "dimension": dimension}
         index = cls(table, _searcher(vectors, factory), modality, linker.identity, factory, info)
         if factory != "Flat":
-            index.info["recall@10"] = index.recall_against_exact()
+            index._measure(vectors, queries, search)
         return index
+
+    def _measure(self, vectors: np.ndarray, queries: np.ndarray | None, search: Mapping[str, int] | None) -> None:
+        """Record recall@10 on `queries` (or sampled entities) at the `search` width, or at the one `tune` picks."""
+        if queries is not None and len(queries):
+            queries, asked = np.asarray(queries, dtype=np.float32)[:_RECALL_QUERIES], "mentions"
+        else:
+            rng = np.random.default_rng(0)
+            queries = vectors[rng.choice(len(vectors), size=min(_RECALL_QUERIES, len(vectors)), replace=False)]
+            asked = "entities (no mention queries: this flatters it)"
+        if search:
+            self.set_search(**search)
+            recall = recall_at_k(self.searcher, vectors, queries)
+        else:
+            self.info["search"], recall = tune(self.searcher, vectors, queries, self.factory)
+        self.info["recall@10"] = recall
+        self.info["recall_queries"] = f"{len(queries)} {asked}"
+
+    def set_search(self, **params: int) -> None:
+        """Set how wide the search is (``nprobe=`` for IVF, ``efSearch=`` for HNSW), as `save` will store it."""
+        set_search(self.searcher, params, self.factory)
+        if params:
+            self.info["search"] = {**self.info.get("search", {}), **params}
 
     def embeddings(self) -> np.ndarray:
         """The entities' embeddings, `(len(self), dimension)` float32, row by row (read from disk if loaded)."""
@@ -145,14 +165,14 @@ class EntityIndex:
         column = table.column(EMBEDDINGS).combine_chunks()
         return column.flatten().to_numpy().reshape(len(column), -1)
 
-    def recall_against_exact(self, k: int = 10, queries: int = _RECALL_QUERIES, seed: int = 0) -> float:
-        """Mean share of the exact top-`k` that this index returns, for `queries` entity embeddings as queries."""
-        rng = np.random.default_rng(seed)
+    def recall_against_exact(self, k: int = 10, queries: np.ndarray | None = None, seed: int = 0) -> float:
+        """Mean share of the exact top-`k` that this index returns for `queries` (default: up to 1,000 of its own
+        entity embeddings, drawn with `seed`)."""
         vectors = self.embeddings()
-        picked = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
-        exact = np.argsort(-(picked @ vectors.T), axis=1, kind="stable")[:, :k]
-        _, found = self.searcher.search(picked, k)
-        return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(exact.tolist(), found.tolist(), strict=True)]))
+        if queries is None:
+            rng = np.random.default_rng(seed)
+            queries = vectors[rng.choice(len(vectors), size=min(_RECALL_QUERIES, len(vectors)), replace=False)]
+        return recall_at_k(self.searcher, vectors, queries, k)
 
     def check_encoder(self, encoder: Mapping[str, Any], allow_other: bool = False) -> None:
         """Refuse to search this index with mention embeddings of `encoder` unless it built the index (or
@@ -226,6 +246,7 @@ class EntityIndex:
         info = {k: v for k, v in meta.items() if k not in ("checkpoint", "encoder", "modality", "factory")}
         encoder = {"checkpoint": meta["checkpoint"], "dimension": meta["dimension"], **meta["encoder"]}
         if factory is not None and factory != meta["factory"]:
+            info = {k: v for k, v in info.items() if k not in ("search", "recall@10", "recall_queries")}
             index = cls(folder, None, meta["modality"], encoder, factory, info)
             index.searcher = _searcher(index.embeddings(), factory)
             return index
@@ -254,6 +275,28 @@ def read_index_json(folder: Path) -> dict[str, Any]:
     if meta["modality"] not in MODALITIES:
         raise ValueError(f"{path} names the entity modality {meta['modality']!r}; expected one of {MODALITIES}.")
     return meta
+
+
+def _embedded_table(
+    linker: EntityLinker, kb: datasets.Dataset, modality: str, batch_size: int, progress: bool
+) -> tuple[pa.Table, np.ndarray]:
+    """The entities of `kb` that `modality` can embed, with their `EMBEDDINGS` column, and the embeddings."""
+    import datasets
+
+    missing = [c for c in ("qid", "name", "description") if c not in kb.column_names]
+    if missing:
+        raise ValueError(f"The KB lacks the column(s) {missing} that an entity index needs.")
+    columns = [c for c in _COLUMNS if c in kb.column_names]
+    source = kb.select_columns(columns)
+    if "image" in columns:
+        source = source.cast_column("image", datasets.Image(decode=False))
+    kept, vectors = _embed(linker, source, modality, batch_size, progress)
+    features = source.features.copy()
+    if "image" in features:
+        features["image"] = datasets.Image()  # stock readers decode it
+    features[EMBEDDINGS] = datasets.List(datasets.Value("float32"))
+    table = source.select(kept).with_format("arrow")[:].append_column(EMBEDDINGS, _list_array(vectors))
+    return table.replace_schema_metadata(features.arrow_schema.metadata), vectors
 
 
 def _embed(linker: EntityLinker, source: Any, modality: str, batch_size: int, show: bool) -> tuple[list, np.ndarray]:
@@ -355,7 +398,12 @@ def _entity(rank: int, row: dict[str, Any], image: Any, score: float) -> LinkedE
 
 def _card(meta: dict[str, Any]) -> str:
     """The index folder's dataset card: what was embedded, by which checkpoint, for which entity modality."""
-    recall = f" Its recall@10 against exact search: {meta['recall@10']:.3f}." if "recall@10" in meta else ""
+    recall = (
+        f" Its recall@10 against exact search: {meta['recall@10']:.3f} on {meta['recall_queries']}, searching with "
+        f"{meta.get('search') or 'its defaults'}."
+        if "recall@10" in meta
+        else ""
+    )
     return (
         "---\ntags:\n- m3el\n- entity-linking\n- faiss\n- embeddings\nconfigs:\n- config_name: default\n"
         "  data_files:\n  - split: train\n    path: data/*.parquet\n---\n\n"

@@ -169,17 +169,18 @@ class EntityLinker:
             raise ValueError("Pass either `candidates` (entities to rank) or `index` (an EntityIndex), not both.")
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
-        modalities = _mention_modalities(mentions, mention_modality)
         if index is not None:
             index.check_encoder(self.identity, allow_other_checkpoint)
             index.check_modality(entity_modality)
-        queries = self._queries(mentions, modalities)
+        queries = self.embed_queries(mentions, mention_modality)
         if index is not None:
             return index.search(queries, top_k)
         return self._rank_lists(queries, _per_mention(candidates, len(mentions)), top_k, entity_modality)
 
-    def _queries(self, mentions: Sequence[Mention], modalities: list[str]) -> torch.Tensor:
-        """Each mention's embedding for its own modality; the mentions of one modality are embedded together."""
+    def embed_queries(self, mentions: Sequence[Mention], mention_modality: str | None = None) -> torch.Tensor:
+        """Each mention's embedding as `link_batch` searches with it: for `mention_modality`, or each for its own
+        (``"TI"`` with a picture, else ``"T"``); the mentions of one modality are embedded together."""
+        modalities = _mention_modalities(mentions, mention_modality)
         out = torch.empty(len(mentions), self.model.config.projection_dim, device=self.model.device)
         for modality in dict.fromkeys(modalities):
             rows = [i for i, each in enumerate(modalities) if each == modality]
