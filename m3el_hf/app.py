@@ -137,14 +137,9 @@ def build_app(
             with gr.Column():
                 sentence = gr.Textbox(label="Sentence", placeholder="Paris is the capital of France.", lines=2)
                 mention = gr.Textbox(label="Mention", placeholder="Paris", elem_id="mention")
-                # The file as uploaded (no mode conversion): `_link` reads it by the package's one image rule.
-                image = gr.Image(
-                    label="Mention image (optional)",
-                    type="filepath",
-                    image_mode=None,
-                    height=200,
-                    elem_id="mention-image",
-                )
+                # A file, not gradio's Image: that one opens the upload with PIL first, and a file PIL refuses
+                # becomes an "Error" without a reason. `_link` reads it by the package's image rule and says why.
+                image = gr.File(label="Mention image (optional)", type="filepath", height=120, elem_id="mention-image")
                 kb = gr.Dropdown(
                     list(indexes), value=next(iter(indexes)), label="Knowledge base", visible=len(indexes) > 1
                 )

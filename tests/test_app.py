@@ -192,3 +192,30 @@ def test_the_page_links_a_test_mention_in_a_browser(chromium, assets, served, tm
         folder = Path(os.environ["M3EL_TEST_ARTIFACTS"])
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "app.png", folder / "app.png")
+
+
+@pytest.mark.browser
+@pytest.mark.filterwarnings(r"ignore::DeprecationWarning:gradio\.queueing")
+def test_a_refused_upload_shows_why_in_the_browser(chromium, assets, served, tmp_path):
+    import PIL.Image
+    from photos import encoded
+    from playwright.sync_api import expect, sync_playwright
+
+    photo = encoded(PIL.Image.radial_gradient("L").convert("RGB"), "JPEG")
+    refused = {
+        "random.png": (bytes(range(256)) * 12, "random.png is not an image (no format PIL reads)."),
+        "cut.jpg": (photo[: len(photo) * 3 // 4], "cut.jpg cannot be decoded (image file is truncated"),
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            for name, (data, message) in refused.items():
+                (tmp_path / name).write_bytes(data)
+                page.goto(served)
+                page.get_by_label("Mention", exact=True).fill("Paris")
+                page.locator("#mention-image input[type=file]").set_input_files(tmp_path / name)
+                page.locator("#link").click()
+                expect(page.get_by_text(message, exact=False)).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()

@@ -51,18 +51,12 @@ class IndexConfig:
         default="Flat",
         metadata={"help": "FAISS index: Flat (exact inner product) or an approximate factory such as HNSW32."},
     )
-    nprobe: int | None = field(
-        default=None, metadata={"help": "IVF: lists searched per query (default: the fewest for recall@10 >= 0.95)."}
-    )
+    nprobe: int | None = field(default=None, metadata={"help": "IVF: lists searched (default: recall@10 >= 0.95)."})
     ef_search: int | None = field(
-        default=None, metadata={"help": "HNSW: candidates kept per query (default: the fewest for recall@10 >= 0.95)."}
+        default=None, metadata={"help": "HNSW: candidates kept (default: recall@10 >= 0.95)."}
     )
     queries: str | None = field(
-        default=None,
-        metadata={
-            "help": "Prepared M³EL folder or Hub id whose mentions (validation, then train) measure an approximate "
-            "index's recall against exact search (default: a prepared --kb's own; else its entities, which flatter)."
-        },
+        default=None, metadata={"help": "M³EL data whose mentions measure an approximate index (default: --kb's)."}
     )
     batch_size: int = field(default=256, metadata={"help": "Entities embedded per batch."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing index folder."})

@@ -39,8 +39,7 @@ def load_kb(source: str | Path, config: str = "all-kb") -> Any:
 
     if is_entity_list(source):
         return read_entity_list(Path(source))
-    kb = datasets.load_dataset(str(source), config, split="kb")
-    return unique_entities(kb, f"{source} ({config})")
+    return unique_entities(datasets.load_dataset(str(source), config, split="kb"), f"{source} ({config})")
 
 
 def read_entity_list(path: Path) -> Any:

@@ -10,7 +10,8 @@ A saved index is a folder the Hub takes as a dataset repo::
       data/index-00000-of-00001.parquet   qid, name, description, topic, image, embeddings
 
 Search is FAISS's: ``"Flat"`` (exact inner product, the default) or any FAISS factory string, e.g. ``"HNSW32"``
-(approximate; its recall@10 against the exact index is measured when it is built and stored in ``index.json``).
+(approximate: its search width and its recall@10 against exact search on mention queries are chosen and measured
+when it is built, `m3el_hf.linking.approximate`, and stored in ``index.json``).
 Loading reads the FAISS index as saved (memory-mapped where FAISS can, as for ``Flat``: the embeddings are not
 copied) and the entities' text columns; their images are read from the Parquet files only for the entities a
 search returns, and the embeddings column only to save the index again or to rebuild it with another factory.
@@ -18,9 +19,6 @@ search returns, and the embeddings column only to save the index again or to reb
 
 from __future__ import annotations
 
-import bisect
-import functools
-import itertools
 import math
 import shutil
 import tempfile
@@ -31,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..atomic import refuse_used_folder, replace_dir
 from ..json_files import read_json, write_json
@@ -39,7 +36,9 @@ from ..progress import progress as progress_bar
 from ..tasks import MODALITIES
 from .approximate import recall_at_k, set_search, tune
 from .checks import ENCODER_KEYS, check_encoder, check_factory, count_embeddable, faiss_reason, import_faiss
+from .entities import unique_entities
 from .linker import LinkedEntity
+from .storage import ImageColumn, list_array, parquet_files, read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import datasets
@@ -57,10 +56,6 @@ _COLUMNS = ("qid", "name", "description", "topic", "image")
 _TEXT_COLUMNS = ("qid", "name", "description", "topic")
 _REQUIRED = ("checkpoint", "encoder", "modality", "factory", "dimension", "entities", "skipped")
 _RECALL_QUERIES = 1000
-# Rows per Parquet row group where rows carry images, as `datasets` writes them: a reader (the Hub's viewer, a
-# search's hits) decodes one group to reach a row.
-_IMAGE_ROW_GROUP = 100
-_CACHED_GROUPS = 64  # row groups of images a loaded index keeps between searches (6,400 images)
 
 
 @dataclass
@@ -89,8 +84,8 @@ class EntityIndex:
         if isinstance(self.source, pa.Table):
             self.rows = self.source.select([c for c in _TEXT_COLUMNS if c in self.source.column_names])
         else:
-            self.rows = _read_parquet(self.source, lambda names: [c for c in _TEXT_COLUMNS if c in names])
-        self._images: _ImageColumn | None = None
+            self.rows = read_parquet(self.source, lambda names: [c for c in _TEXT_COLUMNS if c in names])
+        self._images: ImageColumn | None = None
 
     @property
     def checkpoint(self) -> str:
@@ -127,6 +122,7 @@ class EntityIndex:
         stored with its width: `search` (``{"nprobe": 8}`` for IVF, ``{"efSearch": 64}`` for HNSW), or else the
         narrowest that reaches `m3el_hf.linking.approximate.RECALL_TARGET` (`approximate.tune`).
         """
+        kb = unique_entities(kb, "the KB")
         dimension = linker.model.config.projection_dim
         probe = check_factory(factory, dimension, count_embeddable(kb, modality, "the KB"))
         set_search(probe, search or {}, factory)
@@ -161,7 +157,7 @@ class EntityIndex:
 
     def embeddings(self) -> np.ndarray:
         """The entities' embeddings, `(len(self), dimension)` float32, row by row (read from disk if loaded)."""
-        table = self.source if isinstance(self.source, pa.Table) else _read_parquet(self.source, lambda _: [EMBEDDINGS])
+        table = self.source if isinstance(self.source, pa.Table) else read_parquet(self.source, lambda _: [EMBEDDINGS])
         column = table.column(EMBEDDINGS).combine_chunks()
         return column.flatten().to_numpy().reshape(len(column), -1)
 
@@ -205,7 +201,7 @@ class EntityIndex:
 
     def _take_images(self, rows: list[int]) -> list[Any]:
         if isinstance(self.source, Path):
-            self._images = self._images or _ImageColumn(_parquet_files(self.source))
+            self._images = self._images or ImageColumn(parquet_files(self.source))
             return self._images.take(rows)
         if "image" not in self.source.column_names:
             return [None] * len(rows)
@@ -216,13 +212,12 @@ class EntityIndex:
         """Write the index folder (card, ``index.json``, FAISS index, Parquet) atomically; returns it."""
         folder = Path(folder)
         refuse_used_folder(folder, overwrite)
-        table = self.source if isinstance(self.source, pa.Table) else _read_parquet(self.source, lambda names: names)
+        table = self.source if isinstance(self.source, pa.Table) else read_parquet(self.source, lambda names: names)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
         try:
             (staging / "data").mkdir()
-            group = _IMAGE_ROW_GROUP if "image" in table.column_names else None
-            pq.write_table(table, staging / _DATA_FILE, row_group_size=group)
+            write_parquet(table, staging / _DATA_FILE)
             import_faiss().write_index(self.searcher, str(staging / FAISS_FILE))
             encoder = {key: self.encoder[key] for key in ENCODER_KEYS}
             meta = {"checkpoint": self.checkpoint, "encoder": encoder, "modality": self.modality}
@@ -295,7 +290,7 @@ def _embedded_table(
     if "image" in features:
         features["image"] = datasets.Image()  # stock readers decode it
     features[EMBEDDINGS] = datasets.List(datasets.Value("float32"))
-    table = source.select(kept).with_format("arrow")[:].append_column(EMBEDDINGS, _list_array(vectors))
+    table = source.select(kept).with_format("arrow")[:].append_column(EMBEDDINGS, list_array(vectors))
     return table.replace_schema_metadata(features.arrow_schema.metadata), vectors
 
 
@@ -314,12 +309,6 @@ def _embed(linker: EntityLinker, source: Any, modality: str, batch_size: int, sh
     return kept, np.concatenate(chunks) if chunks else np.zeros((0, dimension), np.float32)
 
 
-def _list_array(vectors: np.ndarray) -> pa.Array:
-    """`vectors` as an Arrow list column, one list per row (what `datasets.List(Value("float32"))` stores)."""
-    offsets = np.arange(len(vectors) + 1, dtype=np.int32) * vectors.shape[1]
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1), type=pa.float32()))
-
-
 def _searcher(vectors: np.ndarray, factory: str) -> Any:
     """A FAISS inner-product index of `factory` over `vectors`, trained on all of them where it needs training."""
     faiss = import_faiss()
@@ -333,55 +322,6 @@ def _searcher(vectors: np.ndarray, factory: str) -> Any:
         message = f"FAISS cannot build {factory!r} over {len(vectors)} entities ({faiss_reason(error)})."
         raise ValueError(message) from None
     return index
-
-
-def _parquet_files(folder: Path) -> list[Path]:
-    files = sorted((folder / "data").glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{folder / 'data'} holds no Parquet file: build the index again.")
-    return files
-
-
-def _read_parquet(folder: Path, columns: Any) -> pa.Table:
-    """The index's Parquet files as one table, of the columns `columns(names in the files)` picks.
-
-    Read file by file with `pyarrow.parquet.ParquetFile` (`read_table` goes through `pyarrow.dataset`, which
-    imports pandas: a second of a cold ``m3el-hf link``).
-    """
-    files = _parquet_files(folder)
-    try:
-        parquets = [pq.ParquetFile(path) for path in files]
-        picked = columns(parquets[0].schema_arrow.names)
-        return pa.concat_tables(parquet.read(columns=picked) for parquet in parquets)
-    except (pa.ArrowException, OSError) as error:
-        raise ValueError(f"{folder / 'data'}: cannot read the entities' Parquet files ({error}).") from None
-
-
-class _ImageColumn:
-    """The image column of an index's Parquet files, read one row group at a time for the rows asked (images are
-    most of a KB's bytes, and a search shows only its hits'); the last groups read are kept for the next search."""
-
-    def __init__(self, files: list[Path]) -> None:
-        parquets = [pq.ParquetFile(path) for path in files]
-        self.groups = [(parquet, group) for parquet in parquets for group in range(parquet.metadata.num_row_groups)]
-        if "image" not in parquets[0].schema_arrow.names:
-            self.groups = []
-        sizes = [parquet.metadata.row_group(group).num_rows for parquet, group in self.groups]
-        self.firsts = [0, *itertools.accumulate(sizes)][: len(sizes)]
-        self._group = functools.lru_cache(maxsize=_CACHED_GROUPS)(self._read_group)
-
-    def _read_group(self, index: int) -> pa.ChunkedArray:
-        parquet, group = self.groups[index]
-        return parquet.read_row_group(group, columns=["image"]).column(0)
-
-    def take(self, rows: list[int]) -> list[Any]:
-        if not self.groups:
-            return [None] * len(rows)
-        out = []
-        for row in rows:
-            index = bisect.bisect_right(self.firsts, row) - 1
-            out.append(self._group(index)[row - self.firsts[index]].as_py())
-        return out
 
 
 def _entity(rank: int, row: dict[str, Any], image: Any, score: float) -> LinkedEntity:

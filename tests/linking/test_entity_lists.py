@@ -128,3 +128,15 @@ def test_a_broken_entity_list_is_one_line_naming_the_line(tmp_path, content, mes
     path.write_text(content)
     with pytest.raises(ValueError, match=rf"^{path}{message}" if message.startswith(",") else message):
         read_entity_list(path)
+
+
+def test_an_index_holds_an_entity_listed_twice_once(entity_list, tiny_clip_path):
+    import datasets
+
+    linker = EntityLinker.from_pretrained(tiny_clip_path, device="cpu")
+    entities = read_entity_list(entity_list)
+    doubled = datasets.concatenate_datasets([entities, entities.select([1])])
+    index = EntityIndex.build(linker, doubled, modality="T", progress=False)
+    assert len(index) == 4
+    found = linker.link("Green Park", index=index, top_k=10)
+    assert sorted(e.qid for e in found) == ["Q1", "Q2", "Q3", "Q4"]

@@ -49,7 +49,7 @@ def test_exact_search_equals_exhaustive_scoring(linker, kb, mentions, modality):
 
 def test_saved_index_loads_back_and_with_stock_datasets(linker, kb, mentions, tmp_path, monkeypatch):
     index = EntityIndex.build(linker, kb, modality="TI", progress=False)
-    monkeypatch.setattr("m3el_hf.linking.index._IMAGE_ROW_GROUP", 7)  # hits' images come from several row groups
+    monkeypatch.setattr("m3el_hf.linking.storage.IMAGE_ROW_GROUP", 7)  # hits' images come from several row groups
     folder = index.save(tmp_path / "index")
     meta = json.loads((folder / "index.json").read_text())
     assert meta["modality"] == "TI" and meta["entities"] == len(index) and meta["factory"] == "Flat"
