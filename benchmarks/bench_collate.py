@@ -28,6 +28,7 @@ import torch
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+import m3el_hf.images as images_module
 import m3el_hf.modeling.collator as collator_module
 from m3el_hf.data.prepare import PrepareConfig, prepare
 from m3el_hf.data.synth import SynthConfig, synthesize
@@ -108,7 +109,7 @@ def measure(name: str, collator: M3ELCollator, rows: list[dict], args: argparse.
     best, parts = None, None
     for _ in range(args.rounds):
         watch = Stopwatch()
-        watch.wrap(collator_module, "open_image", "decode (datasets' Image decoding)")
+        watch.wrap(images_module, "open_image", "decode (datasets' Image decoding)")
         watch.wrap(collator_module, "tokenize", "tokenise")
         fast = collator._fast_images()
         for method, label in (("pixels", "resize, crop, uint8 (pixels)"), ("normalize", "normalise (table)")):

@@ -6,31 +6,24 @@ import functools
 import hashlib
 import io
 import json
-from collections import Counter
+import warnings
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import pyarrow as pa
 
-from ..images import (
-    STORED_MODES,
-    ImageHeader,
-    decode_for_resizing,
-    default_max_pixels,
-    encode,
-    read_header,
-    shrink_to_shorter_side,
-    to_8bit,
-)
+from ..images import STORED_MODES, decode_for_resizing, default_max_pixels, encode, shrink_to_shorter_side, to_8bit
 from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
 from .image_paths import ImagePathResolver
-from .leak import LeakDetector
+from .leak import Fingerprinted, fingerprint, leak_columns, picture_fingerprint
 from .raw_files import M3ELFormatError
 from .records import OnError, RawImage, RawRecord, SkipReport
 
@@ -69,17 +62,24 @@ def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, .
     )
 
 
+_MEMO_ENTRIES = 4096
+_MEMO_BYTES = 64 << 20
+
+
 @dataclass
 class ImageReader:
-    """Reads release images as bytes, checks them from their headers, and converts or shrinks them where asked.
+    """Reads release images as bytes, checks them, converts or shrinks them where asked, and fingerprints them.
 
-    Every image's header is read (`m3el_hf.images.read_header`: no pixels decoded): a file that is not a
-    whole image, or that has more pixels than `max_pixels` (a decompression bomb), is refused. An image
-    in a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by scaling
-    and stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
-    reduced scale), turned upright, resized with bicubic resampling so that its shorter side is
-    `image_size`, and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is
-    shrunk instead (Lanczos). Everything else is stored byte for byte.
+    Each image is opened once: PIL's lazy header gives its size, and an image with more pixels than
+    `max_pixels` (a decompression bomb) is refused before anything decodes it. Then one decode serves every
+    need. An image in a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by
+    scaling and stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
+    reduced scale), turned upright, resized with bicubic resampling so that its shorter side is `image_size`,
+    and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk instead
+    (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.fingerprint`)
+    for its leak fingerprint; a converted image is fingerprinted from the picture it is stored as. An image
+    whose pixels do not decode is refused. Results are remembered by image path (bounded), since a
+    candidate's image recurs in many instances.
 
     Args:
         root (`Path`): the release root; image paths are resolved under it and never outside.
@@ -93,37 +93,82 @@ class ImageReader:
     image_size: int | None = None
     max_pixels: int | None = None
     _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
+    _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _memo_bytes: int = field(default=0, init=False, repr=False)
 
-    def read(self, image: RawImage, source: str, index: int) -> dict[str, Any]:
-        """Return ``{"bytes", "path": None}`` for the Image feature; raise `M3ELFormatError` when unusable.
+    def read(self, image: RawImage, source: str, index: int) -> Fingerprinted:
+        """The image's bytes as stored (for the Image feature's ``{"bytes", "path": None}``) and its leak
+        fingerprint; raise `M3ELFormatError` when it is unusable.
 
         No file name is kept. A mention's image is stored in the release as the gold entity's file
         (``.../{mention}-{gold Qid}/{Qid}.jpg``), so its name would give the answer away; the provenance
         columns keep the Commons file name and URL; and `datasets` re-checks every named image on write.
         """
+        found = self._memo.get(image.local)
+        if found is not None:
+            self._memo.move_to_end(image.local)
+            converted, prints = found
+            return Fingerprinted(converted or self._read_bytes(image, source, index), prints)
         data = self._read_bytes(image, source, index)
         try:
-            header = read_header(data)
-        except (OSError, SyntaxError, ValueError) as error:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
+                with PIL.Image.open(io.BytesIO(data)) as opened:
+                    self._check_pixels(opened.size, image, source, index)
+                    converted, prints = self._convert(opened)
+        except PIL.Image.DecompressionBombError as error:
             raise M3ELFormatError(
-                f"undecodable image: {image.local!r} ({error})", source, index, key="undecodable_image"
+                f"image too large: {image.local!r} ({str(error).rstrip('.')}), over the limit of "
+                f"{self.max_pixels or default_max_pixels():,} (--max-pixels)",
+                source,
+                index,
+                key="image_too_large",
             ) from None
+        except PIL.UnidentifiedImageError:  # its message holds an object address: reports must repeat exactly
+            raise _undecodable(image, "not an image file PIL can read", source, index) from None
+        except M3ELFormatError:
+            raise
+        except (OSError, SyntaxError, ValueError) as error:
+            raise _undecodable(image, error, source, index) from None
+        self._remember(image.local, converted, prints)
+        return Fingerprinted(converted or data, prints)
+
+    def _check_pixels(self, size: tuple[int, int], image: RawImage, source: str, index: int) -> None:
+        width, height = size
         limit = self.max_pixels or default_max_pixels()
-        if header.pixels > limit:
+        if width * height > limit:
             raise M3ELFormatError(
-                f"image too large: {image.local!r} is {header.width}x{header.height} = {header.pixels:,} pixels, "
+                f"image too large: {image.local!r} is {width}x{height} = {width * height:,} pixels, "
                 f"over the limit of {limit:,} (--max-pixels)",
                 source,
                 index,
                 key="image_too_large",
             )
-        try:
-            data = self._convert(data, header)
-        except (OSError, SyntaxError, ValueError) as error:
-            raise M3ELFormatError(
-                f"undecodable image: {image.local!r} ({error})", source, index, key="undecodable_image"
-            ) from None
-        return {"bytes": data, "path": None}
+
+    def _convert(self, opened: PIL.Image.Image) -> tuple[bytes | None, np.ndarray]:
+        """The bytes to store instead of the file's (None to store it as it is) and the fingerprint, from one
+        decode of `opened` (a file PIL has opened and not loaded)."""
+        width, height = opened.size
+        if self.image_size and min(width, height) > self.image_size:
+            return _reencoded(shrink_to_shorter_side(opened, self.image_size))
+        if self.max_image_side and max(width, height) > self.max_image_side:
+            picture = decode_for_resizing(opened)
+            picture.thumbnail((self.max_image_side, self.max_image_side), PIL.Image.Resampling.LANCZOS)
+            return _reencoded(picture)
+        if opened.mode not in STORED_MODES:
+            picture = to_8bit(PIL.ImageOps.exif_transpose(opened))
+            out = io.BytesIO()
+            picture.save(out, format="PNG")
+            return out.getvalue(), picture_fingerprint(picture)
+        return None, fingerprint(opened)
+
+    def _remember(self, local: str, converted: bytes | None, prints: np.ndarray) -> None:
+        """Keep a result by path; the oldest go beyond `_MEMO_ENTRIES` results or `_MEMO_BYTES` of images."""
+        self._memo[local] = (converted, prints)
+        self._memo_bytes += len(converted or b"")
+        while len(self._memo) > _MEMO_ENTRIES or self._memo_bytes > _MEMO_BYTES:
+            old, _ = self._memo.popitem(last=False)[1]
+            self._memo_bytes -= len(old or b"")
 
     def _read_bytes(self, image: RawImage, source: str, index: int) -> bytes:
         if self._paths is None:
@@ -139,25 +184,18 @@ class ImageReader:
                 f"unreadable image: {image.local!r} ({error.strerror or error})", source, index, key="unreadable_image"
             ) from None
 
-    def _convert(self, data: bytes, header: ImageHeader) -> bytes:
-        """`data` as stored: shrunk where asked and larger, converted where its mode needs it, else as it is."""
-        if self.image_size and min(header.width, header.height) > self.image_size:
-            return encode(shrink_to_shorter_side(data, self.image_size))
-        if self.max_image_side and max(header.width, header.height) > self.max_image_side:
-            return encode(_shrink_longer_side(data, self.max_image_side))
-        if header.mode not in STORED_MODES:
-            with PIL.Image.open(io.BytesIO(data)) as im:
-                converted = to_8bit(PIL.ImageOps.exif_transpose(im))
-            out = io.BytesIO()
-            converted.save(out, format="PNG")
-            return out.getvalue()
-        return data
+
+def _reencoded(picture: PIL.Image.Image) -> tuple[bytes, np.ndarray]:
+    return encode(picture), picture_fingerprint(picture)
 
 
-def _shrink_longer_side(data: bytes, max_side: int) -> PIL.Image.Image:
-    image = decode_for_resizing(data)
-    image.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
-    return image
+def _undecodable(image: RawImage, problem: Any, source: str, index: int) -> M3ELFormatError:
+    return M3ELFormatError(f"undecodable image: {image.local!r} ({problem})", source, index, key="undecodable_image")
+
+
+def _value(image: Fingerprinted | None) -> dict[str, Any] | None:
+    """The value of the Image feature: bytes, no path."""
+    return None if image is None else {"bytes": image.data, "path": None}
 
 
 def _source(image: RawImage | None) -> dict[str, str] | None:
@@ -179,7 +217,6 @@ class RowBuilder:
     on_error: OnError = "raise"
     report: SkipReport = field(default_factory=SkipReport)
     audit: DatasetAudit = field(default_factory=DatasetAudit)
-    leaks: LeakDetector = field(default_factory=LeakDetector, repr=False)
     _seen: Counter = field(default_factory=Counter, repr=False)
 
     def __post_init__(self) -> None:
@@ -197,14 +234,12 @@ class RowBuilder:
             row_id = f"{record.topic}-{key}" + (f"-{n}" if n > 1 else "")
             yield record_split, row_id, self._row(record, row_id, record_split, duplicate=n > 1)
 
-    def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> dict[str, Any] | None:
+    def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> Fingerprinted | None:
         if image is None:
             return None
         if image.local not in cache:
             try:
                 cache[image.local] = self.images.read(image, record.source, record.index)
-                if "mention_image_leak" in self._wanted:
-                    self._decodable(cache[image.local]["bytes"], image, record)
             except M3ELFormatError as error:
                 if self.on_error == "raise":
                     raise
@@ -222,7 +257,13 @@ class RowBuilder:
             if "candidate_images" in wanted or "mention_image_leak" in wanted
             else None
         )
-        leak, near_candidates = self._leak(mention_image, candidate_images, record.label)
+        leak, near_candidates = (
+            leak_columns(mention_image, candidate_images, record.label)
+            if "mention_image_leak" in wanted
+            else (None, [])
+        )
+        mention_image = _value(mention_image)
+        candidate_images = None if candidate_images is None else [_value(image) for image in candidate_images]
         label = record.label
         if candidate_images is not None:
             has_gold = candidate_images[label] is not None
@@ -253,19 +294,6 @@ class RowBuilder:
         if len(wanted) == len(INSTANCE_FEATURES):
             self._observe(record, row, split, duplicate)
         return {name: row[name] for name in self.columns}
-
-    def _decodable(self, data: bytes, image: RawImage, record: RawRecord) -> None:
-        """Fingerprint the image for the leak columns now, so that one whose pixels do not decode is counted."""
-        try:
-            self.leaks.fingerprint(data)
-        except (OSError, SyntaxError, ValueError) as error:
-            raise M3ELFormatError(
-                f"undecodable image: {image.local!r} ({error})", record.source, record.index, key="undecodable_image"
-            ) from None
-
-    def _leak(self, mention: dict | None, candidates: list | None, label: int) -> tuple[str | None, list[int]]:
-        """The leak columns of a row (`LeakDetector.check_values`); none without a mention image."""
-        return self.leaks.check_values(mention, candidates, label) if mention is not None else (None, [])
 
     def _observe(self, record: RawRecord, row: dict[str, Any], split: str, duplicate: bool) -> None:
         gold = row["candidate_images"][row["label"]]

@@ -10,9 +10,11 @@ image task is solved by finding the duplicate, not by linking. Each instance get
   mention's (a mislabel, or a picture that shows several candidates).
 
 **Near-duplicate**: the 64-bit perceptual hash of ``imagehash.phash`` (DCT of a 32×32 greyscale thumbnail;
-for the same decoded picture, imagehash's bit for bit, tested) on the upright picture, decoded small (JPEGs at
-a reduced DCT scale), and on six crops of it (5% and 10% off every side, 10% off one side). Two pictures are
-near-duplicates when the whole-picture hash of one is within `NEAR_DISTANCE` bits of any hash of the other.
+for the same decoded picture, imagehash's bit for bit, tested) on the upright picture, and on six crops of it
+(5% and 10% off every side, 10% off one side). Two pictures are near-duplicates when the whole-picture hash of
+one is within `NEAR_DISTANCE` bits of any hash of the other. The picture is the one decode prepare makes of
+each image: an image stored as it is decoded small (JPEGs at a reduced DCT scale), a converted or resized one
+as the picture it is stored as, before its encoding (`picture_fingerprint`).
 Measured on the real photographs bundled with matplotlib and scikit-image: re-encoding, resizing and greyscale
 conversion move the hash by at most 4 bits, crops of up to 5% a side by at most 12 (tested), and two different
 photographs are at least 18 bits apart.
@@ -20,21 +22,27 @@ photographs are at least 18 bits apart.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import io
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import scipy.fftpack
 
-from ..images import to_rgb
+from ..images import content_key, to_rgb
 
-__all__ = ["NEAR_DISTANCE", "LeakDetector", "fingerprint", "is_leak"]
+__all__ = [
+    "NEAR_DISTANCE",
+    "Fingerprinted",
+    "LeakDetector",
+    "fingerprint",
+    "is_leak",
+    "leak_columns",
+    "picture_fingerprint",
+]
 
 NEAR_DISTANCE = 12
 """Most differing hash bits (of 64) between near-duplicates."""
@@ -50,58 +58,46 @@ def is_leak(kind: str | None) -> bool:
     return kind in ("copy", "near")
 
 
-def fingerprint(data: bytes) -> np.ndarray:
+def fingerprint(image: bytes | PIL.Image.Image) -> np.ndarray:
     """The perceptual hashes of an encoded image, upright: uint64 `(7,)`, the whole picture first, then crops.
 
-    Raises what PIL raises for bytes that are not an image.
+    `image` is the encoded bytes, or the file PIL has opened from them and not loaded yet. A JPEG is decoded at
+    a reduced DCT scale, to no less than `_DECODE_AT_LEAST` pixels a side. Raises what PIL raises for bytes
+    that are not an image.
     """
-    with PIL.Image.open(io.BytesIO(data)) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (_DECODE_AT_LEAST, _DECODE_AT_LEAST))
-        image.load()
-        upright = to_rgb(PIL.ImageOps.exif_transpose(image))
-    return _phashes(upright)
+    if isinstance(image, bytes):
+        with PIL.Image.open(io.BytesIO(image)) as opened:
+            return fingerprint(opened)
+    if image.format == "JPEG":
+        image.draft("RGB", (_DECODE_AT_LEAST, _DECODE_AT_LEAST))
+    image.load()
+    return picture_fingerprint(PIL.ImageOps.exif_transpose(image))
+
+
+def picture_fingerprint(picture: PIL.Image.Image) -> np.ndarray:
+    """`fingerprint` of a decoded, upright picture (any mode)."""
+    return _phashes(to_rgb(picture))
 
 
 def _phashes(image: PIL.Image.Image) -> np.ndarray:
     """`imagehash.phash` of `image` and of its `_CROPS`, as uint64 words, in one batched DCT.
 
-    The whole picture's thumbnail is PIL's, as imagehash makes it (the hash is imagehash's bit for bit); the
-    crops' are resampled from the same greyscale array with PIL's Lanczos weights in floating point (one
-    matrix product per side), within a few bits of imagehash's hash of the cropped picture (tested).
+    The whole picture's hash is imagehash's bit for bit. A crop's thumbnail is resized with PIL's reducing gap
+    (a box reduction to no less than twice the thumbnail, then Lanczos), within a few bits of imagehash's hash
+    of the cropped picture (tested) at a quarter of the cost.
     """
     grey = image.convert("L")
-    whole = np.asarray(grey.resize((_THUMBNAIL, _THUMBNAIL), PIL.Image.Resampling.LANCZOS), dtype=np.float64)
-    pixels = np.asarray(grey, dtype=np.float64)
-    rows, columns = _crop_weights(*pixels.shape)
-    crops = rows @ pixels @ columns
-    thumbnails = np.concatenate([whole[None], np.clip(np.rint(crops), 0, 255)])
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(thumbnails, axis=1), axis=2)[:, :8, :8].reshape(len(_CROPS), 64)
+    width, height = grey.size
+    thumbnails = [grey.resize((_THUMBNAIL, _THUMBNAIL), PIL.Image.Resampling.LANCZOS)]
+    for left, top, right, bottom in _CROPS[1:]:
+        box = (int(width * left), int(height * top), width - int(width * right), height - int(height * bottom))
+        crop = grey.crop(box).resize((_THUMBNAIL, _THUMBNAIL), PIL.Image.Resampling.LANCZOS, reducing_gap=2.0)
+        thumbnails.append(crop)
+    pixels = np.stack([np.asarray(thumbnail, dtype=np.float64) for thumbnail in thumbnails])
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(_CROPS), 64)
     middle = np.sort(dct, axis=1)[:, 31:33]
     bits = dct > (middle[:, :1] + middle[:, 1:]) / 2  # the median, as numpy computes it for 64 values
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
-
-
-def _crop_weights(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per crop of `_CROPS` after the first: row weights `(6, 32, height)` and column weights `(6, width, 32)`."""
-    rows = np.stack([_lanczos(height, top, bottom) for _, top, _, bottom in _CROPS[1:]])
-    columns = np.stack([_lanczos(width, left, right).T for left, _, right, _ in _CROPS[1:]])
-    return rows, columns
-
-
-@functools.lru_cache(maxsize=256)  # a side length's weights per cut: bounded, whatever the image sizes
-def _lanczos(size: int, cut_before: float, cut_after: float) -> np.ndarray:
-    """`(_THUMBNAIL, size)` weights resampling the span of an axis of `size` pixels without the cut fractions
-    to `_THUMBNAIL` pixels, as PIL's Lanczos filter does (support 3, widened by the scale when shrinking)."""
-    start, stop = int(size * cut_before), size - int(size * cut_after)
-    scale = (stop - start) / _THUMBNAIL
-    widen = max(scale, 1.0)
-    centres = start + (np.arange(_THUMBNAIL) + 0.5) * scale
-    positions = np.arange(size) + 0.5
-    distance = (positions[None, :] - centres[:, None]) / widen
-    weights = np.sinc(distance) * np.sinc(distance / 3) * (np.abs(distance) < 3)
-    weights[:, :start], weights[:, stop:] = 0, 0
-    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> int:
@@ -110,34 +106,52 @@ def _distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.unpackbits(xor.view(np.uint8)).reshape(len(xor), 64).sum(1).min())
 
 
+class Fingerprinted(NamedTuple):
+    """An image's encoded bytes, as stored, and their `fingerprint`."""
+
+    data: bytes
+    fingerprint: np.ndarray
+
+
+def leak_columns(
+    mention: Fingerprinted | None, candidates: Sequence[Fingerprinted | None], label: int
+) -> tuple[str | None, list[int]]:
+    """``(mention_image_leak, mention_image_near_candidates)`` of an instance, from its fingerprinted images
+    (None where an image is missing); a copy is byte for byte, a near-duplicate within `NEAR_DISTANCE`."""
+    if mention is None:
+        return None, []
+
+    def same_or_near(other: Fingerprinted) -> bool:
+        return other.data == mention.data or _distance(mention.fingerprint, other.fingerprint) <= NEAR_DISTANCE
+
+    near = [i for i, other in enumerate(candidates) if i != label and other is not None and same_or_near(other)]
+    gold = candidates[label]
+    if gold is None:
+        return None, near
+    if gold.data == mention.data:
+        return "copy", near
+    return ("near" if same_or_near(gold) else "none"), near
+
+
 class LeakDetector:
-    """`check` an instance's images for the leak; fingerprints are remembered by content (bounded)."""
+    """`check` an instance's images for the leak from their bytes; fingerprints are remembered by content
+    (bounded)."""
 
     def __init__(self, cache_size: int = 1 << 16) -> None:
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
     def check(
         self, mention: bytes | None, candidates: Sequence[bytes | None], label: int
     ) -> tuple[str | None, list[int]]:
-        """``(mention_image_leak, mention_image_near_candidates)`` of an instance, from its image bytes.
+        """`leak_columns` of an instance from its image bytes.
 
         Raises `OSError` (or what PIL raises) for an image that cannot be decoded (see `fingerprint`).
         """
         if mention is None:
             return None, []
-        gold = candidates[label]
-        mine = self._fingerprint(mention)
-        near = [
-            i
-            for i, data in enumerate(candidates)
-            if i != label and data is not None and (data == mention or self._near(mine, data))
-        ]
-        if gold is None:
-            return None, near
-        if gold == mention:
-            return "copy", near
-        return ("near" if self._near(mine, gold) else "none"), near
+        prints = [None if data is None else self._fingerprinted(data) for data in candidates]
+        return leak_columns(self._fingerprinted(mention), prints, label)
 
     def check_values(self, mention: Any, candidates: Sequence[Any] | None, label: int) -> tuple[str | None, list[int]]:
         """`check` on undecoded ``{"bytes", "path"}`` image values, as rows hold them (None where none)."""
@@ -146,15 +160,8 @@ class LeakDetector:
             return None, []
         return self.check(mention["bytes"] if mention else None, images, label)
 
-    def fingerprint(self, data: bytes) -> np.ndarray:
-        """`fingerprint` of `data`, remembered by content."""
-        return self._fingerprint(data)
-
-    def _near(self, mine: np.ndarray, other: bytes) -> bool:
-        return _distance(mine, self._fingerprint(other)) <= NEAR_DISTANCE
-
-    def _fingerprint(self, data: bytes) -> np.ndarray:
-        key = hashlib.blake2b(data, digest_size=16).digest()
+    def _fingerprinted(self, data: bytes) -> Fingerprinted:
+        key = content_key(data)
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = fingerprint(data)
@@ -162,4 +169,4 @@ class LeakDetector:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return found
+        return Fingerprinted(data, found)

@@ -165,13 +165,13 @@ class _Images:
     def read(self, local: str, name: str, source: str, index: int) -> tuple[dict | None, dict | None]:
         """The Image value and the source of `local` (release-relative), or (None, None)."""
         try:
-            value = self.reader.read(RawImage(file=name, url="", local=local), source, index)
+            stored = self.reader.read(RawImage(file=name, url="", local=local), source, index)
         except M3ELFormatError as error:
             if self.on_error == "raise":
                 raise
             self.report.add("image", error)
             return None, None
-        return value, {"file": name, "url": ""}
+        return {"bytes": stored.data, "path": None}, {"file": name, "url": ""}
 
 
 def _kb_rows(

@@ -2,7 +2,7 @@
 
 The release is one records file per topic (a JSON array, JSON lines, one Python-literal dict per line, or a
 Python-literal list) next to ``{topic}_candidates_images/`` folders. Memory does not grow with the file.
-`iter_raw_dicts` tells the format apart and reads a JSON array with `json_array`, the other formats here;
+`iter_raw_dicts` tells the format apart and reads a JSON array with `json_array` (ijson), the other formats here;
 `M3ELFormatError`, which names a bad record, comes from `format_errors` and is exported here too.
 """
 
@@ -27,6 +27,7 @@ __all__ = ["RECORD_SUFFIXES", "M3ELFormatError", "find_record_files", "iter_raw_
 RECORD_SUFFIXES = (".json", ".jsonl", ".txt")
 _CHUNK = 1 << 20
 _HEAD_CHARS = 4096
+_QUOTE = re.compile(rb"[\"']")
 
 
 def find_record_files(
@@ -117,18 +118,14 @@ def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[Reco
     """Yield ``(record index, line number or None, parsed value)`` from a records file.
 
     Reads a JSON array or a Python-literal list incrementally (memory does not grow with the file),
-    or one JSON or Python-literal object per line (a literal may span several lines). A bad record is
-    yielded as an `M3ELFormatError` value naming it (its `key` says why), so a caller may skip it and go on:
+    or one JSON or Python-literal object per line (a literal may span several lines).
 
-    - malformed: in a JSON array it costs only itself, as reading resumes after the next ``,`` or ``]``
-      outside strings and brackets;
-    - over the 16 MiB size cap (a limit, not a syntax error): it is passed over without being held;
-    - holding bytes that are not UTF-8: reading goes on past them, and the error gives the file's byte
-      offset of the first.
-
-    What cannot be split into records raises, saying from which byte the rest of the file was not read:
-    a JSON array element that does not end before the end of the file, or text after the array's
-    closing ``]``. Errors name the file as `source` (default: `path`).
+    In a JSON array (`json_array`), any syntax error, bytes that are not UTF-8 or an element over the 16 MiB
+    size cap raises, naming the record and the byte offset: the array is read no further. In the other
+    formats a bad record is yielded as an `M3ELFormatError` value naming it (its `key` says why), so a caller
+    may skip it and go on: a malformed line or list element; one over the size cap, passed over without being
+    held; one holding bytes that are not UTF-8, with the file's byte offset of the first. A Python-literal
+    list that cannot be split into elements raises. Errors name the file as `source` (default: `path`).
     """
     path = Path(path)
     source = source or str(path)
@@ -138,7 +135,10 @@ def iter_raw_dicts(path: str | Path, source: str | None = None) -> Iterator[Reco
         body = head[start:].lstrip()
         f.seek(start)
         if body[:1] == b"[":
-            yield from iter_json_array(f, start, source, lambda: _literal_array(path, source))
+            # JSON quotes with double quotes only: a list whose first quote is a single one is a Python literal.
+            quote = _QUOTE.search(body)
+            literal = quote is not None and quote.group() == b"'"
+            yield from _literal_array(path, source) if literal else iter_json_array(f, start, source)
         elif body[:1] in (b"{", b""):
             yield from _iter_lines(source, f)
         else:

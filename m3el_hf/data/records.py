@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +30,6 @@ __all__ = [
     "parse_record",
     "raw_content_key",
 ]
-
-logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 _STR_OR_NONE = (str, type(None))
@@ -105,14 +102,16 @@ class SkipReport:
 
     Counts are keyed by `M3ELFormatError.key`, a stable word that holds nothing from the record:
 
-    - records: ``malformed_json`` (a JSON array element), ``malformed_record`` (a line, or a Python-literal
-      list element), ``not_utf8``, ``record_too_large`` (over the 16 MiB cap), ``unclosed_array`` and
-      ``text_after_array`` (the rest of the file was not read; the message says from which byte),
-      ``unknown_format``, ``wrong_type``, ``missing_field``, ``empty_field``, ``empty_candidates``,
-      ``duplicate_candidates``, ``gold_not_in_candidates``;
+    - records: ``malformed_record`` (a line, or a Python-literal list element), ``not_utf8``,
+      ``record_too_large`` (over the 16 MiB cap), ``wrong_type``, ``missing_field``, ``empty_field``,
+      ``empty_candidates``, ``duplicate_candidates``, ``gold_not_in_candidates``;
     - images: ``missing_image``, ``unsafe_image_path``, ``unreadable_image``, ``undecodable_image``,
       ``image_too_large``;
     - ``other``: an error raised without a key.
+
+    A file that cannot be read to its end (``malformed_json`` in a JSON array, ``unclosed_array``,
+    ``unknown_format``) is never counted here: it stops the run in either mode, as the records after the fault
+    would be lost.
     """
 
     records_skipped: Counter = field(default_factory=Counter)
@@ -254,7 +253,8 @@ def iter_records(
     """Yield the validated records of `topics`, in file order.
 
     With ``on_error="raise"`` the first bad record raises `M3ELFormatError`; with ``"skip"`` it
-    is counted in `report` (required then) and left out.
+    is counted in `report` (required then) and left out. A file that cannot be read to its end raises in
+    either mode (`iter_raw_dicts`).
 
     `select` keeps only the records whose `RawRecord.content_key` it accepts. The key is taken
     from the raw fields (`raw_content_key`) before validation, so a left-out record is neither
@@ -269,21 +269,15 @@ def iter_records(
         raise ValueError("on_error='skip' needs a SkipReport to count what is skipped")
     shared = report if shared_report is None else shared_report
     for topic, path in find_record_files(root, topics, records).items():
-        try:
-            for index, line, raw in iter_raw_dicts(path, path.name):
-                key = None if isinstance(raw, M3ELFormatError) else raw_content_key(raw, topic)
-                if select is not None and key is not None and not select(key):
-                    continue
-                try:
-                    if isinstance(raw, M3ELFormatError):
-                        raise raw
-                    yield parse_record(raw, topic=topic, source=path.name, index=index, line=line)
-                except M3ELFormatError as error:
-                    if on_error == "raise":
-                        raise
-                    (report if key is not None else shared).add("record", error)
-        except M3ELFormatError as error:
-            if on_error == "raise" or error.file != path.name:
-                raise
-            shared.add("record", error)
-            logger.warning("Skipped the rest of %s: %s", path, error)
+        for index, line, raw in iter_raw_dicts(path, path.name):
+            key = None if isinstance(raw, M3ELFormatError) else raw_content_key(raw, topic)
+            if select is not None and key is not None and not select(key):
+                continue
+            try:
+                if isinstance(raw, M3ELFormatError):
+                    raise raw
+                yield parse_record(raw, topic=topic, source=path.name, index=index, line=line)
+            except M3ELFormatError as error:
+                if on_error == "raise":
+                    raise
+                (report if key is not None else shared).add("record", error)

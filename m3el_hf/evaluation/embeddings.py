@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import torch
 
 from ..data.leak import is_leak
-from ..images import open_image
+from ..images import content_key, encoded_or_open
 from ..modeling.encoders import EncodedInputs, Encoders
 from ..modeling.templates import TextTemplates
 from ..tasks import Modality, Task
@@ -195,7 +194,7 @@ class ImageStream:
         if value is None or not (value.get("bytes") or value.get("path")):
             return -1
         # Keyed by content: the same picture (e.g. a mention image that is also its gold's) is encoded once.
-        key = hashlib.blake2b(value["bytes"], digest_size=16).digest() if value.get("bytes") else value["path"]
+        key = content_key(value)
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = len(self.rows)
@@ -213,6 +212,6 @@ class ImageStream:
 
     def _flush(self) -> None:
         if self.pending:
-            images = [value["bytes"] if value.get("bytes") else open_image(value) for value in self.pending]
+            images = [encoded_or_open(value) for value in self.pending]
             self.chunks.append(self.encoders.images(images))
             self.pending = []

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import PIL.Image
 import torch
 
-from ..images import load_user_image, open_image
+from ..images import encoded_or_open, load_user_image, open_image
 from ..modeling.encoders import Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
@@ -298,7 +298,7 @@ def _as_image(image: ImageLike) -> PIL.Image.Image | bytes:
     if isinstance(image, PIL.Image.Image | bytes):
         return image
     if isinstance(image, Mapping):
-        return image["bytes"] if image.get("bytes") is not None else open_image(image)
+        return encoded_or_open(image)
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"Image not found: {path}")

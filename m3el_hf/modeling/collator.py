@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
-from ..images import open_image
+from ..images import encoded_or_open
 from ..tasks import TASK_NAMES, Task, get_task
 from .batch_checks import check_batch, gold_candidate_index, leaked
 from .configuration_clipnd import CLIPNDConfig, settings_of
@@ -411,7 +411,7 @@ def _decoded(image: Any) -> Any:
     value (a path is decoded here, as `datasets` does)."""
     if not isinstance(image, Mapping):
         return image
-    return image["bytes"] if image.get("bytes") is not None else open_image(image)
+    return encoded_or_open(image)
 
 
 def lazy_images(dataset: DatasetT) -> DatasetT:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import datasets
+import numpy as np
 import PIL.Image
 import pyarrow as pa
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from m3el_hf.data.features import INSTANCE_FEATURES
 from m3el_hf.data.image_paths import ImagePathResolver
 from m3el_hf.data.instances import KB_SOURCE_COLUMNS, ImageReader, RowBuilder, split_of, usable_tasks
+from m3el_hf.data.leak import NEAR_DISTANCE, _distance, fingerprint
 from m3el_hf.data.raw_files import M3ELFormatError
 from m3el_hf.data.records import RawImage
 from m3el_hf.tasks import TASK_NAMES
@@ -22,14 +24,15 @@ def test_image_reader_checks_decoding_and_shrinks(tmp_path, make_image):
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not an image")
     reader = ImageReader(tmp_path)
     out = reader.read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "movies.json", 3)
-    assert out == {"bytes": (tmp_path / "imgs" / "big.jpg").read_bytes(), "path": None}
+    assert out.data == (tmp_path / "imgs" / "big.jpg").read_bytes()
+    assert np.array_equal(out.fingerprint, fingerprint(out.data))
     with pytest.raises(M3ELFormatError, match=r"movies\.json, record 3: undecodable image: '/M3EL/imgs/bad\.jpg'"):
         reader.read(RawImage("f", "u", "/M3EL/imgs/bad.jpg"), "movies.json", 3)
     with pytest.raises(M3ELFormatError, match=r"record 3: missing image"):
         reader.read(RawImage("f", "u", "/M3EL/imgs/gone.jpg"), "movies.json", 3)
     small = ImageReader(tmp_path, max_image_side=16).read(RawImage("f", "u", "/M3EL/imgs/big.jpg"), "m", 0)
 
-    assert PIL.Image.open(io.BytesIO(small["bytes"])).size == (16, 8)
+    assert PIL.Image.open(io.BytesIO(small.data)).size == (16, 8)
 
 
 def test_split_of_is_deterministic_and_close_to_the_ratios():
@@ -97,10 +100,12 @@ def test_kb_tables_take_an_entity_once_even_when_its_image_comes_later_in_the_ba
     assert (builder.audit.topic("movies").kb_entities, builder.audit.topic("books").kb_entities) == (3, 1)
 
 
-def image_bytes(fmt):
+def image_bytes(fmt: str, cut: bool = False) -> bytes:
+    """Noise as an image file of `fmt`, or its first half."""
     buffer = io.BytesIO()
-    PIL.Image.new("RGB", (12, 10), (1, 2, 3)).save(buffer, format=fmt)
-    return buffer.getvalue()
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buffer, fmt)
+    data = buffer.getvalue()
+    return data[: len(data) // 2] if cut else data
 
 
 @pytest.mark.parametrize(
@@ -109,23 +114,26 @@ def image_bytes(fmt):
         (image_bytes("JPEG") + b"\0\0\n", None),
         (image_bytes("PNG"), None),
         (image_bytes("GIF"), None),
-        (image_bytes("JPEG")[:-40], "JPEG file has no end-of-image marker"),
-        (image_bytes("PNG")[:-5], "PNG file has no IEND chunk"),
+        (image_bytes("PNG")[:-12], None),  # without its IEND chunk, every pixel still decodes, as stock readers do
+        (image_bytes("JPEG", cut=True), "image file is truncated"),
+        (image_bytes("PNG", cut=True), "image file is truncated"),
+        (image_bytes("GIF", cut=True), "image file is truncated"),
         (image_bytes("GIF")[:5], "not an image file PIL can read"),
         (b"\xff\xd8garbage\xff\xd9", "not an image file PIL can read"),
     ],
 )
-def test_image_check_catches_truncated_and_non_image_files(tmp_path, data, problem):
+def test_image_check_decodes_every_pixel_and_refuses_truncated_and_non_image_files(tmp_path, data, problem):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "x.img").write_bytes(data)
     read = ImageReader(tmp_path).read
     if problem is None:
-        assert read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)["bytes"] == data
+        assert read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0).data == data
     else:
         with pytest.raises(
-            M3ELFormatError, match=rf"m\.json, record 0: undecodable image: '/M3EL/imgs/x\.img' \({problem}"
-        ):
+            M3ELFormatError, match=rf"^m\.json, record 0: undecodable image: '/M3EL/imgs/x\.img' \({problem}"
+        ) as error:
             read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
+        assert " at 0x" not in str(error.value)  # reports must be identical across runs
 
 
 @pytest.mark.parametrize("option", [{"max_image_side": 16}, {"image_size": 16}, {}])
@@ -135,7 +143,7 @@ def test_a_cmyk_tiff_is_stored_as_8_bit_rgb_with_or_without_resizing(tmp_path, o
     original = PIL.Image.new("RGB", (48, 32), (200, 120, 30))
     original.convert("CMYK").save(path, format="TIFF")
     out = ImageReader(tmp_path, **option).read(RawImage("f", "u", "/M3EL/imgs/cmyk.tif"), "movies.json", 0)
-    stored = PIL.Image.open(io.BytesIO(out["bytes"]))
+    stored = PIL.Image.open(io.BytesIO(out.data))
     assert stored.mode == "RGB"
     assert stored.size == {"max_image_side": (16, 11), "image_size": (24, 16)}.get(next(iter(option), ""), (48, 32))
     expected = original.convert("CMYK").convert("RGB").getpixel((5, 5))
@@ -143,12 +151,43 @@ def test_a_cmyk_tiff_is_stored_as_8_bit_rgb_with_or_without_resizing(tmp_path, o
     assert all(abs(a - b) <= tolerance for a, b in zip(stored.getpixel((5, 5)), expected, strict=True))
 
 
+@pytest.mark.parametrize("option", [{}, {"image_size": 16}, {"max_image_side": 16}], ids=["as is", "size", "side"])
+@pytest.mark.parametrize("mode", ["RGB", "CMYK", "RGBA"])
+def test_an_image_is_opened_and_decoded_once_and_remembered_by_path(tmp_path, monkeypatch, real_photos, option, mode):
+    import PIL.ImageFile
+
+    picture = real_photos["coffee"].resize((64, 48))
+    path = tmp_path / "imgs" / "x.img"
+    path.parent.mkdir()
+    picture.convert(mode).save(path, format="PNG" if mode == "RGBA" else "JPEG")
+    opens, decodes = [], []
+    open_, load = PIL.Image.open, PIL.ImageFile.ImageFile.load
+    monkeypatch.setattr(PIL.Image, "open", lambda *args, **kwargs: opens.append(1) or open_(*args, **kwargs))
+
+    def counted_load(self):
+        decodes.extend([1] if self.tile else [])  # tiles left to decode: this call decodes pixels
+        return load(self)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counted_load)
+    reader = ImageReader(tmp_path, **option)
+    first = reader.read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
+    assert (len(opens), len(decodes)) == (1, 1)
+    again = reader.read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 1)
+    assert (len(opens), len(decodes)) == (1, 1) and again.data == first.data
+    assert np.array_equal(again.fingerprint, first.fingerprint)
+    monkeypatch.undo()
+    if first.data == path.read_bytes() or first.data[:4] == b"\x89PNG":  # stored as it is, or losslessly
+        assert np.array_equal(first.fingerprint, fingerprint(first.data))
+    else:  # from the resized picture, before its JPEG encoding: within what re-encoding moves
+        assert _distance(first.fingerprint, fingerprint(first.data)) <= 4 < NEAR_DISTANCE
+
+
 def test_the_pixel_limit_is_read_from_the_header_and_names_the_image(tmp_path):
     path = tmp_path / "imgs" / "wide.png"
     path.parent.mkdir()
     PIL.Image.new("L", (300, 200)).save(path)
     image = RawImage("f", "u", "/M3EL/imgs/wide.png")
-    assert ImageReader(tmp_path, max_pixels=60_000).read(image, "movies.json", 4)["bytes"] == path.read_bytes()
+    assert ImageReader(tmp_path, max_pixels=60_000).read(image, "movies.json", 4).data == path.read_bytes()
     with pytest.raises(M3ELFormatError) as error:
         ImageReader(tmp_path, max_pixels=59_999).read(image, "movies.json", 4)
     assert str(error.value) == (

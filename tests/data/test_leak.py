@@ -10,23 +10,33 @@ import numpy as np
 import pytest
 from photos import encoded
 
-from m3el_hf.data.leak import NEAR_DISTANCE, LeakDetector, _distance, _phashes, fingerprint
+from m3el_hf.data.leak import (
+    _CROPS,
+    NEAR_DISTANCE,
+    Fingerprinted,
+    LeakDetector,
+    _distance,
+    _phashes,
+    fingerprint,
+    leak_columns,
+    picture_fingerprint,
+)
 
 
 def as_word(hash_: imagehash.ImageHash) -> np.uint64:
     return np.packbits(hash_.hash.ravel()).view(">u8")[0]
 
 
-def test_hashes_are_imagehash_phash_bit_for_bit(real_photos):
+def test_hashes_are_imagehash_phash_the_whole_picture_bit_for_bit_the_crops_within_2_bits(real_photos):
     for name, photo in real_photos.items():
         photo = photo.convert("RGB")
         width, height = photo.size
         hashes = _phashes(photo)
         assert hashes[0] == as_word(imagehash.phash(photo)), name
-        five = photo.crop(
-            (int(width * 0.05), int(height * 0.05), width - int(width * 0.05), height - int(height * 0.05))
-        )
-        assert hashes[1] == as_word(imagehash.phash(five)), name
+        for crop, (left, top, right, bottom) in zip(hashes[1:], _CROPS[1:], strict=True):
+            box = (int(width * left), int(height * top), width - int(width * right), height - int(height * bottom))
+            reference = as_word(imagehash.phash(photo.crop(box)))
+            assert bin(int(crop) ^ int(reference)).count("1") <= 2, (name, box)
 
 
 def variants(photo, rng: random.Random) -> dict[str, bytes]:
@@ -81,3 +91,19 @@ def test_an_exif_rotated_copy_is_a_near_duplicate(real_photos, orientation):
 
     photo = real_photos["grace_hopper"]
     assert LeakDetector().check(rotated_jpeg(photo, orientation), [encoded(photo, "JPEG")], 0)[0] == "near"
+
+
+def test_a_picture_and_its_lossless_encoding_have_one_fingerprint_and_one_verdict(real_photos):
+    """What prepare fingerprints from the decode it made equals what is found from the stored bytes."""
+    pictures = {name: real_photos[name] for name in ("astronaut", "logo", "camera")}
+    stored = {name: encoded(picture, "PNG") for name, picture in pictures.items()}
+    for name, picture in pictures.items():
+        assert np.array_equal(picture_fingerprint(picture), fingerprint(stored[name])), name
+    prints = {name: Fingerprinted(stored[name], picture_fingerprint(p)) for name, p in pictures.items()}
+    resized = encoded(pictures["astronaut"].resize((256, 256)), "PNG")
+    mention = Fingerprinted(resized, fingerprint(resized))
+    candidates = [prints["camera"], None, prints["astronaut"], prints["logo"]]
+    as_bytes = [stored["camera"], None, stored["astronaut"], stored["logo"]]
+    assert leak_columns(mention, candidates, 2) == ("near", []) == LeakDetector().check(resized, as_bytes, 2)
+    assert leak_columns(mention, candidates, 0) == ("none", [2])
+    assert leak_columns(prints["logo"], candidates, 3) == ("copy", [])

@@ -192,17 +192,14 @@ def test_a_records_file_of_bytes_that_are_not_utf8_is_not_empty_but_named_with_t
 
 
 @pytest.mark.parametrize("description", ["a" * (17 << 20), "€" * (6 << 20)], ids=["17 MB", "6 M 3-byte characters"])
-def test_a_valid_record_over_the_size_cap_is_named_as_such_not_as_malformed(tmp_path, description):
+def test_a_valid_record_line_over_the_size_cap_is_named_as_such_and_passed_over(tmp_path, description):
     records = [record(qid="Q0"), record(qid="Q1", description=description), record(qid="Q2")]
-    (tmp_path / "movies.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     (tmp_path / "movies.jsonl").write_text(lines, encoding="utf-8")
-    for name, line in (("movies.json", None), ("movies.jsonl", 2)):
-        read = list(iter_raw_dicts(tmp_path / name, name))
-        assert [value for _, _, value in read[::2]] == [records[0], records[2]] and len(read) == 3
-        where = name + (f", record 1 (line {line})" if line else ", record 1")
-        message = "record is over the size cap of 16 MiB (a limit of this reader, not a syntax error)"
-        assert (str(read[1][2]), read[1][2].key) == (f"{where}: {message}", "record_too_large")
+    read = list(iter_raw_dicts(tmp_path / "movies.jsonl", "movies.jsonl"))
+    assert [value for _, _, value in read[::2]] == [records[0], records[2]] and len(read) == 3
+    message = "record is over the size cap of 16 MiB (a limit of this reader, not a syntax error)"
+    assert (str(read[1][2]), read[1][2].key) == (f"movies.jsonl, record 1 (line 2): {message}", "record_too_large")
 
 
 def test_a_python_literal_list_is_told_by_its_single_quotes_even_when_its_first_element_is_bad(tmp_path):
@@ -214,13 +211,9 @@ def test_a_python_literal_list_is_told_by_its_single_quotes_even_when_its_first_
     assert (read[0][2].key, str(read[0][2]).split(": ")[1]) == ("malformed_record", "malformed record")
 
 
-@pytest.mark.parametrize("name", ["movies.json", "movies.jsonl"])
-def test_a_record_nested_too_deeply_is_a_malformed_record_not_a_crash(tmp_path, name):
+def test_a_record_line_nested_too_deeply_is_a_malformed_record_not_a_crash(tmp_path):
     first, last, deep = json.dumps(record(qid="Q0")), json.dumps(record(qid="Q2")), "[" * 100_000 + "]" * 100_000
-    lines = name.endswith("l")
-    text = f'{first}\n{{"Qid": {deep}}}\n{last}\n' if lines else f'[{first}, {{"Qid": {deep}}}, {last}]'
-    (tmp_path / name).write_text(text, encoding="utf-8")
-    read = list(iter_raw_dicts(tmp_path / name, name))
+    (tmp_path / "movies.jsonl").write_text(f'{first}\n{{"Qid": {deep}}}\n{last}\n', encoding="utf-8")
+    read = list(iter_raw_dicts(tmp_path / "movies.jsonl", "movies.jsonl"))
     assert [value for _, _, value in read[::2]] == [record(qid="Q0"), record(qid="Q2")] and len(read) == 3
-    expected = "malformed record: neither JSON nor a Python literal" if lines else "malformed JSON (nested too deeply)"
-    assert str(read[1][2]) == f"{name}, record 1{' (line 2)' if lines else ''}: {expected}"
+    assert str(read[1][2]) == "movies.jsonl, record 1 (line 2): malformed record: neither JSON nor a Python literal"
