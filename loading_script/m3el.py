@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
-from itertools import islice, product
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,10 @@ from m3el_hf.tasks import TASK_NAMES, TOPICS, check_topics, get_task
 
 __all__ = ["M3EL", "M3ELConfig", "config_names"]
 
-BATCH_ROWS = 500
-"""Rows per Arrow table handed to the writer (Parquet row groups stay datasets' image-sized default)."""
+BATCH_BYTES = 64 << 20
+"""Most bytes of rows that wait to be written (`_row_bytes`), all splits together; a batch holds at least one
+row. Memory holds a few batches whatever a topic's size, and Parquet row groups are no larger."""
+_ROW_TEXT_BYTES = 4096  # what a row counts besides its images: its text, generously
 
 
 @dataclass
@@ -186,18 +188,15 @@ class M3EL(datasets.ArrowBasedBuilder):
         schema = self.info.features.arrow_schema
         config = self.config
         records = iter_records(config.data_dir, config.topics, config.on_error, builder.report, records=config.records)
-        pending: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        pending = {split: _Batch() for split in SPLITS}
         with ExitStack() as stack:
             writers = {split: stack.enter_context(pa.ipc.new_stream(str(p), schema)) for split, p in paths.items()}
             rows = hf_tqdm(builder.rows(records), desc=f"Reading {self.config.name} records", unit=" instances")
             for split, _, row in rows:
-                pending[split].append(row)
-                if len(pending[split]) == BATCH_ROWS:
-                    writers[split].write_batch(pa.RecordBatch.from_pylist(pending[split], schema=schema))
-                    pending[split].clear()
-            for split, rest in pending.items():
-                if rest:
-                    writers[split].write_batch(pa.RecordBatch.from_pylist(rest, schema=schema))
+                pending[split].add(row)
+                if sum(batch.size for batch in pending.values()) >= BATCH_BYTES:
+                    _write_batches(writers, pending, schema)
+            _write_batches(writers, pending, schema)
         return paths
 
     def _instance_batches(self, split: str, topic: str) -> Iterator[pa.RecordBatch]:
@@ -205,7 +204,9 @@ class M3EL(datasets.ArrowBasedBuilder):
         config, builder = self.config, self.row_builder
         if config.instances_dir:
             for path in self._prepared_files(topic, split):
-                yield from pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(builder.columns))
+                shard = pq.ParquetFile(path)
+                for group in range(shard.num_row_groups):  # a row group at a time: bounded by what prepare wrote
+                    yield from shard.read_row_group(group, columns=list(builder.columns)).to_batches()
             return
         # A pass per split (streaming, or a knowledge base from the raw release). Each validates only its own
         # records (matched on their raw key fields), so every record is validated, and its error counted,
@@ -224,7 +225,7 @@ class M3EL(datasets.ArrowBasedBuilder):
         # Rows are already in Arrow storage form (images as {"bytes", "path"}), so they are written
         # as tables: no per-example encoding by datasets.
         schema = datasets.Features({name: INSTANCE_FEATURES[name] for name in builder.columns}).arrow_schema
-        for batch in _batches((row for _, _, row in builder.rows(records, split)), BATCH_ROWS):
+        for batch in _batches(row for _, _, row in builder.rows(records, split)):
             yield pa.RecordBatch.from_pylist(batch, schema=schema)
 
     def _prepared_files(self, topic: str, split: str) -> list[Path]:
@@ -237,8 +238,9 @@ class M3EL(datasets.ArrowBasedBuilder):
 
 
 def _read_split_file(path: Path) -> Iterator[pa.Table]:
-    """The tables of a split file written by `M3EL._write_split_files`, memory-mapped; removes the file after."""
-    with pa.memory_map(str(path)) as source:
+    """The tables of a split file written by `M3EL._write_split_files`, one batch in memory at a time (not
+    memory-mapped: the pages of a mapped file stay in the process's resident memory); removes the file after."""
+    with pa.OSFile(str(path)) as source:
         for batch in pa.ipc.open_stream(source):
             yield pa.Table.from_batches([batch])
     path.unlink()
@@ -246,7 +248,43 @@ def _read_split_file(path: Path) -> Iterator[pa.Table]:
         path.parent.rmdir()
 
 
-def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    rows = iter(rows)
-    while batch := list(islice(rows, size)):
-        yield batch
+def _row_bytes(row: dict[str, Any]) -> int:
+    """What a row weighs while it waits: its images' bytes, and `_ROW_TEXT_BYTES`."""
+    images = [row.get("mention_image"), *(row.get("candidate_images") or ())]
+    return _ROW_TEXT_BYTES + sum(len(image["bytes"]) for image in images if image)
+
+
+class _Batch:
+    """Rows waiting to be written, up to `BATCH_BYTES`."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.size = 0
+
+    def add(self, row: dict[str, Any]) -> bool:
+        """Add `row`; whether the batch is now full."""
+        self.rows.append(row)
+        self.size += _row_bytes(row)
+        return self.size >= BATCH_BYTES
+
+    def take(self) -> list[dict[str, Any]]:
+        """The rows, leaving the batch empty."""
+        rows, self.rows, self.size = self.rows, [], 0
+        return rows
+
+
+def _write_batches(writers: dict[str, Any], pending: dict[str, _Batch], schema: pa.Schema) -> None:
+    """Write each split's waiting rows as a record batch of its file."""
+    for split, batch in pending.items():
+        if batch.rows:
+            writers[split].write_batch(pa.RecordBatch.from_pylist(batch.take(), schema=schema))
+
+
+def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """`rows` in batches of up to `BATCH_BYTES`."""
+    batch = _Batch()
+    for row in rows:
+        if batch.add(row):
+            yield batch.take()
+    if batch.rows:
+        yield batch.take()

@@ -155,6 +155,32 @@ def test_builder_matches_prepared_files_and_the_raw_records(prepared, raw_releas
             assert stored["mention_image"]["bytes"] == path.read_bytes()
 
 
+def test_rows_wait_to_be_written_in_batches_bounded_by_their_bytes_not_their_count(raw_release, tmp_path, monkeypatch):
+    limit = 60_000  # a few rows of drawn images; a batch of a fixed row count would hold the whole topic
+    monkeypatch.setattr(m3el_builder, "BATCH_BYTES", limit)
+    tables, read_split_file = [], m3el_builder._read_split_file
+    monkeypatch.setattr(
+        m3el_builder, "_read_split_file", lambda path: (tables.append(t) or t for t in read_split_file(path))
+    )
+    builder = M3EL(config_name="movies", data_dir=str(raw_release), cache_dir=str(tmp_path))
+    builder.download_and_prepare()
+    rows = [row for table in tables for row in table.to_pylist()]
+    sizes = [m3el_builder._row_bytes(row) for row in rows]
+    assert len(rows) == sum(builder.info.splits[split].num_examples for split in builder.info.splits) == 40
+    assert sum(sizes) > 4 * limit and len(tables) >= sum(sizes) // limit
+    for table in tables:  # each batch is under the limit, or was one row short of it
+        weights = [m3el_builder._row_bytes(row) for row in table.to_pylist()]
+        assert sum(weights[:-1]) < limit, weights
+
+
+def test_streamed_rows_come_in_batches_bounded_by_bytes(monkeypatch):
+    monkeypatch.setattr(m3el_builder, "BATCH_BYTES", 10_000)
+    rows = [{"mention_image": {"bytes": b"x" * n, "path": None}, "candidate_images": None} for n in (900, 1900, 9000)]
+    rows += [{"mention_image": None, "candidate_images": [{"bytes": b"x" * 30_000, "path": None}, None]}, {}, {}]
+    batches = list(m3el_builder._batches(iter(rows)))  # each row also counts 4,096 bytes of text
+    assert [len(batch) for batch in batches] == [2, 1, 1, 2] and [row for b in batches for row in b] == rows
+
+
 def test_nothing_on_the_mention_side_names_the_gold_entity(prepared):
     files = sorted(str(p) for p in (prepared.out / "data").rglob("*.parquet"))
     rows = datasets.load_dataset("parquet", data_files=files, split="train")
