@@ -130,8 +130,8 @@ def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
     mode = image.mode
     if mode in STORED_MODES:
         return image
-    if mode.startswith("I;16"):
-        return _scaled(np.asarray(image, dtype=np.float64), 65535.0, 0.0)
+    if mode.startswith("I;16"):  # round(v * 255 / 65535) in integers: v / 257 is never halfway
+        return PIL.Image.fromarray(((np.asarray(image, dtype=np.uint32) + 128) // 257).astype(np.uint8), mode="L")
     if mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if mode == "I" else 1.0
