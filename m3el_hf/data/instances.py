@@ -18,7 +18,15 @@ import PIL.Image
 import PIL.ImageOps
 import pyarrow as pa
 
-from ..images import STORED_MODES, decode_for_resizing, default_max_pixels, encode, shrink_to_shorter_side, to_8bit
+from ..images import (
+    STORED_MODES,
+    content_key,
+    decode_for_resizing,
+    default_max_pixels,
+    encode,
+    shrink_to_shorter_side,
+    to_8bit,
+)
 from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
@@ -62,7 +70,7 @@ def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, .
     )
 
 
-_MEMO_ENTRIES = 4096
+_MEMO_ENTRIES = 1 << 16
 _MEMO_BYTES = 64 << 20
 
 
@@ -78,8 +86,8 @@ class ImageReader:
     and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk instead
     (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.fingerprint`)
     for its leak fingerprint; a converted image is fingerprinted from the picture it is stored as. An image
-    whose pixels do not decode is refused. Results are remembered by image path (bounded), since a
-    candidate's image recurs in many instances.
+    whose pixels do not decode is refused. Results are remembered by content (bounded): the release stores a
+    candidate's image again in the folder of every instance it is a candidate of.
 
     Args:
         root (`Path`): the release root; image paths are resolved under it and never outside.
@@ -104,12 +112,13 @@ class ImageReader:
         (``.../{mention}-{gold Qid}/{Qid}.jpg``), so its name would give the answer away; the provenance
         columns keep the Commons file name and URL; and `datasets` re-checks every named image on write.
         """
-        found = self._memo.get(image.local)
-        if found is not None:
-            self._memo.move_to_end(image.local)
-            converted, prints = found
-            return Fingerprinted(converted or self._read_bytes(image, source, index), prints)
         data = self._read_bytes(image, source, index)
+        key = content_key(data)
+        found = self._memo.get(key)
+        if found is not None:
+            self._memo.move_to_end(key)
+            converted, prints = found
+            return Fingerprinted(converted or data, prints)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
@@ -130,7 +139,7 @@ class ImageReader:
             raise
         except (OSError, SyntaxError, ValueError) as error:
             raise _undecodable(image, error, source, index) from None
-        self._remember(image.local, converted, prints)
+        self._remember(key, converted, prints)
         return Fingerprinted(converted or data, prints)
 
     def _check_pixels(self, size: tuple[int, int], image: RawImage, source: str, index: int) -> None:
@@ -163,9 +172,9 @@ class ImageReader:
             return out.getvalue(), picture_fingerprint(picture)
         return None, fingerprint(opened)
 
-    def _remember(self, local: str, converted: bytes | None, prints: np.ndarray) -> None:
-        """Keep a result by path; the oldest go beyond `_MEMO_ENTRIES` results or `_MEMO_BYTES` of images."""
-        self._memo[local] = (converted, prints)
+    def _remember(self, key: str, converted: bytes | None, prints: np.ndarray) -> None:
+        """Keep a result by content; the oldest go beyond `_MEMO_ENTRIES` results or `_MEMO_BYTES` of images."""
+        self._memo[key] = (converted, prints)
         self._memo_bytes += len(converted or b"")
         while len(self._memo) > _MEMO_ENTRIES or self._memo_bytes > _MEMO_BYTES:
             old, _ = self._memo.popitem(last=False)[1]
