@@ -36,8 +36,8 @@ from m3el_hf.tasks import TASK_NAMES, TOPICS, check_topics, get_task
 __all__ = ["M3EL", "M3ELConfig", "config_names"]
 
 BATCH_BYTES = 64 << 20
-"""Most bytes of rows that wait to be written (`_row_bytes`), all splits together; a batch holds at least one
-row. Memory holds a few batches whatever a topic's size, and Parquet row groups are no larger."""
+"""Most bytes of rows that wait to be written (`_row_bytes`), all splits together; a larger row is a batch of its
+own. Memory holds a few batches whatever a topic's size, and Parquet row groups are no larger."""
 _ROW_TEXT_BYTES = 4096  # what a row counts besides its images: its text, generously
 
 
@@ -193,9 +193,10 @@ class M3EL(datasets.ArrowBasedBuilder):
             writers = {split: stack.enter_context(pa.ipc.new_stream(str(p), schema)) for split, p in paths.items()}
             rows = hf_tqdm(builder.rows(records), desc=f"Reading {self.config.name} records", unit=" instances")
             for split, _, row in rows:
-                pending[split].add(row)
-                if sum(batch.size for batch in pending.values()) >= BATCH_BYTES:
+                weight = _row_bytes(row)
+                if sum(batch.size for batch in pending.values()) + weight > BATCH_BYTES:
                     _write_batches(writers, pending, schema)
+                pending[split].add(row, weight)
             _write_batches(writers, pending, schema)
         return paths
 
@@ -255,17 +256,15 @@ def _row_bytes(row: dict[str, Any]) -> int:
 
 
 class _Batch:
-    """Rows waiting to be written, up to `BATCH_BYTES`."""
+    """Rows waiting to be written, and their weight in bytes (`_row_bytes`)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.size = 0
 
-    def add(self, row: dict[str, Any]) -> bool:
-        """Add `row`; whether the batch is now full."""
+    def add(self, row: dict[str, Any], weight: int) -> None:
         self.rows.append(row)
-        self.size += _row_bytes(row)
-        return self.size >= BATCH_BYTES
+        self.size += weight
 
     def take(self) -> list[dict[str, Any]]:
         """The rows, leaving the batch empty."""
@@ -284,7 +283,9 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """`rows` in batches of up to `BATCH_BYTES`."""
     batch = _Batch()
     for row in rows:
-        if batch.add(row):
+        weight = _row_bytes(row)
+        if batch.rows and batch.size + weight > BATCH_BYTES:
             yield batch.take()
+        batch.add(row, weight)
     if batch.rows:
         yield batch.take()
