@@ -1,16 +1,17 @@
-"""Benchmark ``prepare`` at full M³EL scale against the I/O floor measured in the same run.
+"""Benchmark ``prepare`` against the I/O floor and the decode floor measured in the same run.
 
     python benchmarks/bench_prepare.py --instances 79625 --work .bench/prepare
-    python benchmarks/bench_prepare.py --instances 8000 --images photo --image-size 224 --work .bench/prepare-photo
+    python benchmarks/bench_prepare.py --instances 400 --topics movies --images photo --num-proc 1 \
+        --work .bench/prepare-photo [--image-size 224]
 
-Prints: synthetic release size, the I/O floor (reading every JSON and image byte once),
-prepare wall time and peak RSS (in a child process), their ratio, and the time until
-``load_dataset(..., streaming=True)`` yields its first example. Both timings read a warm page
-cache (the release was just written or read), so the ratio compares CPU work, not disk speed.
-
-With ``--image-size``, the floor that matters is decoding: it also prints the decode floor (every image
-file decoded once, JPEGs at the reduced DCT scale prepare uses, on as many processes as prepare's
-``num_proc``) and the ratio of prepare to it. ``--images photo`` synthesises Commons-like photos.
+Prints: synthetic release size; the I/O floor (reading every JSON and image byte once, best of 2); the decode
+floor (every image file decoded once with PIL, full size, in this process: CPU seconds), and with
+``--image-size`` the reduced-scale decode prepare's resize starts from; then prepare in a child process: wall
+time, CPU time (user + sys) and peak RSS, the ratios, and the time until ``load_dataset(..., streaming=True)``
+yields its first example. CPU time counts the child and the processes it waited for: prepare's worker
+processes are started by a fork server, which it does not wait for, so CPU figures want ``--num-proc 1``.
+Each run prepares from scratch (no cache kept from a run before); the release's files are in the page cache,
+as the floors read them just before. ``--images photo`` synthesises Commons-like photos.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.tasks import TOPICS
 
 
 def io_floor(root: Path) -> tuple[float, int, int]:
@@ -38,48 +40,45 @@ def io_floor(root: Path) -> tuple[float, int, int]:
     return time.perf_counter() - start, images, size
 
 
-def _decode_files(paths: list[str], size: int) -> int:
-    """Decode each file once as prepare's `--image-size` path must (JPEG drafted); return the pixels decoded."""
+def _decode_files(paths: list[str], draft_shorter: int | None) -> float:
+    """CPU seconds to decode each file once with PIL: full size, or JPEGs at the reduced DCT scale whose
+    shorter side is no less than `draft_shorter` (where prepare's `--image-size` resize starts)."""
     import PIL.Image
 
-    pixels = 0
+    start = time.process_time()
     for path in paths:
         with PIL.Image.open(path) as image:
-            if image.format == "JPEG" and min(image.size) > 2 * size:
-                scale = 2 * size / min(image.size)
+            if draft_shorter and image.format == "JPEG" and min(image.size) > draft_shorter:
+                scale = draft_shorter / min(image.size)
                 image.draft(image.mode, (round(image.width * scale), round(image.height * scale)))
             image.load()
-            pixels += image.width * image.height
-    return pixels
+    return time.process_time() - start
 
 
-def decode_floor(root: Path, size: int, processes: int) -> tuple[float, int]:
-    """Seconds to decode every image of the release once (`_decode_files`) on `processes`, and the images."""
-    from concurrent.futures import ProcessPoolExecutor
-
+def decode_floor(root: Path, draft_shorter: int | None = None) -> tuple[float, int]:
+    """CPU seconds to decode every image of the release once (`_decode_files`), and the number of images."""
     paths = sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names if d != str(root))
-    start = time.perf_counter()
-    with ProcessPoolExecutor(processes) as pool:
-        list(pool.map(_decode_files, [paths[i::processes] for i in range(processes)], [size] * processes))
-    return time.perf_counter() - start, len(paths)
+    return _decode_files(paths, draft_shorter), len(paths)
 
 
-def run_child(code: str, cwd: Path) -> tuple[float, float]:
-    """Run Python `code` in a child; return its wall seconds and peak RSS in GiB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_child(code: str, cwd: Path) -> tuple[float, float, float]:
+    """Run Python `code` in a child; return its wall seconds, CPU seconds (user + sys) and peak RSS in GiB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if after.ru_maxrss <= before.ru_maxrss:
         print("  (peak RSS of this child is not above an earlier child's; figure is an upper bound)")
-    return wall, peak / 2**20
+    return wall, cpu, after.ru_maxrss / 2**20
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=79_625)
+    parser.add_argument("--topics", nargs="+", default=None, help="Topics to synthesise and prepare (default: all).")
     parser.add_argument("--work", type=Path, default=Path(".bench/prepare"))
     parser.add_argument("--max-image-side", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
@@ -88,41 +87,46 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     work = args.work.resolve()
-    raw = work / (f"raw-{args.instances}" if args.images == "drawn" else f"raw-photo-{args.instances}")
-    if not (raw / "movies.json").exists():
+    topics = tuple(args.topics) if args.topics else TOPICS
+    name = f"raw-{args.instances}" if args.images == "drawn" else f"raw-photo-{args.instances}"
+    raw = work / (name if topics == TOPICS else f"{name}-{'-'.join(topics)}")
+    if not (raw / f"{topics[0]}.json").exists():
         start = time.perf_counter()
-        synthesize(SynthConfig(out=raw, instances=args.instances, seed=0, images=args.images, overwrite=True))
+        synthesize(
+            SynthConfig(out=raw, instances=args.instances, seed=0, topics=topics, images=args.images, overwrite=True)
+        )
         print(f"synth: {args.instances} instances in {time.perf_counter() - start:.1f} s")
     floor, images, size = io_floor(raw)
     floor = min(floor, io_floor(raw)[0])
     print(f"release: {images} images, {size / 2**20:.1f} MiB")
     print(f"I/O floor (read every JSON and image byte once): {floor:.2f} s")
+    decode, files = decode_floor(raw)
+    print(f"decode floor (every image file decoded once with PIL, full size): {decode:.1f} s CPU, {files} files")
     if args.image_size:
-        decode, files = decode_floor(raw, args.image_size, args.num_proc)
-        print(f"decode floor (every image file decoded once, {args.num_proc} processes): {decode:.1f} s, {files} files")
+        drafted, _ = decode_floor(raw, 2 * args.image_size)
+        print(f"  the same, JPEGs at the reduced scale --image-size starts from: {drafted:.1f} s CPU")
 
     out = work / "m3el"
     shutil.rmtree(out, ignore_errors=True)
     side = f", max_image_side={args.max_image_side}" if args.max_image_side else ""
     side += f", image_size={args.image_size}" if args.image_size else ""
-    side += f", num_proc={args.num_proc}"
+    side += f", num_proc={args.num_proc}, topics={topics!r}"
     code = (
         "from pathlib import Path\n"
         "from m3el_hf.data.prepare import PrepareConfig, prepare\n"
         f"prepare(PrepareConfig(raw=Path({str(raw)!r}), out=Path({str(out)!r}){side}))\n"
     )
-    wall, peak = run_child(code, work)
-    print(f"prepare: {wall:.1f} s wall, peak RSS {peak:.2f} GiB")
-    print(f"ratio prepare / I/O floor: {wall / floor:.1f}x")
-    if args.image_size:
-        print(f"ratio prepare / decode floor: {wall / decode:.2f}x")
+    wall, cpu, peak = run_child(code, work)
+    print(f"prepare: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.2f} GiB")
+    print(f"ratio prepare / I/O floor (wall): {wall / floor:.1f}x")
+    print(f"ratio prepare / decode floor (CPU): {cpu / decode:.2f}x")
 
     # The child leaves with os._exit: a half-read pyarrow scanner at interpreter shutdown can abort or hang
     # the process (apache/arrow#45214, huggingface/datasets#7467), even after `del` and `gc.collect()`.
     code = (
         "import os, sys, time, datasets\n"
         "start = time.perf_counter()\n"
-        "stream = datasets.load_dataset('m3el', 'movies', split='train', streaming=True)\n"
+        f"stream = datasets.load_dataset('m3el', {topics[0]!r}, split='train', streaming=True)\n"
         "examples = iter(stream)\n"
         "next(examples)\n"
         "print(f'streaming first example: {time.perf_counter() - start:.2f} s')\n"
