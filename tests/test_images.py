@@ -140,6 +140,10 @@ def test_an_undecoded_image_is_known_by_its_bytes_or_else_its_path(tmp_path, rea
     assert content_key(data) == hashlib.sha256(data).hexdigest()
     assert content_key(by_path) == str(tmp_path / "coffee.jpg")
     assert content_key(data) != content_key(encoded(real_photos["coffee"], "PNG"))
+    assert content_key({"bytes": None}) is None
+    picture = open_image(data)
+    assert content_key(picture) == content_key(picture.copy()) != content_key(picture.convert("L"))
+    assert content_key(picture) != content_key(picture.transpose(PIL.Image.Transpose.ROTATE_180))
     assert encoded_or_open({"bytes": data, "path": None}) is data
     opened = encoded_or_open(by_path)
     assert np.array_equal(np.asarray(opened), np.asarray(open_image(data)))

@@ -13,7 +13,6 @@ MTEB's own CLIP and SigLIP wrappers fuse differently: they add the raw, unnormal
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from ..data.dataset_card import CITATION
+from ..images import content_key
 from ..locations import SUMMARY_NAME
 from ..modeling.encoders import EncodedInputs, Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
@@ -52,7 +52,7 @@ class CLIPNDEncoder(AbsEncoder):
         # Tower outputs by content, kept across calls: MTEB encodes a topic's mentions and entities again for
         # every task; these are encoded once, as the built-in evaluator does.
         self.text_cache: dict[str, torch.Tensor] = {}
-        self.image_cache: dict[bytes, torch.Tensor] = {}
+        self.image_cache: dict[str, torch.Tensor] = {}
 
     def encode(
         self,
@@ -89,7 +89,7 @@ class CLIPNDEncoder(AbsEncoder):
 
     def _images(self, images: list[Any], encoders: Encoders) -> list[bytes]:
         """The content keys of `images` (PIL images); those not seen before are encoded, in one batch."""
-        keys = [_image_key(image) for image in images]
+        keys = [content_key(image) for image in images]
         missing = {key: image for key, image in zip(keys, images, strict=True) if key not in self.image_cache}
         if missing:
             self.image_cache.update(zip(missing, encoders.images(list(missing.values())), strict=True))
@@ -118,13 +118,6 @@ class CLIPNDEncoder(AbsEncoder):
     def similarity(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
         """Dot products of the unit embeddings (the built-in evaluator's scores)."""
         return torch.as_tensor(embeddings1) @ torch.as_tensor(embeddings2).T
-
-
-def _image_key(image: Any) -> bytes:
-    """An image's identity by content: its mode, size and pixels."""
-    digest = hashlib.blake2b(f"{image.mode}{image.size}".encode(), digest_size=16)
-    digest.update(image.tobytes())
-    return digest.digest()
 
 
 def clipnd_model_meta(

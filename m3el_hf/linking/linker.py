@@ -8,7 +8,6 @@ needs (an image, for ``"I"`` and ``"TI"``) scores ``-inf``: it ranks last.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import PIL.Image
 import torch
 
-from ..images import encoded_or_open, load_user_image, open_image
+from ..images import content_key, encoded_or_open, load_user_image, open_image
 from ..modeling.encoders import Encoders
 from ..modeling.modeling_clipnd import CLIPNDModel
 from ..modeling.processing import load_processor
@@ -274,13 +273,9 @@ def _entity_key(entity: Mapping[str, Any]) -> tuple:
     return entity.get("qid"), entity.get("name"), entity.get("description"), _image_key(entity.get("image"))
 
 
-def _image_key(image: Any) -> Any:
-    if isinstance(image, Mapping):
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, bytes):
-        return hashlib.blake2b(image, digest_size=16).digest()
-    if isinstance(image, PIL.Image.Image):
-        return image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+def _image_key(image: Any) -> str | None:
+    if isinstance(image, bytes | PIL.Image.Image | Mapping):
+        return content_key(image)
     return None if image is None else str(image)
 
 
