@@ -37,7 +37,7 @@ from ..tasks import TOPICS, check_topics
 from ..version import __version__
 from .synth_images import LOOKS, draw, encode, photo, pick_look
 
-__all__ = ["SYNTH_MARKER", "SynthConfig", "synthesize"]
+__all__ = ["SYNTH_MARKER", "SynthConfig", "entity_images", "make_entities", "make_sentence", "synthesize"]
 
 SYNTH_MARKER = "m3el-hf-synth.json"
 """Written at the root of every synthetic release: `prepare` reads it, so cards and scores say "synthetic"."""
@@ -208,7 +208,7 @@ def _photo_ext(look: str, ext: str) -> str:
     return "png" if LOOKS[look][1] == "PNG" else "JPG" if ext == "JPG" else "jpg"
 
 
-def _make_entities(topic: str, count: int, seed: int, photos: bool) -> list[_Entity]:
+def make_entities(topic: str, count: int, seed: int, photos: bool) -> list[_Entity]:
     """Name groups of 2–6 entities until there are at least `count` entities; with `photos`, each has a look."""
     rng = random.Random(f"m3el-synth/entities/{seed}/{topic}")
     looks = random.Random(f"m3el-synth/looks/{seed}/{topic}")
@@ -235,7 +235,7 @@ def _make_entities(topic: str, count: int, seed: int, photos: bool) -> list[_Ent
     return entities
 
 
-def _sentence(topic: str, gold: _Entity, rng: random.Random) -> str:
+def make_sentence(topic: str, gold: _Entity, rng: random.Random) -> str:
     """A context sentence with the gold's type cues and attribute word or synonym, plus noise."""
     types, attributes = _VOCAB[topic]
     cues = types[gold.kind][1]
@@ -263,7 +263,7 @@ def _mention_image(gold: _Entity, ext: str, config: SynthConfig, rng: np.random.
     return _photo_ext(look, ext), photo(gold, look, rng, mention=True)
 
 
-def _entity_images(config: SynthConfig, root: Path) -> Callable[[_Entity, str], bytes]:
+def entity_images(config: SynthConfig, root: Path) -> Callable[[_Entity, str], bytes]:
     """`image(entity, local)`: the bytes of the entity's image, which the caller writes to `root / local`.
 
     An entity's image is encoded once and read back from its first file afterwards. The first files
@@ -320,7 +320,7 @@ def _instance(
         image = _image_field(f"{gold.name} {rng.randrange(1900, 2024)}.{ext}", f"{folder}/mention.{ext}")
         files[image[2].removeprefix("/M3EL/")] = data
     record: dict[str, Any] = {"Qid": gold.qid, "name": gold.name, "description": gold.description}
-    record["sentence"] = _sentence(topic, gold, rng)
+    record["sentence"] = make_sentence(topic, gold, rng)
     if rng.random() < _P_DIFFICULTY:
         record["difficulty"] = min(2, gold.group[1] - gold.group[0] - 2)
     record["image"] = image
@@ -336,10 +336,10 @@ def _dump(record: dict[str, Any], fmt: str) -> str:
 
 def _write_topic(topic: str, count: int, config: SynthConfig, root: Path, progress: Any) -> tuple[int, int]:
     """Write `{topic}.json` and its images under `root`; return (entities used, image files)."""
-    entities = _make_entities(topic, count, config.seed, config.images == "photo")
+    entities = make_entities(topic, count, config.seed, config.images == "photo")
     rng = random.Random(f"m3el-synth/instances/{config.seed}/{topic}")
     image_rng = np.random.default_rng([config.seed, TOPICS.index(topic)])
-    entity_image = _entity_images(config, root)  # identical wherever the entity appears
+    entity_image = entity_images(config, root)  # identical wherever the entity appears
     golds = rng.sample(range(len(entities)), count)  # each entity is gold at most once: unique folders
     used: set[str] = set()
     images = 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .synth import SynthConfig, _entity_images, _make_entities, _sentence
+from .synth import SynthConfig, entity_images, make_entities, make_sentence
 from .synth_images import draw, encode
 
 __all__ = ["P_NIL", "write_mimic_release"]
@@ -41,7 +41,7 @@ def _quote(text: str) -> str:
 
 def _kb(entities: list[Any], config: SynthConfig, root: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """`kb_entity.json`'s rows and `qid2id`; writes each entity's picture into ``kb_image/``."""
-    image = _entity_images(config, root)
+    image = entity_images(config, root)
     rows, qid2id = [], {}
     for row_id, entity in enumerate(entities):
         files = []
@@ -58,7 +58,7 @@ def _mention(i: int, gold: Any, topic: str, config: SynthConfig, rngs: tuple[ran
     """One mention record; its picture, if any, is written by the caller from ``record.pop("_image")``."""
     rng, image_rng = rngs
     record: dict[str, Any] = {"id": str(i), "mentions": _quote(gold.name)}
-    record["sentence"] = _sentence(topic, gold, rng).strip()
+    record["sentence"] = make_sentence(topic, gold, rng).strip()
     record["imgPath"] = ""
     if rng.random() >= _P_NO_IMAGE:
         ext = rng.choice(("png", "jpg", "jpeg"))
@@ -77,7 +77,7 @@ def write_mimic_release(config: SynthConfig, root: Path, counts: list[int], prog
         (root / folder).mkdir()
     mentions, entities = [], []
     for topic, count in zip(config.topics, counts, strict=True):
-        topic_entities = _make_entities(topic, count, config.seed, photos=False)
+        topic_entities = make_entities(topic, count, config.seed, photos=False)
         rng = random.Random(f"m3el-synth/mimic/{config.seed}/{topic}")
         image_rng = np.random.default_rng([config.seed, len(entities)])
         for index in rng.sample(range(len(topic_entities)), count):
