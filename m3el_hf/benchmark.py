@@ -40,6 +40,7 @@ __all__ = [
     "eval_result_entries",
     "eval_results_files",
     "eval_yaml",
+    "is_leak",
     "is_leak_free",
     "mteb_task_name",
     "protocol_name",
@@ -78,6 +79,11 @@ EVAL_RESULTS_DIR = ".eval_results"
 def ranks_the_kb(protocol: str) -> bool:
     """Whether `protocol` ranks each topic's whole knowledge base (``kb``, ``kb-leak-free``)."""
     return protocol.removesuffix(LEAK_FREE_SUFFIX) == "kb"
+
+
+def is_leak(kind: str | None) -> bool:
+    """Whether a ``mention_image_leak`` value makes the instance leaked (a copy or a near-duplicate)."""
+    return kind in ("copy", "near")
 
 
 def is_leak_free(protocol: str) -> bool:

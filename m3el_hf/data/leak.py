@@ -40,7 +40,6 @@ __all__ = [
     "Fingerprinted",
     "LeakDetector",
     "fingerprint",
-    "is_leak",
     "leak_columns",
     "picture_fingerprint",
 ]
@@ -53,11 +52,6 @@ _CROPS = ((0, 0, 0, 0), (0.05,) * 4, (0.1,) * 4, (0.1, 0, 0, 0), (0, 0.1, 0, 0),
 _THUMBNAIL = 32
 _DECODE_AT_LEAST = 4 * _THUMBNAIL  # JPEGs are decoded at a reduced scale, to no less than this
 _CROP_SOURCE = 4 * _THUMBNAIL  # pictures from this side up have their crops resampled by PIL
-
-
-def is_leak(kind: str | None) -> bool:
-    """Whether a ``mention_image_leak`` value makes the instance leaked (a copy or a near-duplicate)."""
-    return kind in ("copy", "near")
 
 
 def fingerprint(image: bytes | PIL.Image.Image) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..data.leak import is_leak
+from ..benchmark import is_leak
 from ..images import content_key, encoded_or_open
 from ..modeling.encoders import EncodedInputs, Encoders
 from ..modeling.templates import TextTemplates

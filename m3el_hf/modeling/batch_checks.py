@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.leak import is_leak
+from ..benchmark import is_leak
 
 __all__ = ["check_batch", "check_gold_qids", "check_rows", "gold_candidate_index", "leaked"]
 

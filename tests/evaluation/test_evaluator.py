@@ -224,8 +224,7 @@ def test_a_split_without_any_image_scores_text_tasks_and_excludes_the_rest(model
 
 
 def test_leak_free_protocols_leave_out_leaked_instances_and_count_them(model, processors, instances, kb):
-    from m3el_hf.benchmark import PROTOCOLS
-    from m3el_hf.data.leak import is_leak
+    from m3el_hf.benchmark import PROTOCOLS, is_leak
 
     result = _evaluate(model, processors, instances, kb=kb, protocols=PROTOCOLS)
     cells = {(r["protocol"], r["task"], r["topic"]): r for r in result.records}
