@@ -20,6 +20,7 @@ from cli_run import cli_env, run_cli
 from m3el_hf.cli import main
 from m3el_hf.data.prepare import PrepareConfig, prepare
 from m3el_hf.data.synth import SynthConfig, synthesize
+from m3el_hf.faults import INTERRUPTED
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +140,16 @@ def _interrupt(
     return subprocess.CompletedProcess(args, process.returncode, "", err)
 
 
+def _interrupted(returncode: int) -> bool:
+    """Whether a command ended as Ctrl-C should end it: status 130, or killed by SIGINT, which a shell reports as 130.
+
+    About one run in ten here, when Ctrl-C arrives while the command imports its libraries, CPython ends the
+    process by SIGINT after its shutdown (its exit_sigint: ``kill(getpid(), SIGINT)`` once the handler is reset)
+    although the command caught the KeyboardInterrupt, printed its line and returned 130.
+    """
+    return returncode in (INTERRUPTED, -signal.SIGINT)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["group-mid-build", "command-at-start"])
 def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path, when):
@@ -151,7 +162,7 @@ def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path, whe
         done = _interrupt(argv, tmp_path, lambda: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
     else:
         done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")), children, group=False)
-    assert done.returncode == 130, done.stderr[-3000:]
+    assert _interrupted(done.returncode), done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
@@ -161,12 +172,40 @@ def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path, whe
     assert alive == []
 
 
+WORKER_BUILD = """
+import multiprocessing
+import sys
+from multiprocessing import resource_tracker
+from pathlib import Path
+from m3el_hf.data.prepare import PrepareConfig, _build_config, _start_worker
+
+multiprocessing.set_start_method("forkserver")  # as in a worker: its semaphores are named, not unlinked at once
+registered = []
+resource_tracker.register = lambda name, kind: registered.append(kind)
+_start_worker()
+_build_config(PrepareConfig(raw=Path(sys.argv[1]), out=Path("unused")), "movies", Path(sys.argv[2]))
+print(registered)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_builds_without_a_named_semaphore(movies_release, tmp_path):
+    """A worker ended mid-build releases nothing: a semaphore it made would be reported leaked after the line."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    raw = str(movies_release.parent / "raw")
+    done = subprocess.run([sys.executable, "-c", WORKER_BUILD, raw, str(staging)], env=cli_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert done.stdout.decode().strip() == "[]"
+    assert list(staging.glob("data/movies/*.parquet")), "the worker built nothing"
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_prepare_leaves_nothing(tmp_path):
     synthesize(SynthConfig(out=tmp_path / "raw", instances=2000, seed=0))
     argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "1"]
     done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")))
-    assert done.returncode == 130, done.stderr[-3000:]
+    assert _interrupted(done.returncode), done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

@@ -239,7 +239,7 @@ def _build_configs(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([])
     pending, results = list(names), {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
     with ThreadPoolExecutor(1) as here, pool as there:
         running: dict[Future, tuple[str, Executor]] = {}
         try:
@@ -291,9 +291,16 @@ def _interrupts_deferred() -> Iterator[None]:
         signal.raise_signal(signal.SIGINT)
 
 
-def _ignore_interrupts() -> None:
-    """A worker's start: Ctrl-C signals the whole process group, and the parent alone handles it (it ends them)."""
+def _start_worker() -> None:
+    """A worker's start. Ctrl-C signals the whole process group, and the parent alone handles it (it ends them).
+
+    The worker's progress bars (hidden) share a thread lock: tqdm's default lock is a named semaphore, which a
+    worker ended mid-build cannot release, and the resource tracker reports it leaked after the interrupt's line.
+    """
+    import tqdm
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.tqdm.set_lock(threading.RLock())
 
 
 def _done(bar: Any, name: str, result: Any) -> Any:
