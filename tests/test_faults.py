@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,8 +119,8 @@ def _interrupt(
     args: list[str], cwd: Path, busy, children: list | None = None, group: bool = True
 ) -> subprocess.CompletedProcess:
     """Start ``m3el-hf ARGS`` in a process group of its own, send Ctrl-C's signal to the whole group (as a terminal
-    does; to the command alone unless `group`) once `busy()` says it is mid-work, and wait for its end; `children`
-    receives its processes then."""
+    does; to the command alone unless `group`) once `busy(stderr so far)` says it is mid-work, and wait for its end;
+    `children` receives its processes then."""
     process = subprocess.Popen(
         [sys.executable, "-m", "m3el_hf", *args],
         cwd=cwd,
@@ -130,14 +132,18 @@ def _interrupt(
         # give the command the default disposition, as a terminal's foreground job has.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    while not busy() and process.poll() is None:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in process.stderr], daemon=True)
+    reader.start()
+    while not busy("".join(lines)) and process.poll() is None:
         time.sleep(0.05)
-    assert process.poll() is None, "it finished before it could be interrupted"
+    assert process.poll() is None, "it finished before it could be interrupted:\n" + "".join(lines)[-3000:]
     if children is not None:
         children.extend(psutil.Process(process.pid).children(recursive=True))
     (os.killpg if group else os.kill)(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=300)  # a guard against a hang only
-    return subprocess.CompletedProcess(args, process.returncode, "", err)
+    process.wait(timeout=300)  # a guard against a hang only
+    reader.join(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, "", "".join(lines))
 
 
 def _interrupted(returncode: int) -> bool:
@@ -159,9 +165,9 @@ def test_ctrl_c_during_prepare_with_worker_processes_ends_them_all(tmp_path, whe
     argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "2"]
     children: list[psutil.Process] = []
     if when == "group-mid-build":  # this process and the worker each building a config in the staging folder
-        done = _interrupt(argv, tmp_path, lambda: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
+        done = _interrupt(argv, tmp_path, lambda err: len(list(tmp_path.glob(".m3el.*/.work/*"))) >= 2, children)
     else:
-        done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")), children, group=False)
+        done = _interrupt(argv, tmp_path, lambda err: any(tmp_path.glob(".m3el.*")), children, group=False)
     assert _interrupted(done.returncode), done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
@@ -204,8 +210,48 @@ def test_a_worker_builds_without_a_named_semaphore(movies_release, tmp_path):
 def test_ctrl_c_during_prepare_leaves_nothing(tmp_path):
     synthesize(SynthConfig(out=tmp_path / "raw", instances=2000, seed=0))
     argv = ["prepare", "--raw", "raw", "--out", "m3el", "--num-proc", "1"]
-    done = _interrupt(argv, tmp_path, lambda: any(tmp_path.glob(".m3el.*")))
+    done = _interrupt(argv, tmp_path, lambda err: any(tmp_path.glob(".m3el.*")))
     assert _interrupted(done.returncode), done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "m3el-hf prepare: error: interrupted; nothing was written."
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_train_keeps_a_checkpoint_and_says_how_to_resume(movies_release, tiny_clip_path, tmp_path):
+    """Ctrl-C once a checkpoint exists: 130, one line naming the run and --resume-from latest, which then continues
+    from that checkpoint to the end."""
+    out = tmp_path / "run"
+    argv = [
+        "train", "--recipe", "tiny-cpu", "--model", str(tiny_clip_path), "--data", str(movies_release),
+        "--output-dir", str(out), "--topics", "movies", "--eval-split", "none", "--save-every", "2",
+        "--max-steps", "100000",
+    ]  # fmt: skip
+    done = _interrupt(argv, tmp_path, lambda err: any((out / "checkpoints").glob("step-*")))
+    assert _interrupted(done.returncode), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"m3el-hf train: error: interrupted; {out} keeps its last complete checkpoint: run the same command with "
+        "--resume-from latest to continue from it."
+    )
+    kept = sorted(int(p.name[5:]) for p in (out / "checkpoints").glob("step-*"))
+    assert kept and not (out / "final").exists()
+    resumed = run_cli(*argv[:-1], str(kept[-1] + 2), "--resume-from", "latest", cwd=tmp_path, TQDM_DISABLE="1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from {out / 'checkpoints' / f'step-{kept[-1]}'} at update {kept[-1]}" in resumed.stderr
+    assert json.loads((out / "final" / "training_summary.json").read_text())["steps"] == kept[-1] + 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_evaluate_writes_nothing(movies_release, tiny_clip_path, tmp_path):
+    """Ctrl-C while the first of two models is scored: 130, one line, no results file nor a temporary one."""
+    result = tmp_path / "out" / "results.json"
+    argv = [
+        "evaluate", "--model", str(tiny_clip_path), str(tiny_clip_path), "--data", str(movies_release),
+        "--model-name", "first", "second", "--split", "train", "--output", str(result),
+    ]  # fmt: skip
+    done = _interrupt(argv, tmp_path, lambda err: "Evaluating first" in err)
+    assert _interrupted(done.returncode), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "m3el-hf evaluate: error: interrupted; nothing was written."
+    assert not result.parent.exists() or list(result.parent.iterdir()) == []
