@@ -25,12 +25,31 @@ _OFF = ("", "0", "false", "no", "off")
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """The log of a command: our INFO lines (DEBUG with `verbose`), the libraries' warnings; `quiet`: `set_quiet`."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """The log of a command: our INFO lines (DEBUG with `verbose`), the libraries' warnings; `quiet`: `set_quiet`.
+
+    Where the process has no log handler yet (a command, not a test or an application): one on stderr, which
+    leaves out a record that a library's own handler has printed already (datasets keeps one on its logger).
+    """
+    if not logging.root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_not_printed_yet)
+        logging.root.addHandler(handler)
+        logging.root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     if quiet:
         set_quiet()
+
+
+def _not_printed_yet(record: logging.LogRecord) -> bool:
+    """Whether no logger between `record`'s and the root has a handler of its own, which printed it."""
+    logger = logging.getLogger(record.name)
+    while logger.parent is not None:
+        if logger.handlers:
+            return False
+        logger = logger.parent
+    return True
 
 
 def bars_disabled() -> bool:

@@ -100,6 +100,7 @@ def test_a_damaged_shard_is_named(movies_release, tmp_path):
     err = _one_line(done.stderr.strip().splitlines()[-1], "show")
     assert f"{shard} is a damaged Parquet shard (Parquet magic bytes not found in footer" in err
     assert "Traceback" not in done.stderr
+    assert done.stderr.count("Failed to read schema") == 1, done.stderr  # datasets' own line, printed once
 
 
 @pytest.mark.slow
