@@ -72,20 +72,21 @@ def get_task(name: str | Task) -> Task:
         raise ValueError(f"Unknown task {name!r}{_choose(name, TASK_NAMES)}.") from None
 
 
-def check_topics(topics: Sequence[str]) -> tuple[str, ...]:
+def check_topics(topics: Sequence[str], choices: Sequence[str] | None = TOPICS) -> tuple[str, ...]:
     """`topics` as a tuple, or a `ValueError` naming the unknown or repeated ones (with a guess) and the choices.
 
-    >>> check_topics(["movies", "books"])
-    ('movies', 'books')
+    `choices` None takes any name (a prepared dataset's own topics, checked against the data when it is read).
+
+    >>> check_topics(["movies", "books"]), check_topics(["wikimel"], choices=None)
+    (('movies', 'books'), ('wikimel',))
     """
-    unknown = [topic for topic in topics if topic not in TOPICS]
+    unknown = [topic for topic in topics if choices is not None and topic not in choices]
     if unknown:
-        raise ValueError(f"Unknown topic(s) {unknown}{_choose(unknown[0], TOPICS)}.")
+        raise ValueError(f"Unknown topic(s) {unknown}{_choose(unknown[0], choices)}.")
     repeated = sorted({topic for topic in topics if list(topics).count(topic) > 1})
     if repeated or not topics:
-        raise ValueError(
-            f"Topics must be distinct and at least one, got {list(topics)}; choose from {', '.join(TOPICS)}."
-        )
+        hint = f"; choose from {', '.join(choices)}" if choices else ""
+        raise ValueError(f"Topics must be distinct and at least one, got {list(topics)}{hint}.")
     return tuple(topics)
 
 

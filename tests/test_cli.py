@@ -165,7 +165,15 @@ MISTAKES = {
     ),
     "evaluate, a topic typo": (
         "evaluate --model {model} --data {data} --output {root}/r.json --topics movie",
-        "Unknown topic(s) ['movie']; did you mean 'movies'? Choose from movies, common",
+        "{data} has no topic(s) ['movie']; did you mean 'movies'? Its topics: movies.",
+    ),
+    "train, a topic typo": (
+        "train --recipe tiny-cpu --model {model} --data {data} --output-dir {root}/o --topics movie",
+        "{data} has no topic(s) ['movie']; did you mean 'movies'? Its topics: movies.",
+    ),
+    "train, a topic the data lacks": (
+        "train --recipe tiny-cpu --model {model} --data {data} --output-dir {root}/o --topics sports",
+        "{data} has no topic(s) ['sports']. Its topics: movies.",
     ),
     "prepare, a topic typo": (
         "prepare --raw {raw} --out {root}/p --topics movie",

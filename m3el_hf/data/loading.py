@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import datasets
 
-from ..tasks import did_you_mean
+from ..tasks import TOPICS, did_you_mean
 
-__all__ = ["check_config", "load_topic_splits"]
+__all__ = ["check_config", "data_topics", "load_topic_splits", "resolve_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +24,41 @@ def check_config(data: str, name: str) -> None:
         )
 
 
+def data_topics(data: str, revision: str | None = None) -> tuple[str, ...]:
+    """The topics of prepared `data`: M³EL's that it has, in their order; else each config with a knowledge base
+    (a dataset's own name, as ``prepare --format mimic`` writes it)."""
+    names = set(datasets.get_dataset_config_names(data, revision=revision))
+    topics = tuple(topic for topic in TOPICS if topic in names) or tuple(
+        name for name in sorted(names) if f"{name}-kb" in names and name != "all"
+    )
+    if not topics:
+        raise ValueError(f"{data} has no topic config (such as {TOPICS[0]}); is it a folder written by prepare?")
+    return topics
+
+
+def resolve_topics(data: str, topics: Sequence[str] | None, revision: str | None = None) -> tuple[str, ...]:
+    """`topics` when `data` has each of them, every topic it has when None; else a one-line `ValueError`
+    naming `data` and its topics."""
+    have = data_topics(data, revision)
+    if topics is None:
+        return have
+    missing = [topic for topic in topics if topic not in have]
+    if missing:
+        guess = did_you_mean(missing[0], have) or "."
+        raise ValueError(f"{data} has no topic(s) {missing}{guess} Its topics: {', '.join(have)}.")
+    return tuple(topics)
+
+
 def load_topic_splits(
-    data: str, topics: Sequence[str], split: str, revision: str | None = None
+    data: str, topics: Sequence[str] | None, split: str, revision: str | None = None
 ) -> dict[str, datasets.Dataset]:
-    """`split` of each topic config of `data` (at `revision`, for a Hub id), by topic.
+    """`split` of each topic config of `data` (at `revision`, for a Hub id), by topic; every topic it has when
+    `topics` is None, and a `ValueError` for a topic it lacks (`resolve_topics`).
 
     A topic too small to have that split (prepare leaves empty splits out of the card) is left out with a
     warning; no topic having it is an error.
     """
+    topics = resolve_topics(data, topics, revision)
     loaded = {topic: datasets.load_dataset(data, topic, revision=revision) for topic in topics}
     found = {topic: splits[split] for topic, splits in loaded.items() if split in splits}
     if not found:

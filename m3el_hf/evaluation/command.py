@@ -20,7 +20,7 @@ from ..benchmark import (
     write_eval_results,
 )
 from ..data.features import KB_SPLIT
-from ..data.loading import load_topic_splits
+from ..data.loading import load_topic_splits, resolve_topics
 from ..data.prepare import is_synthetic, read_report
 from ..json_files import read_json
 from ..layout import REPORT_NAME
@@ -145,7 +145,7 @@ class EvaluateConfig:
         for task in self.tasks:
             get_task(task)
         if self.topics is not None:
-            check_topics(self.topics)
+            check_topics(self.topics, choices=None)  # against the data's own topics when it is read
         bad = [p for p in self.protocol if p not in PROTOCOLS]
         if bad or not self.protocol:
             raise ValueError(f"--protocol must list some of {', '.join(PROTOCOLS)}, got {list(self.protocol)}.")
@@ -215,16 +215,22 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     for model in config.model:
         check_checkpoint(model)
     check_prepared(config.data)
+    topics = resolve_topics(config.data, config.topics, config.data_revision)
+    if config.harness == "mteb" and not set(topics) <= set(TOPICS):
+        raise ValueError(
+            f"--harness mteb runs M³EL's MTEB tasks, whose subsets are {', '.join(TOPICS)}; {config.data} has the "
+            f"topic(s) {', '.join(topics)}: use --harness builtin."
+        )
     provenance = make_provenance(config.harness, config.data, config.data_revision, is_synthetic(config.data))
     if config.eval_results is not None:
         _entry_folders(config)  # refuse a used folder now, not after evaluating
         check_publishable(provenance, config.dataset_id, config.unofficial_data)
-    dataset, kb = _load_data(config) if config.harness == "builtin" else (None, None)
+    dataset, kb = _load_data(config, topics) if config.harness == "builtin" else (None, None)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for path, name in zip(config.model, config.labels(), strict=True):
         if config.harness == "mteb":
-            result = _evaluate_with_mteb(config, path, name, device)
+            result = _evaluate_with_mteb(config, topics, path, name, device)
         else:
             logger.info("Evaluating %s (%s) on %d instances", name, path, dataset.num_rows)
             model = CLIPNDModel.from_pretrained(path).to(device)
@@ -265,14 +271,16 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     return results
 
 
-def _evaluate_with_mteb(config: EvaluateConfig, model: str, name: str, device: str) -> EvaluationResult:
+def _evaluate_with_mteb(
+    config: EvaluateConfig, topics: tuple[str, ...], model: str, name: str, device: str
+) -> EvaluationResult:
     from .mteb_harness import evaluate_with_mteb
 
     logger.info("Evaluating %s (%s) through MTEB", name, model)
     return evaluate_with_mteb(
         model,
         config.data if config.data_revision is None else {"path": config.data, "revision": config.data_revision},
-        topics=config.topics or _available_topics(config.data, config.data_revision),
+        topics=topics,
         tasks=config.tasks,
         protocols=config.protocol,
         model_name=name,
@@ -337,11 +345,10 @@ def _write_leaderboard_entries(config: EvaluateConfig, records: list[dict[str, A
             print(f"Submit {name}'s scores: m3el-hf push-model {folder} --repo OWNER/MODEL --create-pr")
 
 
-def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
-    """The instances of every topic (one split, concatenated) and, for protocol kb, their KB rows."""
+def _load_data(config: EvaluateConfig, topics: tuple[str, ...]) -> tuple[Any, Any | None]:
+    """The instances of `topics` (one split, concatenated) and, for protocol kb, their KB rows."""
     import datasets
 
-    topics = config.topics or _available_topics(config.data, config.data_revision)
     # A MIMIC-format mention's candidate list is its gold alone (m3el_hf.data.mimic): it would score 100%.
     if not all(ranks_the_kb(protocol) for protocol in config.protocol) and _is_mimic(config.data):
         raise ValueError(f"{config.data} is a MIMIC-format dataset without candidate lists: use --protocol kb.")
@@ -358,16 +365,3 @@ def _load_data(config: EvaluateConfig) -> tuple[Any, Any | None]:
 
 def _is_mimic(data: str) -> bool:
     return (Path(data) / REPORT_NAME).is_file() and read_report(data)["options"].get("format") == "mimic"
-
-
-def _available_topics(data: str, revision: str | None = None) -> tuple[str, ...]:
-    import datasets
-
-    names = set(datasets.get_dataset_config_names(data, revision=revision))
-    # M³EL's topics in their order; else a dataset's own (`prepare --format mimic`): each config with a KB.
-    topics = tuple(topic for topic in TOPICS if topic in names) or tuple(
-        name for name in sorted(names) if f"{name}-kb" in names and name != "all"
-    )
-    if not topics:
-        raise ValueError(f"{data} has no M³EL topic config ({', '.join(TOPICS)}); is it a folder written by prepare?")
-    return topics

@@ -22,6 +22,7 @@ __all__ = [
     "is_missing",
     "percent",
     "read_results",
+    "show_metric",
     "topic_seen",
     "unique",
     "write_results",
@@ -81,7 +82,9 @@ class EvaluationResult:
             cells = {(r["task"], r["topic"]): r for r in records}
             for metric in metrics:
                 rows = [[task, *(_cell(cells.get((task, topic)), metric) for topic in topics)] for task in tasks]
-                rows.append(["mean", *(_show(_mean_accuracy(records, protocol, t, metric), metric) for t in topics)])
+                rows.append(
+                    ["mean", *(show_metric(_mean_accuracy(records, protocol, t, metric), metric) for t in topics)]
+                )
                 unit = "(lower is better)" if metric == "mr" else "(%)"
                 title = (
                     f"{records[0]['model']}: {metric} {unit} (instances evaluated), protocol {protocol!r}, "
@@ -190,10 +193,10 @@ def _topic_header(topic: str, seen: bool | None) -> str:
 
 
 def _cell(record: Mapping[str, Any] | None, metric: str) -> str:
-    return "—" if record is None else f"{_show(record[metric], metric)} ({record['evaluated']})"
+    return "—" if record is None else f"{show_metric(record[metric], metric)} ({record['evaluated']})"
 
 
-def _show(value: float | None, metric: str) -> str:
+def show_metric(value: float | None, metric: str) -> str:
     """A metric for a table: the mean rank with two decimals, the others in percent."""
     if metric != "mr" or is_missing(value):
         return percent(value)

@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..benchmark import ALL_TOPICS, BENCHMARK_SPLIT, HEADLINE_PROTOCOL
 from ..data.dataset_card import CITATION
-from ..evaluation.results import is_missing, percent, unique
+from ..evaluation.results import METRIC_KEYS, is_missing, percent, show_metric, unique
 from ..json_files import read_json
 from ..modeling.configuration_clipnd import settings_of
 from ..modeling.templates import TextTemplates
@@ -107,12 +107,15 @@ def _training_text(summary: Mapping[str, Any], config: Mapping[str, Any]) -> str
     if not settings:
         lines.append(f"No `{SUMMARY_NAME}` was exported with this checkpoint: topics, tasks and seed are unknown.")
         return "\n".join(f"- {line}" for line in lines)
-    if "topics" in settings:
-        unseen = [topic for topic in TOPICS if topic not in settings["topics"]]
+    topics = settings.get("topics")
+    if topics and set(topics) <= set(TOPICS):
+        unseen = [topic for topic in TOPICS if topic not in topics]
         lines.append(
-            f"Trained on the topics {_show(settings['topics'])}"
+            f"Trained on the topics {_show(topics)}"
             + (f"; unseen in training: {_show(unseen)}." if unseen else " (all of M³EL's).")
         )
+    elif topics:  # another dataset's own topic, such as a `prepare --format mimic` one
+        lines.append(f"Trained on the topic{'s' if len(topics) > 1 else ''} {_show(topics)} (not M³EL's).")
     rows = [(key, settings[key]) for key in _SUMMARY_KEYS if key in settings]
     if "data" in settings:
         rows.insert(0, ("data", settings["data"]))
@@ -149,15 +152,17 @@ def _baselines_table(records: Sequence[Mapping[str, Any]], topic: str) -> str:
 
 
 def _details_table(records: Sequence[Mapping[str, Any]]) -> str:
-    keys = ("accuracy", "hits@1", "hits@3", "hits@5", "mrr")
+    """Every metric of `records`: MR (the mean rank) where they hold one, results from before it had none."""
+    keys = [k for k in METRIC_KEYS if k != "mr" or any(not is_missing(r.get(k)) for r in records)]
     rows = [
         "| topic | task | " + " | ".join(keys) + " | evaluated | excluded | leaked |",
         "|---" * (len(keys) + 5) + "|",
     ]
     for r in records:
-        values = " | ".join(percent(r.get(k)) for k in keys)
+        values = " | ".join(show_metric(r.get(k), k) for k in keys)
         rows.append(f"| {r['topic']} | {r['task']} | {values} | {r['evaluated']} | {r['excluded']} | {r['leaked']} |")
-    return "\n".join(rows)
+    unit = "In %; mr is the gold's mean rank (1 is best, lower is better)." if "mr" in keys else "In %."
+    return "\n".join(rows) + f"\n\n{unit}"
 
 
 def _results_text(records: Sequence[Mapping[str, Any]], model: str, plot: bool) -> str:
@@ -318,7 +323,7 @@ def build_model_card(
         tags=["clip", "clipnd", "entity-linking", "multimodal-entity-linking", "m3el"],
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy"],
-        eval_results=model_index_results(records, dataset_id, model=model) or None,
+        eval_results=model_index_results(records, dataset_id, model=model, dataset_name=_dataset_name(records)) or None,
     )
     if synthetic is None:
         synthetic = bool(summary.get("synthetic_data"))
@@ -341,6 +346,12 @@ def build_model_card(
         limitations_text=_limitations_text(synthetic),
         citation=CITATION,
     )
+
+
+def _dataset_name(records: Sequence[Mapping[str, Any]]) -> str:
+    """M³EL, or the topics of another dataset the records score (a ``prepare --format mimic`` one: its name)."""
+    others = unique(r["topic"] for r in records if r["topic"] not in (*TOPICS, ALL_TOPICS))
+    return ", ".join(others) if others else "M³EL"
 
 
 def _base_model_text(base: str | None, summary: Mapping[str, Any]) -> str:

@@ -71,6 +71,7 @@ class Run:
     num_updates: int
     batches_per_epoch: int
     progress: Any = None  # the training bar
+    eval_kb: datasets.Dataset | None = None  # validation ranks this whole KB when the data has no candidate lists
     # This session's timing (not checkpointed): when it and its loop started, the loop's seconds once it ended,
     # the part spent validating, and where the loop began.
     started: float = 0.0
@@ -199,6 +200,7 @@ def training_summary(run: Run, wall_time: float) -> dict[str, Any]:
         },
         "validation": {
             "split": run.config.eval_split,
+            "protocol": validation_protocol(run),
             "final_mean_accuracy": state.last_score,
             "best_mean_accuracy": state.best_score,
             "best_step": state.best_step,
@@ -213,6 +215,13 @@ def training_summary(run: Run, wall_time: float) -> dict[str, Any]:
         "wall_time_s": round(wall_time, 3),
         "losses": state.losses,
     }
+
+
+def validation_protocol(run: Run) -> str | None:
+    """How the run validates: ``kb`` (rank the whole KB) on data without candidate lists, else ``candidates``."""
+    if run.config.eval_split is None:
+        return None
+    return "candidates" if run.eval_kb is None else "kb"
 
 
 def _throughput(run: Run) -> dict[str, float | None]:

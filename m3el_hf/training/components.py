@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.compute as pc
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from ..data.features import KB_SPLIT
 from ..data.loading import load_topic_splits
 from ..modeling.collator import M3ELCollator, lazy_images
 from ..modeling.modeling_clipnd import CLIPNDModel
@@ -24,6 +26,7 @@ __all__ = [
     "build_optimizer_and_scheduler",
     "load_adapter",
     "save_adapter",
+    "validation_kb",
 ]
 
 
@@ -103,6 +106,16 @@ def build_dataloaders(config: TrainConfig, collator: M3ELCollator) -> tuple[Data
     if config.eval_max_instances is not None and config.eval_max_instances < len(eval_data):
         eval_data = eval_data.shuffle(seed=config.seed).select(range(config.eval_max_instances))
     return loader, eval_data
+
+
+def validation_kb(config: TrainConfig, eval_data: datasets.Dataset | None) -> datasets.Dataset | None:
+    """The knowledge base of the run's topics when no validation row has a candidate list (each holds its gold
+    alone, as ``prepare --format mimic`` writes them, where ranking the candidates would score 100%): validation
+    then ranks the whole KB, as ``evaluate --protocol kb`` scores such data. None otherwise."""
+    if eval_data is None or pc.max(pc.list_value_length(eval_data.data.column("candidates"))).as_py() != 1:
+        return None
+    parts = [datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT) for topic in config.topics]
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def build_optimizer_and_scheduler(

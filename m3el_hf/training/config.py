@@ -19,7 +19,7 @@ import yaml
 
 from ..arguments import add_dataclass_arguments, dataclass_from_namespace
 from ..locations import SUMMARY_NAME
-from ..tasks import TASK_NAMES, TOPICS, check_topics, get_task
+from ..tasks import TASK_NAMES, check_topics, get_task
 
 __all__ = [
     "LR_SCHEDULERS",
@@ -72,11 +72,12 @@ class TrainConfig:
             "and training_summary.json), tracker logs."
         }
     )
-    topics: tuple[str, ...] = field(
-        default=TOPICS,
+    topics: tuple[str, ...] | None = field(
+        default=None,
         metadata={
-            "help": "Topics to train and validate on; the summary and the model card name them, and "
-            "`evaluate` marks the others unseen."
+            "help": "Topics to train and validate on (default: every topic the data has: M³EL's five, or the name "
+            "of a `prepare --format mimic` dataset); the summary and the model card name them, and `evaluate` "
+            "marks the others unseen."
         },
     )
     tasks: tuple[str, ...] = field(
@@ -208,7 +209,8 @@ class TrainConfig:
         self._warn_ignored()
 
     def _check_choices(self) -> None:
-        check_topics(self.topics)
+        if self.topics is not None:
+            check_topics(self.topics, choices=None)  # against the data's own topics when training starts
         for task in self.tasks:
             get_task(task)
         if not self.tasks:

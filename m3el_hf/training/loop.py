@@ -12,6 +12,7 @@ placement, DDP, mixed precision, gradient accumulation, checkpoints), and the co
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import os
@@ -30,14 +31,23 @@ from peft import PeftModel
 from torch.utils.data import DataLoader
 
 from ..atomic import refuse_used_folder
+from ..data.loading import resolve_topics
 from ..evaluation.evaluator import evaluate_model
 from ..json_files import read_json
 from ..locations import check_checkpoint, check_prepared
 from ..modeling.collator import M3ELCollator
 from ..modeling.processing import load_processor
 from ..progress import progress as progress_bar
-from .checkpoints import Run, TrainingState, export, resolve_resume, save_checkpoint, training_summary
-from .components import build_dataloaders, build_model, build_optimizer_and_scheduler, save_adapter
+from .checkpoints import (
+    Run,
+    TrainingState,
+    export,
+    resolve_resume,
+    save_checkpoint,
+    training_summary,
+    validation_protocol,
+)
+from .components import build_dataloaders, build_model, build_optimizer_and_scheduler, save_adapter, validation_kb
 from .config import SUMMARY_NAME, TrainConfig
 
 __all__ = [
@@ -154,6 +164,7 @@ def evaluate_and_select(run: Run) -> float | None:
 
 
 def _validate(run: Run, model: torch.nn.Module) -> float:
+    protocol = validation_protocol(run)
     model.eval()
     with torch.no_grad(), run.accelerator.autocast():
         result = evaluate_model(
@@ -161,6 +172,8 @@ def _validate(run: Run, model: torch.nn.Module) -> float:
             run.tokenizer,
             run.image_processor,
             run.eval_data,
+            kb=run.eval_kb,
+            protocols=(protocol,),
             tasks=run.config.tasks,
             model_name=Path(run.config.output_dir).name,
             checkpoint=f"step-{run.state.step}",
@@ -168,7 +181,7 @@ def _validate(run: Run, model: torch.nn.Module) -> float:
             batch_size=2 * run.config.per_device_batch_size,
             progress=False,
         )
-    return result.mean_accuracy()
+    return result.mean_accuracy(protocol)
 
 
 def _hparams(config: TrainConfig) -> dict[str, Any]:
@@ -195,6 +208,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator) -> tuple[Run, DataLoad
     )
     with accelerator.main_process_first():
         loader, eval_data = build_dataloaders(config, collator)
+        eval_kb = validation_kb(config, eval_data)
     loader = accelerator.prepare(loader)
     num_updates = config.max_steps or config.epochs * math.ceil(len(loader) / config.gradient_accumulation_steps)
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, num_updates, accelerator.num_processes)
@@ -214,6 +228,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator) -> tuple[Run, DataLoad
         state,
         num_updates,
         len(loader),
+        eval_kb=eval_kb,
     )
     return run, loader
 
@@ -296,6 +311,8 @@ def train(config: TrainConfig) -> Path:
     started = time.perf_counter()
     check_checkpoint(config.model)
     check_prepared(config.data)
+    # The topics the data has, or a one-line refusal of one it lacks; the summary names the resolved ones.
+    config = dataclasses.replace(config, topics=resolve_topics(config.data, config.topics))
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     accelerator = Accelerator(
@@ -386,7 +403,8 @@ def training_report(final: Path, config: TrainConfig) -> str:
         f"{speed['train_mentions_per_second'] or 0:.0f} mentions/s; final loss {summary['losses'][-1]:.4f}.",
         f"  {scores}",
         f"  final model: {final}" + (f"\n  best model:  {best}" if best.is_dir() else ""),
-        f"Next: m3el-hf evaluate --model {final} --data {config.data} --output results.json",
+        f"Next: m3el-hf evaluate --model {final} --data {config.data} --output results.json"
+        + (" --protocol kb" if validation.get("protocol") == "kb" else ""),
     ]
     return "\n".join(lines)
 

@@ -205,6 +205,10 @@ def test_evaluate_refuses_the_candidate_protocol_on_mimic_data(mimic_prepared, t
     ]
     assert main([*args, "--protocol", "candidates", "kb"]) == 2
     assert "is a MIMIC-format dataset without candidate lists: use --protocol kb." in capsys.readouterr().err
+    # M³EL's MTEB tasks have M³EL's topics as subsets: a dataset of its own is refused there, before any model loads.
+    assert main([*args, "--protocol", "kb", "--harness", "mteb"]) == 2
+    err = capsys.readouterr().err
+    assert f"{mimic_prepared} has the topic(s) wikimel: use --harness builtin." in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

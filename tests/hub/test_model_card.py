@@ -66,3 +66,21 @@ def test_model_card_parses_back_with_results_baselines_and_usage(checkpoint, rec
     assert "| T-I, TI-I, *-TI | `visual-document-retrieval` |" in text
     assert "| hardware | device_type: cpu, device_name: cpu, num_processes: 1, mixed_precision: no |" in text
     assert "/home/someone" not in text  # local paths stay local
+
+
+def test_the_card_shows_the_mean_rank_beside_the_other_metrics(checkpoint, records):
+    text = build_model_card(checkpoint, records, repo_id="me/clipnd", dataset_id="me/m3el").text
+    row = next(
+        r for r in records if (r["model"], r["protocol"], r["topic"], r["task"]) == ("CLIP_ND", "kb", "movies", "T-T")
+    )
+    expected = (
+        f"| movies | T-T | {100 * row['accuracy']:.1f} | {100 * row['hits@1']:.1f} | {100 * row['hits@3']:.1f} | "
+    )
+    expected += f"{100 * row['hits@5']:.1f} | {100 * row['mrr']:.1f} | {row['mr']:.2f} | 4 | 0 | 0 |"
+    kb_details = text.split("All metrics, CLIP_ND, protocol: kb</summary>")[1]
+    assert "| topic | task | accuracy | hits@1 | hits@3 | hits@5 | mrr | mr | evaluated |" in kb_details
+    assert expected in kb_details.split("</details>")[0] and "mr is the gold's mean rank" in kb_details
+    # Results written before MR was measured have no column for it.
+    older = [{k: v for k, v in r.items() if k != "mr"} for r in records]
+    text = build_model_card(checkpoint, older, repo_id="me/clipnd", dataset_id="me/m3el").text
+    assert "| mrr | evaluated |" in text and "| mr |" not in text

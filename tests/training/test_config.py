@@ -14,7 +14,7 @@ from m3el_hf.training.config import TrainConfig, recipe_path
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"topics": ("films",)}, r"Unknown topic\(s\) \['films'\]; choose from movies"),
+        ({"topics": ("movies", "movies")}, r"Topics must be distinct and at least one, got \['movies', 'movies'\]\."),
         ({"tasks": ("T-X",)}, r"Unknown task 'T-X'"),
         ({"learning_rate": 0.0}, r"learning_rate=0.0 must be > 0"),
         ({"per_device_batch_size": 0}, r"per_device_batch_size=0 must be a positive integer"),
