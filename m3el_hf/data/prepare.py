@@ -117,7 +117,20 @@ class PrepareConfig:
     )
 
     def __post_init__(self):
-        parse_records_option(self.records, check_topics(self.topics))
+        if self.format not in ("m3el", "mimic") or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(
+                f"format must be 'm3el' or 'mimic' and name lowercase letters, digits and _, got format="
+                f"{self.format!r}, name={self.name!r}."
+            )
+        if self.format == "mimic":  # one topic, the dataset's --name
+            if tuple(self.topics) not in (TOPICS, (self.name,)) or self.records:
+                raise ValueError(
+                    f"--topics and --records are for M³EL releases; with --format mimic the one topic is "
+                    f"--name ({self.name})."
+                )
+            object.__setattr__(self, "topics", (self.name,))  # frozen: set once, here
+        else:
+            parse_records_option(self.records, check_topics(self.topics))
         for name in ("image_size", "max_image_side"):
             if getattr(self, name) is not None and getattr(self, name) < 8:
                 raise ValueError(f"{name} must be at least 8 pixels, got {getattr(self, name)}.")
@@ -133,11 +146,6 @@ class PrepareConfig:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}.")
         if self.num_proc < 1:
             raise ValueError(f"num_proc must be at least 1, got {self.num_proc}.")
-        if self.format not in ("m3el", "mimic") or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
-            raise ValueError(
-                f"format must be 'm3el' or 'mimic' and name lowercase letters, digits and _, got format="
-                f"{self.format!r}, name={self.name!r}."
-            )
 
 
 @dataclass

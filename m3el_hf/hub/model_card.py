@@ -170,11 +170,16 @@ def _results_text(records: Sequence[Mapping[str, Any]], model: str, plot: bool) 
     if not ours:
         return "No evaluation results were given for this checkpoint (`m3el-hf push-model --results results.json`)."
     models = unique(r["model"] for r in records)
+    dataset = _dataset_name(records)
+    mteb = (
+        "Every protocol is an MTEB task of the M³EL benchmark (`M3EL{m}2{e}Candidates`, `...Kb`, `...LeakFree`). "
+        if dataset == "M³EL"
+        else f"Scored on {dataset}, not M³EL: M³EL's MTEB tasks do not cover it. "
+    )
     parts = [
         f"Accuracy (%) on the **{BENCHMARK_SPLIT}** split, evaluated with `m3el-hf evaluate`; ties between "
         "candidate scores count as their expected value, and `all` is the mean over the topics (each weighing the "
-        "same, as MTEB averages subsets). Every protocol is an MTEB task of the M³EL benchmark (`M3EL{m}2{e}"
-        "Candidates`, `...Kb`, `...LeakFree`). "
+        f"same, as MTEB averages subsets). {mteb}"
         + (
             f"Baselines from the same evaluation: {', '.join(m for m in models if m != model)}."
             if len(models) > 1

@@ -60,6 +60,17 @@ def test_synth_mimic_refuses_photos_and_bad_names(tmp_path):
         SynthConfig(out=tmp_path, format="mimic", name="Wiki MEL")
 
 
+def test_mimic_prepare_has_one_topic_its_name(mimic_raw, tmp_path):
+    from m3el_hf.data.prepare import PrepareConfig
+
+    assert PrepareConfig(raw=mimic_raw, out=tmp_path, format="mimic", name="wikimel").topics == ("wikimel",)
+    for wrong in ({"topics": ("movies",)}, {"records": ("movies=movies.json",)}):
+        with pytest.raises(
+            ValueError, match=r"^--topics and --records are for M³EL releases; .* is --name \(wikimel\)"
+        ):
+            PrepareConfig(raw=mimic_raw, out=tmp_path, format="mimic", name="wikimel", **wrong)
+
+
 @pytest.fixture(scope="module")
 def mimic_prepared(mimic_raw, tmp_path_factory) -> Path:
     from m3el_hf.data.prepare import PrepareConfig, prepare
@@ -90,7 +101,7 @@ def test_prepared_mimic_loads_with_stock_datasets(mimic_raw, mimic_prepared):
     report = json.loads((mimic_prepared / "prepare_report.json").read_text())
     nil = sum(m["answer"] == "nil" for m in _mentions(mimic_raw))
     assert report["skipped"]["records_skipped"] == {"nil_answer": nil}
-    assert report["audit"]["wikimel"]["kb_entities"] == len(kb_rows)
+    assert report["audit"]["wikimel"]["kb_entities"] == len(kb_rows) and report["options"]["topics"] == ["wikimel"]
     card = (mimic_prepared / "README.md").read_text()
     assert f"Dropped: {nil} mentions whose answer is `nil`, 0" in card and "luo2023multi" in card
 

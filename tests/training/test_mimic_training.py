@@ -57,6 +57,7 @@ def test_train_then_evaluate_on_mimic_data(
     assert {e.dataset_name for e in card.data.eval_results} == {"wikimel"}
     assert "Trained on the topic wikimel (not M³EL's)." in card.text and "unseen in training" not in card.text
     assert "| accuracy | hits@1 | hits@3 | hits@5 | mrr | mr |" in card.text
+    assert "Scored on wikimel, not M³EL" in card.text and "MTEB task of the M³EL benchmark" not in card.text
 
 
 def test_a_topic_the_data_lacks_is_refused_naming_its_topics(
