@@ -139,9 +139,10 @@ class FastImagePreprocessor:
 
         A quarter of the bytes of the float32 result, to send between processes and to the accelerator, in the
         layout the decoders write (the channels move first in `normalize`, where each value is read anyway).
-        Images are PIL images or encoded bytes; a JPEG or PNG that needs no resizing (one prepared at the
-        checkpoint's size) is decoded straight into an array (`decoding`: the same pixels, tested), others as
-        `datasets` decodes them. None when the processor itself must preprocess them (see the class docstring).
+        Images are PIL images or encoded bytes; a JPEG or PNG that `decoding` takes is decoded straight into an
+        array (the same pixels, tested), which is only cropped when it is at the checkpoint's size (prepared
+        with ``--image-size``); other files are decoded as `datasets` decodes them. None when the processor
+        itself must preprocess them (see the class docstring).
         """
         return self._pixels(list(images))
 
@@ -149,7 +150,7 @@ class FastImagePreprocessor:
         """`pixels`; bytes it decodes with PIL are replaced in `images` by the decoded image."""
         if not images or self.unsupported:
             return None
-        arrays = []
+        out = None
         for i, image in enumerate(images):
             array = self._direct_array(image) if isinstance(image, bytes) else None
             if array is None:
@@ -158,19 +159,24 @@ class FastImagePreprocessor:
                 if not self._handles(image):
                     return None
                 array = self._prepare(image)
-            arrays.append(array)
-        if any(array.shape != arrays[0].shape for array in arrays):
-            _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
-            return None
-        return torch.from_numpy(np.stack(arrays))
+            if out is None:
+                out = np.empty((len(images), *array.shape), dtype=np.uint8)
+            elif array.shape != out.shape[1:]:
+                _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
+                return None
+            # Copied at once, while the decoded image is still in the CPU's cache, rather than stacked at the end.
+            out[i] = array
+        return torch.from_numpy(out)
 
     def _direct_array(self, data: bytes) -> np.ndarray | None:
-        """The cropped uint8 RGB array of a JPEG or PNG that `decoding` takes and that needs no resizing, else None."""
+        """The resized and cropped uint8 RGB array of a JPEG or PNG that `decoding` takes, else None."""
         size = direct_size(data) if self.do_convert_rgb else None
-        if size is None or (self.resize_size is not None and self._output_size(*size) != size):
+        array = None if size is None else decode_rgb(data)
+        if array is None:
             return None
-        array = decode_rgb(data)
-        return None if array is None else self._crop(array)
+        if self.resize_size is not None and self._output_size(*size) != size:
+            return self._prepare(PIL.Image.fromarray(array))
+        return self._crop(array)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """float32 ``pixel_values`` `(N, 3, H, W)` from uint8 `pixels` `(N, H, W, 3)` (`pixels`'s output), on

@@ -235,7 +235,7 @@ def test_pixels_then_normalize_equal_the_processor_in_numpy_and_in_torch(tiny_pr
 
 
 def test_bytes_decoded_directly_give_the_processors_pixels(real_photos: dict) -> None:
-    """JPEGs and PNGs prepared at 224 px take the direct path; rotated, CMYK, palette or other-size ones PIL's."""
+    """JPEGs and PNGs, prepared at 224 px or resized, take the direct path; rotated, CMYK or palette ones PIL's."""
     from photos import encoded, rotated_jpeg
 
     from m3el_hf.images import encode, open_image, shrink_to_shorter_side
@@ -252,16 +252,19 @@ def test_bytes_decoded_directly_give_the_processors_pixels(real_photos: dict) ->
         files.append(encoded(open_image(prepared).convert("L"), "PNG"))
     files += [encode(real_photos["camera"].resize((224, 300))), rotated_jpeg(real_photos["grace_hopper"])]
     files += [encoded(real_photos["coffee"].convert("CMYK"), "JPEG"), encoded(real_photos["coffee"], "JPEG")]
-    files += [encoded(open_image(files[0]).convert("P"), "PNG")]
+    files += [encoded(open_image(files[0]).convert("P"), "PNG"), encoded(real_photos["coffee"], "PNG")]
+    small = real_photos["astronaut"].reduce(4)  # 128 px: enlarged
+    files += [encoded(small, "JPEG"), encoded(small.convert("L"), "PNG")]
     direct = [fast._direct_array(data) is not None for data in files]
-    assert direct == [True] * (4 * len(real_photos) + 1) + [False] * 4  # EXIF, CMYK, not 224 px, palette
+    # All but the EXIF-rotated JPEG, the CMYK JPEG and the palette PNG.
+    assert direct == [True] * (4 * len(real_photos) + 1) + [False, False, True, False, True, True, True]
     assert {data[:4] for data, taken in zip(files, direct, strict=True) if taken} == {b"\xff\xd8\xff\xe0", b"\x89PNG"}
     for data in files:
         reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)
     # All at once, as the collator calls it.
-    reference = processor(images=[open_image(data) for data in files[:-5]], return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(fast(files[:-5]), reference, atol=0, rtol=0)
+    reference = processor(images=[open_image(data) for data in files[:-8]], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast(files[:-8]), reference, atol=0, rtol=0)
 
 
 def test_jpegs_the_direct_path_cannot_take_give_the_processors_pixels_through_pil() -> None:
