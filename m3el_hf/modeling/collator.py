@@ -5,7 +5,7 @@ The batch layout is the contract with `CLIPNDModel.forward`. For each side (``me
 - ``{side}_input_ids``, ``{side}_attention_mask`` (`(Nt, L)`) and ``{side}_text_rows`` (`(Nt,)`): the texts
   of the rows whose task uses text on that side, and the batch row each belongs to;
 - ``{side}_pixel_values`` (`(Ni, 3, H, W)`) and ``{side}_image_rows`` (`(Ni,)`): likewise for images (with
-  `M3ELCollator.uint8_pixels`, uint8 ``{side}_pixels`` until `M3ELCollator.normalize_pixels`).
+  `M3ELCollator.uint8_pixels`, uint8 ``{side}_pixels`` `(Ni, H, W, 3)` until `M3ELCollator.normalize_pixels`).
 
 These keys are *omitted* when no row of the batch has a text (resp. image) on that side. Entity rows are the
 `B` gold entities (row `i` is the gold of mention `i`), then the hard negatives. The other keys are
@@ -189,8 +189,9 @@ class M3ELCollator:
     uint8_pixels: bool = field(
         default=False,
         metadata={
-            "help": "Return images as uint8 ``{side}_pixels`` (a quarter of the bytes) instead of float32 "
-            "``{side}_pixel_values``; `normalize_pixels` turns them into the latter on the accelerator, bit for bit.",
+            "help": "Return images as uint8 ``{side}_pixels`` (channels last, a quarter of the bytes) instead of "
+            "float32 ``{side}_pixel_values``; `normalize_pixels` turns them into the latter on the accelerator, bit "
+            "for bit.",
             "cli": False,
         },
     )

@@ -23,7 +23,8 @@ from transformers.image_processing_utils import BaseImageProcessor as _BaseImage
 from transformers.image_transforms import center_crop, get_resize_output_image_size, get_size_with_aspect_ratio
 from transformers.image_utils import ChannelDimension, PILImageResampling, get_image_size_for_max_height_width
 
-from ..images import jpeg_may_rotate, open_image, to_rgb
+from ..images import open_image, to_rgb
+from .decoding import decode_rgb, direct_size
 
 __all__ = ["FastImagePreprocessor", "load_processor", "lookup", "tokenize"]
 
@@ -66,11 +67,17 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_lengt
     """``input_ids`` and ``attention_mask`` (int64) of `texts`, padded to the longest, truncated to `max_length`.
 
     The tensors of ``tokenizer(texts, padding="longest", truncation=True, max_length=max_length,
-    return_tensors="pt")``, built through NumPy: `torch.tensor` on the nested lists costs about 25 µs per
-    short text, as much as tokenising it.
+    return_tensors="pt")``, with each distinct text tokenised once (a text's tokens depend on it alone, and the
+    longest text is among the distinct ones) and built through NumPy: `torch.tensor` on the nested lists costs
+    about 25 µs per short text, as much as tokenising it.
     """
-    tokens = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length)
-    return {key: torch.from_numpy(np.asarray(tokens[key], dtype=np.int64)) for key in ("input_ids", "attention_mask")}
+    first: dict[str, int] = {}
+    rows = [first.setdefault(text, len(first)) for text in texts]
+    tokens = tokenizer(list(first), padding="longest", truncation=True, max_length=max_length)
+    out = {key: np.asarray(tokens[key], dtype=np.int64) for key in ("input_ids", "attention_mask")}
+    if len(first) < len(rows):
+        out = {key: value[rows] for key, value in out.items()}
+    return {key: torch.from_numpy(value) for key, value in out.items()}
 
 
 class FastImagePreprocessor:
@@ -128,13 +135,14 @@ class FastImagePreprocessor:
         return pixels if uint8 else self.normalize(pixels)
 
     def pixels(self, images: Sequence[Any]) -> torch.Tensor | None:
-        """The images resized and cropped, as uint8 `(N, 3, H, W)`: `normalize` turns them into ``pixel_values``.
+        """The images resized and cropped, as uint8 `(N, H, W, 3)`: `normalize` turns them into ``pixel_values``.
 
-        A quarter of the bytes of the float32 result, to send between processes and to the accelerator. Images
-        are PIL images or encoded bytes; a JPEG that needs no resizing (one prepared at the checkpoint's size)
-        and has no EXIF or XMP segment is decoded straight into an array by libjpeg-turbo (`simplejpeg`, with PIL's
-        settings: the same pixels, tested), others as `datasets` decodes them. None when the processor itself
-        must preprocess them (see the class docstring).
+        A quarter of the bytes of the float32 result, to send between processes and to the accelerator, in the
+        layout the decoders write (the channels move first in `normalize`, where each value is read anyway).
+        Images are PIL images or encoded bytes; a JPEG or PNG that `decoding` takes is decoded straight into an
+        array (the same pixels, tested), which is only cropped when it is at the checkpoint's size (prepared
+        with ``--image-size``); other files are decoded as `datasets` decodes them. None when the processor
+        itself must preprocess them (see the class docstring).
         """
         return self._pixels(list(images))
 
@@ -142,47 +150,37 @@ class FastImagePreprocessor:
         """`pixels`; bytes it decodes with PIL are replaced in `images` by the decoded image."""
         if not images or self.unsupported:
             return None
-        arrays = []
+        out = None
         for i, image in enumerate(images):
-            array = self._jpeg_array(image) if isinstance(image, bytes) else None
+            array = self._direct_array(image) if isinstance(image, bytes) else None
             if array is None:
                 if isinstance(image, bytes):
                     image = images[i] = open_image(image)
                 if not self._handles(image):
                     return None
                 array = self._prepare(image)
-            arrays.append(array)
-        if any(array.shape != arrays[0].shape for array in arrays):
-            _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
-            return None
-        height, width, _ = arrays[0].shape
-        out = np.empty((len(arrays), 3, height, width), dtype=np.uint8)
-        for i, array in enumerate(arrays):
-            out[i] = array.transpose(2, 0, 1)
+            if out is None:
+                out = np.empty((len(images), *array.shape), dtype=np.uint8)
+            elif array.shape != out.shape[1:]:
+                _log_fallback(type(self.image_processor).__name__, "images of different sizes after preprocessing")
+                return None
+            # Copied at once, while the decoded image is still in the CPU's cache, rather than stacked at the end.
+            out[i] = array
         return torch.from_numpy(out)
 
-    def _jpeg_array(self, data: bytes) -> np.ndarray | None:
-        """A JPEG's cropped uint8 RGB array when it needs no resizing and no orientation, else None."""
-        if not self.do_convert_rgb or data[:3] != b"\xff\xd8\xff" or jpeg_may_rotate(data):
+    def _direct_array(self, data: bytes) -> np.ndarray | None:
+        """The resized and cropped uint8 RGB array of a JPEG or PNG that `decoding` takes, else None."""
+        size = direct_size(data) if self.do_convert_rgb else None
+        array = None if size is None else decode_rgb(data)
+        if array is None:
             return None
-        import simplejpeg
-
-        try:
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError:
-            return None  # PIL names the fault
-        if colorspace not in ("YCbCr", "Gray", "RGB"):
-            return None
-        if self.resize_size is not None and self._output_size(height, width) != (height, width):
-            return None
-        try:
-            array = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
-        except ValueError:
-            return None  # e.g. a scan cut short: PIL decodes what there is, as `datasets` does
+        if self.resize_size is not None and self._output_size(*size) != size:
+            return self._prepare(PIL.Image.fromarray(array))
         return self._crop(array)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """float32 ``pixel_values`` from uint8 `pixels` (`pixels`'s output), on `pixels`'s device, bit for bit.
+        """float32 ``pixel_values`` `(N, 3, H, W)` from uint8 `pixels` `(N, H, W, 3)` (`pixels`'s output), on
+        `pixels`'s device, bit for bit.
 
         Each value goes through the processor's rescale-and-normalise table, per channel.
         """
@@ -192,11 +190,11 @@ class FastImagePreprocessor:
                 table = self._device_tables[pixels.device] = torch.from_numpy(self.table).to(pixels.device)
             return lookup(table, pixels)
         source = pixels.numpy()
-        out = np.empty(source.shape, dtype=np.float32)
+        out = np.empty((source.shape[0], 3, *source.shape[1:3]), dtype=np.float32)
         for i in range(len(source)):  # image by image: the working set stays in the CPU's cache
             for c in range(3):
                 # mode="clip" skips the bounds check's buffering; a uint8 index is always in range.
-                np.take(self.table[c], source[i, c], out=out[i, c], mode="clip")
+                np.take(self.table[c], source[i, :, :, c], out=out[i, c], mode="clip")
         return torch.from_numpy(out)
 
     def _handles(self, image: Any) -> bool:
@@ -238,8 +236,9 @@ class FastImagePreprocessor:
 
 
 def lookup(table: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Per channel `c`, ``table[c][pixels[:, c]]``: float32 `(N, 3, H, W)` from uint8 `pixels`, in torch."""
-    return torch.stack([table[c][pixels[:, c].long()] for c in range(3)], dim=1)
+    """Per channel `c`, ``table[c][pixels[..., c]]``: float32 `(N, 3, H, W)` from uint8 `pixels` `(N, H, W, 3)`, in
+    torch."""
+    return torch.stack([table[c][pixels[..., c].long()] for c in range(3)], dim=1)
 
 
 def _unsupported(p: BaseImageProcessor) -> str:

@@ -389,7 +389,8 @@ def test_uint8_pixels_normalised_later_equal_the_float_batch(make) -> None:
     uint8 = make(tasks=TASK_NAMES, hard_negatives=True, uint8_pixels=True)
     compact = uint8(rows)
     assert "mention_pixel_values" not in compact and compact["mention_pixels"].dtype == torch.uint8
-    assert compact["entity_pixels"].shape == floats["entity_pixel_values"].shape
+    # Channels last until normalised: the layout the decoders write.
+    assert compact["entity_pixels"].permute(0, 3, 1, 2).shape == floats["entity_pixel_values"].shape
     restored = uint8.normalize_pixels(pickle.loads(pickle.dumps(compact)))
     assert restored.keys() == floats.keys()
     for key, value in floats.items():
@@ -411,3 +412,64 @@ def test_drop_leaked_leaves_out_image_side_views_of_leaked_instances_and_counts_
     del rows[0]["mention_image_leak"]
     with pytest.raises(ValueError, match="has no 'mention_image_leak' column, which drop_leaked reads"):
         make(tasks=("I-T",), drop_leaked=True)(rows)
+
+
+def test_batches_of_prepared_real_photos_are_the_tokenizers_and_the_processors(processors, real_photos) -> None:
+    """Photos stored as prepare stores them at 224 px (JPEG, and PNG with transparency), undecoded, in rows that
+    repeat texts and pictures: every tensor equals the tokenizer's on all texts and the checkpoint's processor's
+    on the pictures decoded as `datasets` decodes them, float32 or uint8 normalised later."""
+    import numpy as np
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from m3el_hf.images import encode, open_image, shrink_to_shorter_side
+    from m3el_hf.modeling.templates import TextTemplates
+
+    tokenizer, _ = processors
+    processor = CLIPImageProcessorPil()  # openai/clip-vit-base-patch32's settings: 224 px, bicubic, centre crop
+    photos = []
+    for photo in real_photos.values():
+        rgba = np.asarray(photo.convert("RGBA")).copy()
+        rgba[:24, :24, 3] = np.arange(576).reshape(24, 24) % 256
+        photos.append(encode(shrink_to_shorter_side(encode(Image.fromarray(rgba)), 224)))
+        photos.append(encode(shrink_to_shorter_side(encode(photo.convert("RGB")), 224)))
+    assert {data[:4] for data in photos} == {b"\x89PNG", b"\xff\xd8\xff\xe0"}
+    rows = []
+    for i in range(12):
+        row = make_row(i % 5, label=i % 3)  # rows 5..11 repeat the texts of rows 0..6
+        row["id"] = f"row-{i}"
+        row["mention_image"] = {"bytes": photos[i % 7], "path": None}
+        row["candidate_images"] = [{"bytes": photos[(i + j) % 7], "path": None} for j in range(3)]
+        rows.append(row)
+    collator = M3ELCollator(tokenizer=tokenizer, image_processor=processor, tasks=("TI-TI",), hard_negatives=True)
+    batch = collator(rows)
+
+    templates = TextTemplates()
+    negatives = [j for row in rows for j in range(3) if j != row["label"]]
+    negative_rows = [row for row in rows for j in range(3) if j != row["label"]]
+    entity_texts = [templates.entity_text(row["candidates"][row["label"]]) for row in rows]
+    entity_texts += [
+        templates.entity_text(row["candidates"][j]) for row, j in zip(negative_rows, negatives, strict=True)
+    ]
+    entity_images = [row["candidate_images"][row["label"]]["bytes"] for row in rows]
+    entity_images += [row["candidate_images"][j]["bytes"] for row, j in zip(negative_rows, negatives, strict=True)]
+    sides = {
+        "mention": (
+            [templates.mention_text(r["mention"], r["sentence"]) for r in rows],
+            [r["mention_image"]["bytes"] for r in rows],
+        ),
+        "entity": (entity_texts, entity_images),
+    }
+    for side, (texts, images) in sides.items():
+        assert len(set(texts)) < len(texts) and len(set(images)) < len(images)
+        tokens = tokenizer(texts, padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        pixels = processor(images=[open_image(data) for data in images], return_tensors="pt")["pixel_values"]
+        assert torch.equal(batch[f"{side}_input_ids"], tokens["input_ids"])
+        assert torch.equal(batch[f"{side}_attention_mask"], tokens["attention_mask"])
+        assert torch.equal(batch[f"{side}_pixel_values"], pixels)
+    compact = M3ELCollator(
+        tokenizer=tokenizer, image_processor=processor, tasks=("TI-TI",), hard_negatives=True, uint8_pixels=True
+    )(rows)
+    restored = collator.normalize_pixels(compact)
+    assert restored.keys() == batch.keys()
+    for key, value in batch.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(restored[key])), key

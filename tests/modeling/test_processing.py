@@ -195,13 +195,38 @@ def test_tokenize_gives_the_tokenizers_tensors(tiny_clip_path: Path, max_length:
     assert got["input_ids"].shape[1] == (5 if max_length == 5 else expected["input_ids"].shape[1])
 
 
+@pytest.mark.parametrize("max_length", [5, 77])
+def test_tokenize_tokenises_each_distinct_text_once_with_the_same_tensors(tiny_clip_path: Path, max_length: int):
+    """Repeated texts (the longest among them) give the ids and masks of tokenising every row."""
+    tokenizer = load_processor(tiny_clip_path)[0]
+    long = "Ünïcödé · 東京 and a much longer sentence " * 4
+    texts = ["x y", long, "a", "x y", "", long, "Douglas Adams : English author", "a", "x y"]
+    expected = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    seen: list[list[str]] = []
+
+    class Spy:
+        def __call__(self, batch: list[str], **kwargs: Any) -> Any:
+            seen.append(list(batch))
+            return tokenizer(batch, **kwargs)
+
+    got = tokenize(Spy(), texts, max_length)
+    assert seen == [["x y", long, "a", "", "Douglas Adams : English author"]]
+    for key, value in got.items():
+        assert value.dtype == torch.int64 and value.is_contiguous()
+        assert torch.equal(value, expected[key]), key
+    # Row by row, each text alone, padded to the longest: the same again.
+    alone = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    assert [ids[: len(row)] for ids, row in zip(got["input_ids"].tolist(), alone, strict=True)] == alone
+    assert got["attention_mask"].sum(1).tolist() == [len(row) for row in alone]
+
+
 def test_pixels_then_normalize_equal_the_processor_in_numpy_and_in_torch(tiny_processor: Any) -> None:
     from m3el_hf.modeling.processing import lookup
 
     fast = FastImagePreprocessor(vit_b_32())
     images = varied_images(seed=2)
     pixels = fast.pixels(images)
-    assert pixels.dtype == torch.uint8 and pixels.shape == (len(images), 3, 224, 224)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (len(images), 224, 224, 3)
     reference = vit_b_32()(images=images, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(fast.normalize(pixels), reference, atol=0, rtol=0)
     # The accelerator path (torch indexing), run here on the CPU.
@@ -209,8 +234,8 @@ def test_pixels_then_normalize_equal_the_processor_in_numpy_and_in_torch(tiny_pr
     assert FastImagePreprocessor(tiny_processor).pixels([np.zeros((4, 4, 3), dtype=np.uint8)]) is None
 
 
-def test_jpeg_bytes_decoded_directly_give_the_processors_pixels(real_photos: dict) -> None:
-    """Encoded JPEGs prepared at 224 px take the direct libjpeg-turbo path; rotated, CMYK or other-size ones PIL's."""
+def test_bytes_decoded_directly_give_the_processors_pixels(real_photos: dict) -> None:
+    """JPEGs and PNGs, prepared at 224 px or resized, take the direct path; rotated, CMYK or palette ones PIL's."""
     from photos import encoded, rotated_jpeg
 
     from m3el_hf.images import encode, open_image, shrink_to_shorter_side
@@ -220,14 +245,26 @@ def test_jpeg_bytes_decoded_directly_give_the_processors_pixels(real_photos: dic
     files = []
     for photo in real_photos.values():
         prepared = encode(shrink_to_shorter_side(encoded(photo.convert("RGB"), "PNG"), 224))
-        files += [prepared, encoded(open_image(prepared), "JPEG", quality=90, progressive=True)]
+        rgba = np.asarray(photo.convert("RGBA")).copy()
+        rgba[:40, :40, 3] = np.arange(1600, dtype=np.uint16).reshape(40, 40) % 256
+        transparent = encode(shrink_to_shorter_side(encoded(PIL.Image.fromarray(rgba), "PNG"), 224))
+        files += [prepared, encoded(open_image(prepared), "JPEG", quality=90, progressive=True), transparent]
+        files.append(encoded(open_image(prepared).convert("L"), "PNG"))
     files += [encode(real_photos["camera"].resize((224, 300))), rotated_jpeg(real_photos["grace_hopper"])]
     files += [encoded(real_photos["coffee"].convert("CMYK"), "JPEG"), encoded(real_photos["coffee"], "JPEG")]
-    direct = [fast._jpeg_array(data) is not None for data in files]
-    assert direct == [True] * (2 * len(real_photos) + 1) + [False, False, False]  # EXIF, CMYK, not 224 px
+    files += [encoded(open_image(files[0]).convert("P"), "PNG"), encoded(real_photos["coffee"], "PNG")]
+    small = real_photos["astronaut"].reduce(4)  # 128 px: enlarged
+    files += [encoded(small, "JPEG"), encoded(small.convert("L"), "PNG")]
+    direct = [fast._direct_array(data) is not None for data in files]
+    # All but the EXIF-rotated JPEG, the CMYK JPEG and the palette PNG.
+    assert direct == [True] * (4 * len(real_photos) + 1) + [False, False, True, False, True, True, True]
+    assert {data[:4] for data, taken in zip(files, direct, strict=True) if taken} == {b"\xff\xd8\xff\xe0", b"\x89PNG"}
     for data in files:
         reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)
+    # All at once, as the collator calls it.
+    reference = processor(images=[open_image(data) for data in files[:-8]], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast(files[:-8]), reference, atol=0, rtol=0)
 
 
 def test_jpegs_the_direct_path_cannot_take_give_the_processors_pixels_through_pil() -> None:
@@ -243,8 +280,8 @@ def test_jpegs_the_direct_path_cannot_take_give_the_processors_pixels_through_pi
     cut = whole[: len(whole) // 2] + b"\xff\xd9"
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
     turned = encoded(noise, "JPEG", quality=90, xmp=xmp)
-    assert fast._jpeg_array(whole) is not None
+    assert fast._direct_array(whole) is not None
     for data in (cut, turned):
-        assert fast._jpeg_array(data) is None
+        assert fast._direct_array(data) is None
         reference = processor(images=[open_image(data)], return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(fast([data]), reference, atol=0, rtol=0)

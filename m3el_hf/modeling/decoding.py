@@ -1,0 +1,97 @@
+"""Decoding encoded JPEGs and PNGs straight into uint8 RGB arrays, with the pixels that PIL gives.
+
+`FastImagePreprocessor` takes an image's bytes here first. A JPEG is decoded by libjpeg-turbo (`simplejpeg`, with
+PIL's settings: accurate DCT, smooth upsampling) and a PNG by libspng (`pyspng`); both give the pixels of
+``to_rgb(open_image(data))`` (tested on the bundled real photos), without PIL's per-image overhead. Only files
+whose pixels cannot differ take this path: a JPEG without an APP1 segment (EXIF or XMP, which may turn the
+picture) in YCbCr, RGB or greyscale; an 8-bit greyscale, RGB or RGBA PNG whose chunks are all in
+`_PNG_CHUNKS` (no transparency chunk, no EXIF, no text that may hold an orientation). Any other file, one over
+PIL's decompression-bomb limit, and one a decoder refuses go to PIL, which decodes it or names the fault.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import PIL.Image
+
+from ..images import default_max_pixels, jpeg_may_rotate, to_rgb
+
+__all__ = ["decode_rgb", "direct_size"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that change no pixel that PIL or libspng (as pyspng calls it: no gamma, no sBIT scaling) returns.
+_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"pHYs", b"tIME"})
+# PNG colour types (8-bit) the direct path takes, and the channels pyspng returns for each.
+_PNG_CHANNELS = {0: 1, 2: 3, 6: 4}
+_JPEG_COLORSPACES = frozenset({"YCbCr", "Gray", "RGB"})
+
+
+def direct_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` of a JPEG or PNG that `decode_rgb` decodes directly, read from its header; None for
+    any other file (see the module docstring)."""
+    if data[:8] == _PNG_SIGNATURE:
+        size = _png_size(data)
+    elif data[:3] == b"\xff\xd8\xff" and not jpeg_may_rotate(data):
+        size = _jpeg_size(data)
+    else:
+        return None
+    if size is None or size[0] * size[1] > default_max_pixels():
+        return None  # PIL refuses or warns of a decompression bomb: let it
+    return size
+
+
+def decode_rgb(data: bytes) -> np.ndarray | None:
+    """The `(H, W, 3)` uint8 RGB pixels of a file `direct_size` takes, equal to ``to_rgb(open_image(data))``'s;
+    None when the decoder refuses the file (e.g. one cut short, which PIL decodes as far as it goes)."""
+    if data[:8] == _PNG_SIGNATURE:
+        return _png_rgb(data)
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+    except ValueError:
+        return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None  # PIL names the fault
+    return (height, width) if colorspace in _JPEG_COLORSPACES else None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` of an 8-bit, non-paletted PNG whose chunks are all in `_PNG_CHUNKS`, else None."""
+    try:
+        width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+        if data[12:16] != b"IHDR" or depth != 8 or colour not in _PNG_CHANNELS:
+            return None
+        position = 8
+        while True:
+            length, kind = struct.unpack_from(">I4s", data, position)
+            if kind not in _PNG_CHUNKS:
+                return None
+            if kind == b"IEND":
+                return height, width
+            position += 12 + length
+    except struct.error:
+        return None  # cut short: PIL decodes what there is, or names the fault
+
+
+def _png_rgb(data: bytes) -> np.ndarray | None:
+    import pyspng
+
+    try:
+        array = pyspng.load(data)
+    except (RuntimeError, ValueError):
+        return None
+    if array.ndim == 2:  # greyscale: PIL's L → RGB copies the value into each channel
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.shape[2] == 4:  # transparency onto white, by the rule every other path follows
+        return np.asarray(to_rgb(PIL.Image.fromarray(array)))
+    return array
