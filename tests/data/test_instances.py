@@ -157,6 +157,7 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
     tmp_path, monkeypatch, real_photos, option, mode
 ):
     import PIL.ImageFile
+    import simplejpeg
 
     picture = real_photos["coffee"].resize((64, 48))
     path = tmp_path / "imgs" / "x.img"
@@ -171,6 +172,10 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
         return load(self)
 
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counted_load)
+    decode_jpeg = simplejpeg.decode_jpeg  # small plain JPEGs are decoded by libjpeg-turbo straight into an array
+    monkeypatch.setattr(
+        simplejpeg, "decode_jpeg", lambda *args, **kwargs: decodes.append(1) or decode_jpeg(*args, **kwargs)
+    )
     reader = ImageReader(tmp_path, **option)
     first = reader.read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
     assert (len(opens), len(decodes)) == (1, 1)
