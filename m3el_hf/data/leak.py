@@ -34,7 +34,7 @@ import PIL.ImageOps
 import scipy.fftpack
 import simplejpeg
 
-from ..images import content_key, jpeg_may_rotate, to_rgb
+from ..images import content_key, plain_jpeg_size, to_rgb
 
 __all__ = [
     "NEAR_DISTANCE",
@@ -66,9 +66,7 @@ def fingerprint(image: bytes | PIL.Image.Image) -> np.ndarray:
     `image` is the encoded bytes, or the file PIL has opened from them and not loaded yet. Raises what PIL
     raises for bytes that are not an image.
     """
-    if isinstance(image, bytes):
-        return fingerprints([greyscale(image)])[0]
-    return fingerprints([greyscale(b"", image)])[0]
+    return fingerprints([greyscale(image)])[0]
 
 
 def picture_fingerprint(picture: PIL.Image.Image) -> np.ndarray:
@@ -76,40 +74,35 @@ def picture_fingerprint(picture: PIL.Image.Image) -> np.ndarray:
     return fingerprints([np.asarray(to_rgb(picture).convert("L"))])[0]
 
 
-def greyscale(data: bytes, opened: PIL.Image.Image | None = None) -> np.ndarray:
+def greyscale(image: bytes | PIL.Image.Image) -> np.ndarray:
     """The picture an image is fingerprinted from: its upright greyscale decode, uint8 `(height, width)`.
 
-    `data` is the encoded image; `opened`, the file PIL has opened from it and not loaded yet, if there is one
-    (then `data` may be empty). A JPEG is decoded at a reduced DCT scale, to no less than `_DECODE_AT_LEAST`
-    pixels a side. One that needs no reduction nor orientation is decoded by libjpeg-turbo straight into an
-    array (`simplejpeg`, with PIL's settings: the same pixels, tested), its luma in PIL's integers.
+    `image` is as for `fingerprint`. A JPEG is decoded at a reduced DCT scale, to no less than
+    `_DECODE_AT_LEAST` pixels a side. From bytes, one that needs no reduction nor orientation is decoded by
+    libjpeg-turbo straight into an array (`simplejpeg`, with PIL's settings: the same pixels, tested), its luma
+    in PIL's integers.
     """
-    fast = _jpeg_greyscale(data) if data else None
-    if fast is not None:
-        return fast
-    if opened is None:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            return greyscale(b"", image)
-    if opened.format == "JPEG":
-        opened.draft("RGB", (_DECODE_AT_LEAST, _DECODE_AT_LEAST))
-    opened.load()
-    return np.asarray(to_rgb(PIL.ImageOps.exif_transpose(opened)).convert("L"))
+    if isinstance(image, bytes):
+        fast = _jpeg_greyscale(image)
+        if fast is not None:
+            return fast
+        with PIL.Image.open(io.BytesIO(image)) as opened:
+            return greyscale(opened)
+    if image.format == "JPEG":
+        image.draft("RGB", (_DECODE_AT_LEAST, _DECODE_AT_LEAST))
+    image.load()
+    return np.asarray(to_rgb(PIL.ImageOps.exif_transpose(image)).convert("L"))
 
 
 def _jpeg_greyscale(data: bytes) -> np.ndarray | None:
     """`greyscale` of a JPEG that PIL would decode at full scale and not turn, by `simplejpeg`; else None."""
-    if data[:3] != b"\xff\xd8\xff" or jpeg_may_rotate(data):
+    size = plain_jpeg_size(data)
+    if size is None or min(size) >= 2 * _DECODE_AT_LEAST:  # PIL's draft would reduce it
         return None
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if min(height, width) >= 2 * _DECODE_AT_LEAST or colorspace not in ("YCbCr", "Gray", "RGB"):
-            return None  # PIL's draft would reduce it, or PIL decodes it in another mode
-        if colorspace == "Gray":
-            return simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=False, fastupsample=False)[..., 0]
-        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+    try:  # a greyscale JPEG too: its luma is its grey
+        return luma(simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False))
     except ValueError:
         return None  # e.g. a scan cut short: PIL names the fault, or decodes what there is
-    return luma(rgb)
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
