@@ -58,6 +58,7 @@ _CROPS = ((0, 0, 0, 0), (0.05,) * 4, (0.1,) * 4, (0.1, 0, 0, 0), (0, 0.1, 0, 0),
 _THUMBNAIL = 32
 _DECODE_AT_LEAST = 4 * _THUMBNAIL  # JPEGs are decoded at a reduced scale, to no less than this
 _CROP_SOURCE = 4 * _THUMBNAIL  # pictures from this side up have their crops resampled by PIL
+_LUMA = np.array([19595, 38470, 7471], dtype=np.uint32)  # PIL's weights of R, G and B, over 2**16
 
 
 def fingerprint(image: bytes | PIL.Image.Image) -> np.ndarray:
@@ -107,8 +108,7 @@ def _jpeg_greyscale(data: bytes) -> np.ndarray | None:
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """PIL's ``convert("L")`` of uint8 RGB pixels `(..., 3)`: ITU-R 601-2 luma in 16-bit fixed point, rounded."""
-    weighted = rgb[..., 0] * np.uint32(19595) + rgb[..., 1] * np.uint32(38470) + rgb[..., 2] * np.uint32(7471)
-    return ((weighted + 0x8000) >> 16).astype(np.uint8)
+    return ((rgb @ _LUMA + 0x8000) >> 16).astype(np.uint8)
 
 
 def fingerprints(pictures: Sequence[np.ndarray]) -> np.ndarray:
