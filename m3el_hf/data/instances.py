@@ -81,10 +81,11 @@ _MEMO_BYTES = 64 << 20
 class ImageReader:
     """Reads release images as bytes, checks them, converts or shrinks them where asked, and fingerprints them.
 
-    Each image is opened once: PIL's lazy header gives its size, and an image with more pixels than
-    `max_pixels` (a decompression bomb) is refused before anything decodes it. Then one decode serves every
-    need. An image in a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by
-    scaling and stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
+    Each image is opened once: PIL's lazy header gives its size (a plain JPEG's is read by `simplejpeg`, which
+    decodes it too: `m3el_hf.images.plain_jpeg_size`), and an image with more pixels than `max_pixels` (a
+    decompression bomb) is refused before anything decodes it. Then one decode serves every need. An image in
+    a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by scaling and
+    stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
     reduced scale), turned upright, resized with bicubic resampling so that its shorter side is `image_size`,
     and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk instead
     (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.greyscale`)
