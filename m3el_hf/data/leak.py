@@ -194,17 +194,15 @@ def _distance(a: np.ndarray, b: np.ndarray) -> int:
 
 class FingerprintBatch:
     """Pictures (`greyscale`) waiting for their fingerprints, computed together in one `fingerprints` call: when
-    one of them is asked for, or when the batch holds `size` pictures. A computed batch takes no more."""
+    one of them is asked for, or when the batch holds `size` pictures. A computed batch takes no more, and
+    keeps nothing but the fingerprints it handed out (`Deferred`)."""
 
     def __init__(self, size: int = 256) -> None:
         self._pictures: list[np.ndarray] = []
+        self._waiting: list[np.ndarray] = []  # the fingerprints to fill, one per picture
         self._size = size
-        self._prints: np.ndarray | None = None
-
-    @property
-    def is_open(self) -> bool:
-        """Whether it takes pictures still (none of its fingerprints was computed)."""
-        return self._prints is None
+        self.is_open = True
+        """Whether it takes pictures still (its fingerprints are not computed)."""
 
     def add(self, picture: np.ndarray) -> np.ndarray | Deferred:
         """The fingerprint of `picture`, to come: computed now for a picture of `_CROP_SOURCE` pixels a side or
@@ -213,27 +211,31 @@ class FingerprintBatch:
             raise ValueError("this batch was computed: start another")
         if min(picture.shape) >= _CROP_SOURCE:
             return fingerprints([picture])[0]
+        deferred = Deferred(self, np.zeros(len(_CROPS), dtype=np.uint64))
         self._pictures.append(picture)
-        deferred = Deferred(self, len(self._pictures) - 1)
+        self._waiting.append(deferred.fingerprint)
         if len(self._pictures) == self._size:
             self.compute()
         return deferred
 
-    def compute(self) -> np.ndarray:
-        """The fingerprints of the batch's pictures, in the order added, computed on the first call."""
-        if self._prints is None:
-            self._prints, self._pictures = fingerprints(self._pictures), []
-        return self._prints
+    def compute(self) -> None:
+        """Fill in the fingerprints of the batch's pictures, on the first call."""
+        if self.is_open:
+            for waiting, computed in zip(self._waiting, fingerprints(self._pictures), strict=True):
+                waiting[:] = computed
+            self._pictures, self._waiting, self.is_open = [], [], False
 
 
 class Deferred(NamedTuple):
-    """The fingerprint of the picture added `index`-th to `batch`."""
+    """A fingerprint that `batch` fills in when it computes."""
 
     batch: FingerprintBatch
-    index: int
+    fingerprint: np.ndarray
 
     def resolve(self) -> np.ndarray:
-        return self.batch.compute()[self.index]
+        """The fingerprint, its batch computed first."""
+        self.batch.compute()
+        return self.fingerprint
 
 
 class Fingerprinted:
