@@ -42,6 +42,7 @@ __all__ = [
     "jpeg_may_rotate",
     "load_user_image",
     "open_image",
+    "plain_jpeg_size",
     "shrink_to_shorter_side",
     "to_8bit",
     "to_rgb",
@@ -94,6 +95,21 @@ def jpeg_may_rotate(data: bytes) -> bool:
         return any(marker == 0xE1 for marker, _ in _jpeg_segments(data))
     except (OSError, struct.error):
         return True  # unknown: let PIL decode it
+
+
+def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG that libjpeg-turbo decodes straight into the RGB pixels PIL gives (`simplejpeg`
+    with PIL's settings: YCbCr, greyscale or RGB, no APP1 segment, so no orientation), from its header; None for
+    any other image, or a header `simplejpeg` cannot read."""
+    if data[:3] != b"\xff\xd8\xff" or jpeg_may_rotate(data):
+        return None
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None  # PIL names the fault
+    return (width, height) if colorspace in ("YCbCr", "Gray", "RGB") else None
 
 
 def content_key(image: bytes | PIL.Image.Image | Mapping[str, Any]) -> str | None:

@@ -24,6 +24,7 @@ from ..images import (
     decode_for_resizing,
     default_max_pixels,
     encode,
+    plain_jpeg_size,
     shrink_to_shorter_side,
     to_8bit,
 )
@@ -31,7 +32,7 @@ from ..tasks import TASKS
 from .audit import DatasetAudit
 from .features import INSTANCE_FEATURES, KB_FEATURES, SPLITS
 from .image_paths import ImagePathResolver
-from .leak import Fingerprinted, fingerprint, leak_columns, picture_fingerprint
+from .leak import Deferred, FingerprintBatch, Fingerprinted, greyscale, leak_columns, picture_fingerprint
 from .raw_files import M3ELFormatError
 from .records import OnError, RawImage, RawRecord, SkipReport
 
@@ -70,6 +71,8 @@ def _usable_tasks(has_mention_image: bool, has_gold_image: bool) -> tuple[str, .
     )
 
 
+_READ_AHEAD = 32
+"""Records whose images `RowBuilder.rows` reads before making their rows (their fingerprints are computed together)."""
 _MEMO_ENTRIES = 1 << 16
 _MEMO_BYTES = 64 << 20
 
@@ -78,15 +81,17 @@ _MEMO_BYTES = 64 << 20
 class ImageReader:
     """Reads release images as bytes, checks them, converts or shrinks them where asked, and fingerprints them.
 
-    Each image is opened once: PIL's lazy header gives its size, and an image with more pixels than
-    `max_pixels` (a decompression bomb) is refused before anything decodes it. Then one decode serves every
-    need. An image in a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by
-    scaling and stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
+    Each image is opened once: PIL's lazy header gives its size (a plain JPEG's is read by `simplejpeg`, which
+    decodes it too: `m3el_hf.images.plain_jpeg_size`), and an image with more pixels than `max_pixels` (a
+    decompression bomb) is refused before anything decodes it. Then one decode serves every need. An image in
+    a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by scaling and
+    stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
     reduced scale), turned upright, resized with bicubic resampling so that its shorter side is `image_size`,
     and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk instead
-    (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.fingerprint`)
-    for its leak fingerprint; a converted image is fingerprinted from the picture it is stored as. An image
-    whose pixels do not decode is refused. Results are remembered by content (bounded): the release stores a
+    (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.greyscale`)
+    for its leak fingerprint, which waits to be computed with those of the next images read (a
+    `FingerprintBatch`); a converted image is fingerprinted from the picture it is stored as. An image whose
+    pixels do not decode is refused. Results are remembered by content (bounded): the release stores a
     candidate's image again in the folder of every instance it is a candidate of.
 
     Args:
@@ -103,6 +108,7 @@ class ImageReader:
     _paths: ImagePathResolver | None = field(default=None, init=False, repr=False)
     _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _memo_bytes: int = field(default=0, init=False, repr=False)
+    _batch: FingerprintBatch = field(default_factory=FingerprintBatch, init=False, repr=False)
 
     def read(self, image: RawImage, source: str, index: int) -> Fingerprinted:
         """The image's bytes as stored (for the Image feature's ``{"bytes", "path": None}``) and its leak
@@ -120,11 +126,14 @@ class ImageReader:
             converted, prints = found
             return Fingerprinted(converted or data, prints)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
-                with PIL.Image.open(io.BytesIO(data)) as opened:
-                    self._check_pixels(opened.size, image, source, index)
-                    converted, prints = self._convert(opened)
+            if self._stored_as_is(plain_jpeg_size(data)):  # no need of PIL's header
+                converted, prints = None, self._fingerprint(data)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
+                    with PIL.Image.open(io.BytesIO(data)) as opened:
+                        self._check_pixels(opened.size, image, source, index)
+                        converted, prints = self._convert(opened)
         except PIL.Image.DecompressionBombError as error:
             raise M3ELFormatError(
                 f"image too large: {image.local!r} ({str(error).rstrip('.')}), over the limit of "
@@ -154,7 +163,7 @@ class ImageReader:
                 key="image_too_large",
             )
 
-    def _convert(self, opened: PIL.Image.Image) -> tuple[bytes | None, np.ndarray]:
+    def _convert(self, opened: PIL.Image.Image) -> tuple[bytes | None, np.ndarray | Deferred]:
         """The bytes to store instead of the file's (None to store it as it is) and the fingerprint, from one
         decode of `opened` (a file PIL has opened and not loaded)."""
         width, height = opened.size
@@ -170,9 +179,27 @@ class ImageReader:
             # zlib's fastest level: 40% less time than its default for 11% more bytes, on photos (the same pixels)
             picture.save(out, format="PNG", compress_level=1)
             return out.getvalue(), picture_fingerprint(picture)
-        return None, fingerprint(opened)
+        return None, self._fingerprint(opened)
 
-    def _remember(self, key: str, converted: bytes | None, prints: np.ndarray) -> None:
+    def _stored_as_is(self, size: tuple[int, int] | None) -> bool:
+        """Whether a plain JPEG (`plain_jpeg_size`: None for another image) of `size` is within the pixel
+        limit and stored as it is."""
+        if size is None:
+            return False
+        width, height = size
+        return not (
+            width * height > (self.max_pixels or default_max_pixels())
+            or (self.image_size and min(size) > self.image_size)
+            or (self.max_image_side and max(size) > self.max_image_side)
+        )
+
+    def _fingerprint(self, image: bytes | PIL.Image.Image) -> Deferred | np.ndarray:
+        """The fingerprint of an image stored as it is (`greyscale`), computed with those of the next images read."""
+        if not self._batch.is_open:
+            self._batch = FingerprintBatch()
+        return self._batch.add(greyscale(image))
+
+    def _remember(self, key: str, converted: bytes | None, prints: np.ndarray | Deferred) -> None:
         """Keep a result by content; the oldest go beyond `_MEMO_ENTRIES` results or `_MEMO_BYTES` of images."""
         self._memo[key] = (converted, prints)
         self._memo_bytes += len(converted or b"")
@@ -233,7 +260,12 @@ class RowBuilder:
         self._wanted = frozenset(self.columns)
 
     def rows(self, records: Iterable[RawRecord], split: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """Yield ``(split, id, row)`` for the records, or for those that fall in `split` only."""
+        """Yield ``(split, id, row)`` for the records, or for those that fall in `split` only.
+
+        The images of up to `_READ_AHEAD` records are read before their rows are made, so that their leak
+        fingerprints are computed together (`m3el_hf.data.leak.FingerprintBatch`).
+        """
+        waiting: list[tuple[RawRecord, str, str, bool, tuple]] = []
         for record in records:
             key = record.content_key
             record_split = split_of(key)
@@ -242,7 +274,15 @@ class RowBuilder:
             self._seen[key] += 1
             n = self._seen[key]
             row_id = f"{record.topic}-{key}" + (f"-{n}" if n > 1 else "")
-            yield record_split, row_id, self._row(record, row_id, record_split, duplicate=n > 1)
+            waiting.append((record, row_id, record_split, n > 1, self._images_of(record)))
+            if len(waiting) == _READ_AHEAD:
+                yield from self._made(waiting)
+                waiting.clear()
+        yield from self._made(waiting)
+
+    def _made(self, waiting: list[tuple[RawRecord, str, str, bool, tuple]]) -> Iterator[tuple[str, str, dict]]:
+        for record, row_id, split, duplicate, images in waiting:
+            yield split, row_id, self._row(record, row_id, split, duplicate, *images)
 
     def _image(self, image: RawImage | None, record: RawRecord, cache: dict) -> Fingerprinted | None:
         if image is None:
@@ -257,9 +297,9 @@ class RowBuilder:
                 cache[image.local] = None
         return cache[image.local]
 
-    def _row(self, record: RawRecord, row_id: str, split: str, duplicate: bool) -> dict[str, Any]:
-        wanted = self._wanted
-        cache: dict[str, Any] = {}
+    def _images_of(self, record: RawRecord) -> tuple[Fingerprinted | None, list[Fingerprinted | None] | None]:
+        """The mention's image and the candidates' (None where a column does not need them), read."""
+        wanted, cache = self._wanted, {}
         mention_image = self._image(record.image, record, cache) if "mention_image" in wanted else None
         # The leak columns compare the mention's image with the candidates': read those for them too.
         candidate_images = (
@@ -267,6 +307,18 @@ class RowBuilder:
             if "candidate_images" in wanted or "mention_image_leak" in wanted
             else None
         )
+        return mention_image, candidate_images
+
+    def _row(
+        self,
+        record: RawRecord,
+        row_id: str,
+        split: str,
+        duplicate: bool,
+        mention_image: Fingerprinted | None,
+        candidate_images: list[Fingerprinted | None] | None,
+    ) -> dict[str, Any]:
+        wanted = self._wanted
         leak, near_candidates = (
             leak_columns(mention_image, candidate_images, record.label)
             if "mention_image_leak" in wanted

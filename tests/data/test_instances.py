@@ -157,12 +157,13 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
     tmp_path, monkeypatch, real_photos, option, mode
 ):
     import PIL.ImageFile
+    import simplejpeg
 
     picture = real_photos["coffee"].resize((64, 48))
     path = tmp_path / "imgs" / "x.img"
     path.parent.mkdir()
     picture.convert(mode).save(path, format="PNG" if mode == "RGBA" else "JPEG")
-    opens, decodes = [], []
+    opens, decodes, headers = [], [], []
     open_, load = PIL.Image.open, PIL.ImageFile.ImageFile.load
     monkeypatch.setattr(PIL.Image, "open", lambda *args, **kwargs: opens.append(1) or open_(*args, **kwargs))
 
@@ -171,13 +172,20 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
         return load(self)
 
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counted_load)
+    # A small plain JPEG: simplejpeg reads its header, and decodes it straight into an array.
+    header, decode_jpeg = simplejpeg.decode_jpeg_header, simplejpeg.decode_jpeg
+    monkeypatch.setattr(simplejpeg, "decode_jpeg_header", lambda *args: headers.append(1) or header(*args))
+    monkeypatch.setattr(
+        simplejpeg, "decode_jpeg", lambda *args, **kwargs: decodes.append(1) or decode_jpeg(*args, **kwargs)
+    )
     reader = ImageReader(tmp_path, **option)
     first = reader.read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
-    assert (len(opens), len(decodes)) == (1, 1)
+    assert (len(opens), len(decodes)) == ((0, 1) if mode == "RGB" and not option else (1, 1))
+    counts = (len(opens), len(decodes), len(headers))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "copy.img").write_bytes(path.read_bytes())  # as the release copies a candidate's file
     again = reader.read(RawImage("f", "u", "/M3EL/other/copy.img"), "m.json", 1)
-    assert (len(opens), len(decodes)) == (1, 1) and again.data == first.data
+    assert (len(opens), len(decodes), len(headers)) == counts and again.data == first.data
     assert np.array_equal(again.fingerprint, first.fingerprint)
     monkeypatch.undo()
     if first.data == path.read_bytes() or first.data[:4] == b"\x89PNG":  # stored as it is, or losslessly
@@ -186,16 +194,17 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
         assert _distance(first.fingerprint, fingerprint(first.data)) <= 4 < NEAR_DISTANCE
 
 
-def test_the_pixel_limit_is_read_from_the_header_and_names_the_image(tmp_path):
-    path = tmp_path / "imgs" / "wide.png"
+@pytest.mark.parametrize("suffix", ["png", "jpg"])  # a plain JPEG's size is read by simplejpeg, not PIL
+def test_the_pixel_limit_is_read_from_the_header_and_names_the_image(tmp_path, suffix):
+    path = tmp_path / "imgs" / f"wide.{suffix}"
     path.parent.mkdir()
     PIL.Image.new("L", (300, 200)).save(path)
-    image = RawImage("f", "u", "/M3EL/imgs/wide.png")
+    image = RawImage("f", "u", f"/M3EL/imgs/wide.{suffix}")
     assert ImageReader(tmp_path, max_pixels=60_000).read(image, "movies.json", 4).data == path.read_bytes()
     with pytest.raises(M3ELFormatError) as error:
         ImageReader(tmp_path, max_pixels=59_999).read(image, "movies.json", 4)
     assert str(error.value) == (
-        "movies.json, record 4: image too large: '/M3EL/imgs/wide.png' is 300x200 = 60,000 pixels, "
+        f"movies.json, record 4: image too large: '/M3EL/imgs/wide.{suffix}' is 300x200 = 60,000 pixels, "
         "over the limit of 59,999 (--max-pixels)"
     )
     assert error.value.key == "image_too_large"

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 
 import imagehash
 import numpy as np
+import PIL.Image
+import PIL.ImageOps
 import pytest
-from photos import encoded
+import scipy.fftpack
+from photos import encoded, rotated_jpeg
 
 from m3el_hf.data.leak import (
     _CROPS,
     NEAR_DISTANCE,
+    FingerprintBatch,
     Fingerprinted,
     LeakDetector,
+    _crop_weights,
     _distance,
-    _phashes,
     fingerprint,
+    fingerprints,
+    greyscale,
     leak_columns,
+    luma,
     picture_fingerprint,
 )
+from m3el_hf.images import to_rgb
 
 
 def as_word(hash_: imagehash.ImageHash) -> np.uint64:
@@ -31,7 +40,7 @@ def test_hashes_are_imagehash_phash_the_whole_picture_bit_for_bit_the_crops_with
     for name, photo in real_photos.items():
         photo = photo.convert("RGB")
         width, height = photo.size
-        hashes = _phashes(photo)
+        hashes = picture_fingerprint(photo)
         assert hashes[0] == as_word(imagehash.phash(photo)), name
         for crop, (left, top, right, bottom) in zip(hashes[1:], _CROPS[1:], strict=True):
             box = (int(width * left), int(height * top), width - int(width * right), height - int(height * bottom))
@@ -107,3 +116,94 @@ def test_a_picture_and_its_lossless_encoding_have_one_fingerprint_and_one_verdic
     assert leak_columns(mention, candidates, 2) == ("near", []) == LeakDetector().check(resized, as_bytes, 2)
     assert leak_columns(mention, candidates, 0) == ("none", [2])
     assert leak_columns(prints["logo"], candidates, 3) == ("copy", [])
+
+
+IMAGES = (".jpg", ".png")
+
+
+def one_at_a_time(data: bytes) -> np.ndarray:
+    """The fingerprint as computed before batching: PIL decodes (a JPEG at a reduced scale, to no less than 128
+    px a side), the thumbnails of one picture, one DCT call for them, numpy's median, bit by bit."""
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (128, 128))
+        image.load()
+        grey = to_rgb(PIL.ImageOps.exif_transpose(image)).convert("L")
+    width, height = grey.size
+    lanczos = PIL.Image.Resampling.LANCZOS
+    thumbnails = [np.asarray(grey.resize((32, 32), lanczos), dtype=np.float64)]
+    if min(width, height) < 128:
+        rows, columns = _crop_weights(height, width)
+        thumbnails.extend(np.clip(np.rint(rows @ np.asarray(grey, dtype=np.float64) @ columns), 0, 255))
+    else:
+        for left, top, right, bottom in _CROPS[1:]:
+            box = (int(width * left), int(height * top), width - int(width * right), height - int(height * bottom))
+            crop = grey.crop(box).resize((32, 32), lanczos, reducing_gap=2.0)
+            thumbnails.append(np.asarray(crop, dtype=np.float64))
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.stack(thumbnails), axis=1), axis=2)[:, :8, :8].reshape(7, 64)
+    bits = dct > np.median(dct, axis=1, keepdims=True)
+    return np.array([int("".join("1" if bit else "0" for bit in row), 2) for row in bits], dtype=np.uint64)
+
+
+def small_variants(photo: PIL.Image.Image) -> dict[str, bytes]:
+    """Small encodings of `photo` down every decoding path: JPEGs that libjpeg-turbo decodes straight into an
+    array (subsamplings, progressive, greyscale, odd sizes), and those PIL decodes (turned, reduced, PNG)."""
+    rgb = photo.convert("RGB")
+    out = {}
+    for size in ((32, 32), (45, 31), (100, 75), (200, 150), (300, 260)):
+        small = rgb.resize(size)
+        out[f"{size} 4:2:0"] = encoded(small, "JPEG", quality=90)
+        out[f"{size} 4:4:4"] = encoded(small, "JPEG", quality=95, subsampling=0)
+        out[f"{size} 4:2:2 progressive"] = encoded(small, "JPEG", subsampling=1, progressive=True)
+        out[f"{size} greyscale"] = encoded(small.convert("L"), "JPEG")
+        out[f"{size} turned"] = rotated_jpeg(small, 6)
+        out[f"{size} PNG with alpha"] = encoded(photo.convert("RGBA").resize(size), "PNG")
+    return out
+
+
+def test_fingerprints_are_bit_for_bit_those_computed_one_picture_at_a_time(tmp_path, real_photos):
+    """Every hash of drawn pictures (synth's), of the bundled photos and of small encodings of them is the
+    one the per-picture path gives, whether fingerprinted alone, from the opened file, or in one batch."""
+    from m3el_hf.data.synth import SynthConfig, synthesize
+
+    raw = synthesize(SynthConfig(out=tmp_path / "raw", instances=60, seed=0, topics=("movies",)))
+    images = {str(p.relative_to(raw)): p.read_bytes() for p in sorted(raw.rglob("*")) if p.suffix.lower() in IMAGES}
+    images = {
+        **dict(list(images.items())[:150]),
+        **{n: encoded(p.convert("RGB"), "JPEG") for n, p in real_photos.items()},
+    }
+    for name, photo in real_photos.items():
+        images.update({f"{name} {how}": data for how, data in small_variants(photo).items()})
+    expected = {name: one_at_a_time(data) for name, data in images.items()}
+    batched = fingerprints([greyscale(data) for data in images.values()])
+    for (name, data), together in zip(images.items(), batched, strict=True):
+        assert np.array_equal(fingerprint(data), expected[name]), name
+        assert np.array_equal(together, expected[name]), name
+        with PIL.Image.open(io.BytesIO(data)) as opened:
+            assert np.array_equal(greyscale(data), greyscale(opened)), name
+
+
+def test_luma_is_pils_conversion_to_greyscale():
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate(
+        [rng.integers(0, 256, (4000, 3)), np.array(list(itertools.product((0, 1, 254, 255), repeat=3)))]
+    )
+    rgb = pixels.astype(np.uint8).reshape(1, -1, 3)
+    assert np.array_equal(luma(rgb), np.asarray(PIL.Image.fromarray(rgb).convert("L")))
+
+
+def test_a_batch_computes_its_fingerprints_when_asked_or_full_and_then_takes_no_more(real_photos):
+    pictures = [np.asarray(p.convert("L").resize((40 + i, 36))) for i, p in enumerate(real_photos.values())]
+    expected = fingerprints(pictures)
+    batch = FingerprintBatch(size=len(pictures) + 1)
+    waiting = [Fingerprinted(b"", batch.add(picture)) for picture in pictures]
+    assert batch.is_open
+    assert [np.array_equal(w.fingerprint, e) for w, e in zip(waiting, expected, strict=True)] == [True] * len(pictures)
+    assert not batch.is_open
+    with pytest.raises(ValueError, match="computed"):
+        batch.add(pictures[0])
+    full = FingerprintBatch(size=2)
+    full.add(pictures[0]), full.add(pictures[1])
+    assert not full.is_open
+    large = np.asarray(real_photos["astronaut"].convert("L"))
+    assert np.array_equal(FingerprintBatch().add(large), fingerprints([large])[0])  # computed at once
