@@ -16,7 +16,7 @@ import struct
 import numpy as np
 import PIL.Image
 
-from ..images import default_max_pixels, jpeg_may_rotate, to_rgb
+from ..images import default_max_pixels, plain_jpeg_size, to_rgb
 
 __all__ = ["decode_rgb", "direct_size"]
 
@@ -25,7 +25,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"pHYs", b"tIME"})
 # PNG colour types (8-bit) the direct path takes, and the channels pyspng returns for each.
 _PNG_CHANNELS = {0: 1, 2: 3, 6: 4}
-_JPEG_COLORSPACES = frozenset({"YCbCr", "Gray", "RGB"})
 
 
 def direct_size(data: bytes) -> tuple[int, int] | None:
@@ -33,10 +32,9 @@ def direct_size(data: bytes) -> tuple[int, int] | None:
     any other file (see the module docstring)."""
     if data[:8] == _PNG_SIGNATURE:
         size = _png_size(data)
-    elif data[:3] == b"\xff\xd8\xff" and not jpeg_may_rotate(data):
-        size = _jpeg_size(data)
     else:
-        return None
+        size = plain_jpeg_size(data)
+        size = None if size is None else size[::-1]
     if size is None or size[0] * size[1] > default_max_pixels():
         return None  # PIL refuses or warns of a decompression bomb: let it
     return size
@@ -53,16 +51,6 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
     except ValueError:
         return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    import simplejpeg
-
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None  # PIL names the fault
-    return (height, width) if colorspace in _JPEG_COLORSPACES else None
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
