@@ -36,6 +36,7 @@ __all__ = [
     "ImageInputError",
     "content_key",
     "decode_for_resizing",
+    "decode_plain_jpeg",
     "default_max_pixels",
     "encode",
     "encoded_or_open",
@@ -110,6 +111,18 @@ def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
     except ValueError:
         return None  # PIL names the fault
     return (width, height) if colorspace in ("YCbCr", "Gray", "RGB") else None
+
+
+def decode_plain_jpeg(data: bytes) -> np.ndarray | None:
+    """The `(H, W, 3)` uint8 RGB pixels of a JPEG `plain_jpeg_size` takes, equal to PIL's (`simplejpeg` with PIL's
+    settings: accurate DCT, smooth upsampling); None when it refuses the file (e.g. a scan cut short, which PIL
+    decodes as far as it goes or names the fault of)."""
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+    except ValueError:
+        return None
 
 
 def content_key(image: bytes | PIL.Image.Image | Mapping[str, Any]) -> str | None:

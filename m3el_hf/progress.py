@@ -43,10 +43,11 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def _not_printed_yet(record: logging.LogRecord) -> bool:
-    """Whether no logger between `record`'s and the root has a handler of its own, which printed it."""
+    """Whether no logger between `record`'s and the root has a handler of its own that printed it (a
+    `logging.NullHandler`, which urllib3 and requests keep, prints nothing)."""
     logger = logging.getLogger(record.name)
     while logger.parent is not None:
-        if logger.handlers:
+        if any(not isinstance(h, logging.NullHandler) and record.levelno >= h.level for h in logger.handlers):
             return False
         logger = logger.parent
     return True

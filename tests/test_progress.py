@@ -75,3 +75,29 @@ def test_bars_disabled_reads_the_usual_variables(monkeypatch):
     assert not bars_disabled()
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     assert bars_disabled()
+
+
+LOG_TWICE = """
+import logging
+
+import urllib3  # keeps a NullHandler on its logger, and lets records through to the root
+
+from m3el_hf.progress import configure_logging
+
+configure_logging()
+import datasets  # keeps a handler of its own on its logger, which prints the record
+
+logging.getLogger("urllib3.connectionpool").warning("from urllib3")
+logging.getLogger("datasets.builder").warning("from datasets")
+logging.getLogger("m3el_hf.data").warning("from m3el_hf")
+"""
+
+
+def test_the_command_log_prints_each_warning_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    done = subprocess.run([sys.executable, "-c", LOG_TWICE], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines.count("WARNING urllib3.connectionpool: from urllib3") == 1
+    assert lines.count("WARNING m3el_hf.data: from m3el_hf") == 1
+    assert sum("from datasets" in line for line in lines) == 1, lines

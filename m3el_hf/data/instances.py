@@ -81,18 +81,18 @@ _MEMO_BYTES = 64 << 20
 class ImageReader:
     """Reads release images as bytes, checks them, converts or shrinks them where asked, and fingerprints them.
 
-    Each image is opened once: PIL's lazy header gives its size (a plain JPEG's is read by `simplejpeg`, which
-    decodes it too: `m3el_hf.images.plain_jpeg_size`), and an image with more pixels than `max_pixels` (a
-    decompression bomb) is refused before anything decodes it. Then one decode serves every need. An image in
-    a mode that readers would show differently (16-bit, CMYK, ...) is converted to 8 bits by scaling and
-    stored as PNG. With `image_size`, an image whose shorter side exceeds it is decoded (JPEGs at a
-    reduced scale), turned upright, resized with bicubic resampling so that its shorter side is `image_size`,
-    and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk instead
-    (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.greyscale`)
-    for its leak fingerprint, which waits to be computed with those of the next images read (a
-    `FingerprintBatch`); a converted image is fingerprinted from the picture it is stored as. An image whose
-    pixels do not decode is refused. Results are remembered by content (bounded): the release stores a
-    candidate's image again in the folder of every instance it is a candidate of.
+    Each image is opened once: PIL's lazy header gives its size (a plain JPEG stored as it is gets it from
+    `simplejpeg`'s header read, `m3el_hf.images.plain_jpeg_size`, and under 256 pixels a side its decode too), and
+    an image with more pixels than `max_pixels` (a decompression bomb) is refused before anything decodes it. Then
+    one decode serves every need. An image in a mode that readers would show differently (16-bit, CMYK, ...) is
+    converted to 8 bits by scaling and stored as PNG. With `image_size`, an image whose shorter side exceeds it is
+    decoded (JPEGs at a reduced scale), turned upright, resized with bicubic resampling so that its shorter side is
+    `image_size`, and stored as JPEG (PNG with transparency); with `max_image_side`, its longer side is shrunk
+    instead (Lanczos). Everything else is stored byte for byte, and decoded small (`m3el_hf.data.leak.greyscale`)
+    for its leak fingerprint, which waits to be computed with those of the next images read (a `FingerprintBatch`);
+    a converted image is fingerprinted from the picture it is stored as. An image whose pixels do not decode is
+    refused. Results are remembered by content (bounded): the release stores a candidate's image again in the folder
+    of every instance it is a candidate of.
 
     Args:
         root (`Path`): the release root; image paths are resolved under it and never outside.
@@ -126,11 +126,11 @@ class ImageReader:
             converted, prints = found
             return Fingerprinted(converted or data, prints)
         try:
-            if self._stored_as_is(plain_jpeg_size(data)):  # no need of PIL's header
-                converted, prints = None, self._fingerprint(data)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
+                if self._stored_as_is(plain_jpeg_size(data)):  # no need of PIL's header
+                    converted, prints = None, self._fingerprint(data)
+                else:
                     with PIL.Image.open(io.BytesIO(data)) as opened:
                         self._check_pixels(opened.size, image, source, index)
                         converted, prints = self._convert(opened)

@@ -32,9 +32,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import scipy.fftpack
-import simplejpeg
 
-from ..images import content_key, plain_jpeg_size, to_rgb
+from ..images import content_key, decode_plain_jpeg, plain_jpeg_size, to_rgb
 
 __all__ = [
     "NEAR_DISTANCE",
@@ -100,10 +99,8 @@ def _jpeg_greyscale(data: bytes) -> np.ndarray | None:
     size = plain_jpeg_size(data)
     if size is None or min(size) >= 2 * _DECODE_AT_LEAST:  # PIL's draft would reduce it
         return None
-    try:  # a greyscale JPEG too: its luma is its grey
-        return luma(simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False))
-    except ValueError:
-        return None  # e.g. a scan cut short: PIL names the fault, or decodes what there is
+    rgb = decode_plain_jpeg(data)
+    return None if rgb is None else luma(rgb)  # a greyscale JPEG too: its luma is its grey
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

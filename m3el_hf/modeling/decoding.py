@@ -16,15 +16,15 @@ import struct
 import numpy as np
 import PIL.Image
 
-from ..images import default_max_pixels, plain_jpeg_size, to_rgb
+from ..images import decode_plain_jpeg, default_max_pixels, plain_jpeg_size, to_rgb
 
 __all__ = ["decode_rgb", "direct_size"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks that change no pixel that PIL or libspng (as pyspng calls it: no gamma, no sBIT scaling) returns.
 _PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"pHYs", b"tIME"})
-# PNG colour types (8-bit) the direct path takes, and the channels pyspng returns for each.
-_PNG_CHANNELS = {0: 1, 2: 3, 6: 4}
+# PNG colour types (8-bit) the direct path takes: greyscale, RGB, RGBA.
+_PNG_COLOUR_TYPES = frozenset({0, 2, 6})
 
 
 def direct_size(data: bytes) -> tuple[int, int] | None:
@@ -43,21 +43,14 @@ def direct_size(data: bytes) -> tuple[int, int] | None:
 def decode_rgb(data: bytes) -> np.ndarray | None:
     """The `(H, W, 3)` uint8 RGB pixels of a file `direct_size` takes, equal to ``to_rgb(open_image(data))``'s;
     None when the decoder refuses the file (e.g. one cut short, which PIL decodes as far as it goes)."""
-    if data[:8] == _PNG_SIGNATURE:
-        return _png_rgb(data)
-    import simplejpeg
-
-    try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
-    except ValueError:
-        return None
+    return _png_rgb(data) if data[:8] == _PNG_SIGNATURE else decode_plain_jpeg(data)
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
     """``(height, width)`` of an 8-bit, non-paletted PNG whose chunks are all in `_PNG_CHUNKS`, else None."""
     try:
         width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
-        if data[12:16] != b"IHDR" or depth != 8 or colour not in _PNG_CHANNELS:
+        if data[12:16] != b"IHDR" or depth != 8 or colour not in _PNG_COLOUR_TYPES:
             return None
         position = 8
         while True:

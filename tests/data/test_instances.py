@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import datasets
 import numpy as np
@@ -208,3 +209,16 @@ def test_the_pixel_limit_is_read_from_the_header_and_names_the_image(tmp_path, s
         "over the limit of 59,999 (--max-pixels)"
     )
     assert error.value.key == "image_too_large"
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])  # 300 px: a plain JPEG that PIL decodes for its fingerprint
+def test_a_pixel_limit_above_pils_warns_of_no_bomb(tmp_path, monkeypatch, suffix):
+    """--max-pixels above PIL's own limit: the image is within ours, and PIL's bomb warning is not printed."""
+    path = tmp_path / "imgs" / f"square.{suffix}"
+    path.parent.mkdir()
+    PIL.Image.new("RGB", (300, 300), (20, 90, 200)).save(path)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 60_000)  # PIL warns from 60,000 pixels, refuses from twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = ImageReader(tmp_path, max_pixels=100_000).read(RawImage("f", "u", f"/M3EL/imgs/square.{suffix}"), "m", 0)
+        assert read.data == path.read_bytes() and read.fingerprint.shape == (7,)
