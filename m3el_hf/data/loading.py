@@ -53,12 +53,12 @@ def load_topic_splits(
     data: str, topics: Sequence[str] | None, split: str, revision: str | None = None
 ) -> dict[str, datasets.Dataset]:
     """`split` of each topic config of `data` (at `revision`, for a Hub id), by topic; every topic it has when
-    `topics` is None, and a `ValueError` for a topic it lacks (`resolve_topics`).
+    `topics` is None (`resolve_topics`; callers that resolved them already pass them).
 
     A topic too small to have that split (prepare leaves empty splits out of the card) is left out with a
     warning; no topic having it is an error.
     """
-    topics = resolve_topics(data, topics, revision)
+    topics = resolve_topics(data, None, revision) if topics is None else topics
     loaded = {topic: datasets.load_dataset(data, topic, revision=revision) for topic in topics}
     found = {topic: splits[split] for topic, splits in loaded.items() if split in splits}
     if not found:

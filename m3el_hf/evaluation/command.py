@@ -215,12 +215,7 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     for model in config.model:
         check_checkpoint(model)
     check_prepared(config.data)
-    topics = resolve_topics(config.data, config.topics, config.data_revision)
-    if config.harness == "mteb" and not set(topics) <= set(TOPICS):
-        raise ValueError(
-            f"--harness mteb runs M³EL's MTEB tasks, whose subsets are {', '.join(TOPICS)}; {config.data} has the "
-            f"topic(s) {', '.join(topics)}: use --harness builtin."
-        )
+    topics = _topics(config)
     provenance = make_provenance(config.harness, config.data, config.data_revision, is_synthetic(config.data))
     if config.eval_results is not None:
         _entry_folders(config)  # refuse a used folder now, not after evaluating
@@ -269,6 +264,17 @@ def run_evaluate(config: EvaluateConfig) -> list[EvaluationResult]:
     if config.eval_results is not None:
         _write_leaderboard_entries(config, records, provenance)
     return results
+
+
+def _topics(config: EvaluateConfig) -> tuple[str, ...]:
+    """The topics to score: those the data has (all, or the ones asked for), which the harness can score."""
+    topics = resolve_topics(config.data, config.topics, config.data_revision)
+    if config.harness == "mteb" and not set(topics) <= set(TOPICS):
+        raise ValueError(
+            f"--harness mteb runs M³EL's MTEB tasks, whose subsets are {', '.join(TOPICS)}; {config.data} has the "
+            f"topic(s) {', '.join(topics)}: use --harness builtin."
+        )
+    return topics
 
 
 def _evaluate_with_mteb(

@@ -112,6 +112,7 @@ def validation_kb(config: TrainConfig, eval_data: datasets.Dataset | None) -> da
     """The knowledge base of the run's topics when no validation row has a candidate list (each holds its gold
     alone, as ``prepare --format mimic`` writes them, where ranking the candidates would score 100%): validation
     then ranks the whole KB, as ``evaluate --protocol kb`` scores such data. None otherwise."""
+    # The whole table's longest list, a selection's mapping aside: a selection of gold-only lists is gold-only too.
     if eval_data is None or pc.max(pc.list_value_length(eval_data.data.column("candidates"))).as_py() != 1:
         return None
     parts = [datasets.load_dataset(config.data, f"{topic}-kb", split=KB_SPLIT) for topic in config.topics]

@@ -12,7 +12,7 @@ placement, DDP, mixed precision, gradient accumulation, checkpoints), and the co
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import gc
 import math
 import os
@@ -311,8 +311,10 @@ def train(config: TrainConfig) -> Path:
     started = time.perf_counter()
     check_checkpoint(config.model)
     check_prepared(config.data)
-    # The topics the data has, or a one-line refusal of one it lacks; the summary names the resolved ones.
-    config = dataclasses.replace(config, topics=resolve_topics(config.data, config.topics))
+    # The topics the data has, or a one-line refusal of one it lacks; the summary names the resolved ones. Set on
+    # a copy, not by dataclasses.replace: that would check the options again and repeat their warnings.
+    config = copy.copy(config)
+    object.__setattr__(config, "topics", resolve_topics(config.data, config.topics))
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     accelerator = Accelerator(

@@ -64,6 +64,9 @@ def test_mimic_prepare_has_one_topic_its_name(mimic_raw, tmp_path):
     from m3el_hf.data.prepare import PrepareConfig
 
     assert PrepareConfig(raw=mimic_raw, out=tmp_path, format="mimic", name="wikimel").topics == ("wikimel",)
+    for name in ("movies", "all"):
+        with pytest.raises(ValueError, match=rf"^--name {name} would pass for M³EL's own config: name the dataset"):
+            PrepareConfig(raw=mimic_raw, out=tmp_path, format="mimic", name=name)
     for wrong in ({"topics": ("movies",)}, {"records": ("movies=movies.json",)}):
         with pytest.raises(
             ValueError, match=r"^--topics and --records are for M³EL releases; .* is --name \(wikimel\)"

@@ -186,3 +186,10 @@ def test_the_report_refuses_a_summary_of_another_format_version(tmp_path: Path) 
     config = TrainConfig(model="m", data="d", output_dir=tmp_path / "run")
     with pytest.raises(FormatVersionError, match=r"training_summary\.json has no format_version; this m3el-hf reads"):
         training_report(final, config)
+
+
+def test_train_warns_of_an_ignored_option_once(
+    small_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(small_config(tmp_path / "run", max_steps=1, topics=None, lora_r=4))  # the config warns as it is made
+    assert caplog.text.count("lora_r ignored because lora=False") == 1
