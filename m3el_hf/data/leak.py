@@ -57,6 +57,7 @@ _CROPS = ((0, 0, 0, 0), (0.05,) * 4, (0.1,) * 4, (0.1, 0, 0, 0), (0, 0.1, 0, 0),
 _THUMBNAIL = 32
 _DECODE_AT_LEAST = 4 * _THUMBNAIL  # JPEGs are decoded at a reduced scale, to no less than this
 _CROP_SOURCE = 4 * _THUMBNAIL  # pictures from this side up have their crops resampled by PIL
+_BATCH_SIDE = 4 * _CROP_SOURCE  # a longer side (a thin picture) is fingerprinted alone, its weights not kept
 _LUMA = np.array([19595, 38470, 7471], dtype=np.uint32)  # PIL's weights of R, G and B, over 2**16
 
 
@@ -129,7 +130,7 @@ def fingerprints(pictures: Sequence[np.ndarray]) -> np.ndarray:
             thumbnails[i] = _resampled_by_pil(PIL.Image.fromarray(picture))
     for (height, width), group in sizes.items():
         stack = np.stack([pictures[i] for i in group]).astype(np.float64)
-        rows, columns = _crop_weights(height, width)
+        rows, columns = (_kept_crop_weights if max(height, width) <= _BATCH_SIDE else _crop_weights)(height, width)
         # Per picture and crop, the products of the same shapes as for one picture alone: the same sums.
         thumbnails[group, 1:] = np.clip(np.rint(rows @ stack[:, None] @ columns), 0, 255)
         if (height, width) == (_THUMBNAIL, _THUMBNAIL):
@@ -160,13 +161,16 @@ def _resampled_by_pil(grey: PIL.Image.Image) -> np.ndarray:
     return np.stack(thumbnails)
 
 
-@functools.lru_cache(maxsize=64)  # per picture size: bounded, whatever the image sizes
 def _crop_weights(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per crop of `_CROPS` after the first: row weights `(6, 32, height)` and column weights `(6, width, 32)`."""
     rows = np.stack([_lanczos(height, top, bottom) for _, top, _, bottom in _CROPS[1:]])
     columns = np.stack([_lanczos(width, left, right).T for left, _, right, _ in _CROPS[1:]])
     rows.flags.writeable = columns.flags.writeable = False
     return rows, columns
+
+
+# Per picture size up to `_BATCH_SIDE` a side: at most 64 × 1.6 MB, whatever the image sizes.
+_kept_crop_weights = functools.lru_cache(maxsize=64)(_crop_weights)
 
 
 @functools.lru_cache(maxsize=256)  # a side length's weights per cut: bounded, whatever the image sizes
@@ -203,10 +207,11 @@ class FingerprintBatch:
 
     def add(self, picture: np.ndarray) -> np.ndarray | Deferred:
         """The fingerprint of `picture`, to come: computed now for a picture of `_CROP_SOURCE` pixels a side or
-        more (its thumbnails are PIL's resizes, nothing shared: kept waiting it would only hold memory)."""
+        more (its thumbnails are PIL's resizes, nothing shared: kept waiting it would only hold memory), or a
+        thin one longer than `_BATCH_SIDE` (its products are large and rarely shared)."""
         if not self.is_open:
             raise ValueError("this batch was computed: start another")
-        if min(picture.shape) >= _CROP_SOURCE:
+        if min(picture.shape) >= _CROP_SOURCE or max(picture.shape) > _BATCH_SIDE:
             return fingerprints([picture])[0]
         deferred = Deferred(self, np.zeros(len(_CROPS), dtype=np.uint64))
         self._pictures.append(picture)

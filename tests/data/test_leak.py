@@ -22,6 +22,7 @@ from m3el_hf.data.leak import (
     LeakDetector,
     _crop_weights,
     _distance,
+    _kept_crop_weights,
     fingerprint,
     fingerprints,
     greyscale,
@@ -150,7 +151,7 @@ def small_variants(photo: PIL.Image.Image) -> dict[str, bytes]:
     array (subsamplings, progressive, greyscale, odd sizes), and those PIL decodes (turned, reduced, PNG)."""
     rgb = photo.convert("RGB")
     out = {}
-    for size in ((32, 32), (45, 31), (100, 75), (200, 150), (300, 260)):
+    for size in ((32, 32), (45, 31), (100, 75), (200, 150), (300, 260), (700, 40)):  # the last: thin
         small = rgb.resize(size)
         out[f"{size} 4:2:0"] = encoded(small, "JPEG", quality=90)
         out[f"{size} 4:4:4"] = encoded(small, "JPEG", quality=95, subsampling=0)
@@ -207,3 +208,6 @@ def test_a_batch_computes_its_fingerprints_when_asked_or_full_and_then_takes_no_
     assert not full.is_open
     large = np.asarray(real_photos["astronaut"].convert("L"))
     assert np.array_equal(FingerprintBatch().add(large), fingerprints([large])[0])  # computed at once
+    thin, kept = pictures[0][:, :1] @ np.ones((1, 900), dtype=np.uint8), _kept_crop_weights.cache_info().currsize
+    assert np.array_equal(FingerprintBatch().add(thin), fingerprints([thin])[0])  # at once, its weights not kept
+    assert _kept_crop_weights.cache_info().currsize == kept
