@@ -128,8 +128,9 @@ class ImageReader:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # compared with max_pixels
-                if self._stored_as_is(plain_jpeg_size(data)):  # no need of PIL's header
-                    converted, prints = None, self._fingerprint(data)
+                size = plain_jpeg_size(data)
+                if self._stored_as_is(size):  # no need of PIL's header
+                    converted, prints = None, self._fingerprint(data, size)
                 else:
                     with PIL.Image.open(io.BytesIO(data)) as opened:
                         self._check_pixels(opened.size, image, source, index)
@@ -193,11 +194,13 @@ class ImageReader:
             or (self.max_image_side and max(size) > self.max_image_side)
         )
 
-    def _fingerprint(self, image: bytes | PIL.Image.Image) -> Deferred | np.ndarray:
+    def _fingerprint(
+        self, image: bytes | PIL.Image.Image, plain_size: tuple[int, int] | None = None
+    ) -> Deferred | np.ndarray:
         """The fingerprint of an image stored as it is (`greyscale`), computed with those of the next images read."""
         if not self._batch.is_open:
             self._batch = FingerprintBatch()
-        return self._batch.add(greyscale(image))
+        return self._batch.add(greyscale(image, plain_size))
 
     def _remember(self, key: str, converted: bytes | None, prints: np.ndarray | Deferred) -> None:
         """Keep a result by content; the oldest go beyond `_MEMO_ENTRIES` results or `_MEMO_BYTES` of images."""

@@ -75,16 +75,16 @@ def picture_fingerprint(picture: PIL.Image.Image) -> np.ndarray:
     return fingerprints([np.asarray(to_rgb(picture).convert("L"))])[0]
 
 
-def greyscale(image: bytes | PIL.Image.Image) -> np.ndarray:
+def greyscale(image: bytes | PIL.Image.Image, plain_size: tuple[int, int] | None = None) -> np.ndarray:
     """The picture an image is fingerprinted from: its upright greyscale decode, uint8 `(height, width)`.
 
     `image` is as for `fingerprint`. A JPEG is decoded at a reduced DCT scale, to no less than
     `_DECODE_AT_LEAST` pixels a side. From bytes, one that needs no reduction nor orientation is decoded by
     libjpeg-turbo straight into an array (`simplejpeg`, with PIL's settings: the same pixels, tested), its luma
-    in PIL's integers.
+    in PIL's integers. `plain_size` is the bytes' `plain_jpeg_size` where the caller has read it already.
     """
     if isinstance(image, bytes):
-        fast = _jpeg_greyscale(image)
+        fast = _jpeg_greyscale(image, plain_size or plain_jpeg_size(image))
         if fast is not None:
             return fast
         with PIL.Image.open(io.BytesIO(image)) as opened:
@@ -95,9 +95,9 @@ def greyscale(image: bytes | PIL.Image.Image) -> np.ndarray:
     return np.asarray(to_rgb(PIL.ImageOps.exif_transpose(image)).convert("L"))
 
 
-def _jpeg_greyscale(data: bytes) -> np.ndarray | None:
-    """`greyscale` of a JPEG that PIL would decode at full scale and not turn, by `simplejpeg`; else None."""
-    size = plain_jpeg_size(data)
+def _jpeg_greyscale(data: bytes, size: tuple[int, int] | None) -> np.ndarray | None:
+    """`greyscale` of a JPEG that PIL would decode at full scale and not turn (`size`: its `plain_jpeg_size`), by
+    `simplejpeg`; else None."""
     if size is None or min(size) >= 2 * _DECODE_AT_LEAST:  # PIL's draft would reduce it
         return None
     rgb = decode_plain_jpeg(data)

@@ -122,9 +122,11 @@ class PrepareConfig:
                 f"format must be 'm3el' or 'mimic' and name lowercase letters, digits and _, got format="
                 f"{self.format!r}, name={self.name!r}."
             )
-        if self.format == "mimic" and self.name in (*TOPICS, "all"):
-            raise ValueError(f"--name {self.name} would pass for M³EL's own config: name the dataset, e.g. wikimel.")
         if self.format == "mimic":  # one topic, the dataset's --name
+            if self.name in (*TOPICS, "all"):
+                raise ValueError(
+                    f"--name {self.name} would pass for M³EL's own config: name the dataset, e.g. wikimel."
+                )
             if tuple(self.topics) not in (TOPICS, (self.name,)) or self.records:
                 raise ValueError(
                     f"--topics and --records are for M³EL releases; with --format mimic the one topic is "

@@ -182,6 +182,7 @@ def test_an_image_is_opened_and_decoded_once_and_remembered_by_content(
     reader = ImageReader(tmp_path, **option)
     first = reader.read(RawImage("f", "u", "/M3EL/imgs/x.img"), "m.json", 0)
     assert (len(opens), len(decodes)) == ((0, 1) if mode == "RGB" and not option else (1, 1))
+    assert len(headers) == (1 if mode != "RGBA" else 0)  # a JPEG's header read once, for its size and its decode
     counts = (len(opens), len(decodes), len(headers))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "copy.img").write_bytes(path.read_bytes())  # as the release copies a candidate's file
